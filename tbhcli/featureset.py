@@ -1,0 +1,115 @@
+"""Feature sets on disk: `NAME.npy` float32 [N, D], labels optionally beside it in `NAME.labels.npy`.
+
+Labels are int [N] (single-label) or 0/1 [N, C] (multi-label); two items are relevant to each other
+when they share a label. Files are read with `allow_pickle=False`, so an untrusted .npy is safe.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tbhcli.errors import TbhError
+
+
+@dataclass
+class FeatureSet:
+    """Feature vectors [N, D] float32 with optional labels [N] or [N, C]."""
+
+    features: np.ndarray
+    labels: np.ndarray | None = None
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[1]
+
+
+def labels_path(path: Path) -> Path:
+    """`NAME.npy` -> `NAME.labels.npy`."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".npy") + ".labels.npy")
+
+
+def _load_array(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise TbhError(f"{what} file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a bad file
+        raise TbhError(f"cannot read {what} file {path}: {exc}") from None
+
+
+def check_features(features: np.ndarray, where: str = "features") -> np.ndarray:
+    """Validate a feature matrix (2-D, numeric, finite) and return it as float32."""
+    if features.ndim != 2:
+        raise TbhError(f"{where} must be a 2-D array [N, D], got shape {features.shape}.")
+    if not np.issubdtype(features.dtype, np.number):
+        raise TbhError(f"{where} must be numeric, got dtype {features.dtype}.")
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    bad = ~np.isfinite(features)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        raise TbhError(
+            f"{where} contain NaN or inf in {len(rows)} rows (first: row {rows[0]}); "
+            "clean or drop those rows."
+        )
+    return features
+
+
+def check_labels(labels: np.ndarray, n: int, where: str = "labels") -> np.ndarray:
+    """Validate labels against N items: int [N] or 0/1 [N, C]."""
+    if labels.ndim not in (1, 2):
+        raise TbhError(f"{where} must be [N] or [N, C], got shape {labels.shape}.")
+    if len(labels) != n:
+        raise TbhError(f"{where} have {len(labels)} rows but the features have {n}.")
+    if labels.ndim == 2:
+        if not np.isin(labels, (0, 1)).all():
+            raise TbhError(f"multi-label {where} [N, C] must be 0/1.")
+        return labels.astype(bool)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TbhError(f"{where} must be integers, got dtype {labels.dtype}.")
+    return labels.astype(np.int64)
+
+
+def load_features(path: str | Path, require_labels: bool = False) -> FeatureSet:
+    """Load and validate `NAME.npy` (+ `NAME.labels.npy` when present)."""
+    path = Path(path)
+    features = check_features(_load_array(path, "features"), f"features in {path}")
+    lpath = labels_path(path)
+    labels = None
+    if lpath.is_file():
+        labels = check_labels(_load_array(lpath, "labels"), len(features), f"labels in {lpath}")
+    elif require_labels:
+        raise TbhError(f"no labels for {path}: expected {lpath} (int [N] or 0/1 [N, C]).")
+    return FeatureSet(features, labels, path)
+
+
+def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray | None = None) -> Path:
+    """Write `NAME.npy` (+ `NAME.labels.npy`) following the feature-set convention."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(features, dtype=np.float32))
+    if labels is not None:
+        np.save(labels_path(path), labels)
+    return path
+
+
+def meta_path(path: Path) -> Path:
+    """`NAME.npy` -> `NAME.meta.json`: how the features were made (backbone, image size, ...)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".npy") + ".meta.json")
+
+
+def load_meta(path: str | Path) -> dict:
+    """The feature set's provenance (`{}` for features made outside tbh)."""
+    mpath = meta_path(Path(path))
+    return json.loads(mpath.read_text()) if mpath.is_file() else {}
+
+
+def save_meta(path: str | Path, meta: dict) -> None:
+    meta_path(Path(path)).write_text(json.dumps(meta, indent=2) + "\n")

@@ -1,0 +1,96 @@
+"""Run artefacts `runs/<name>/`: the config as JSON, the sign encoder's weights, the loss log.
+
+Every method (TBH and the linear baselines) is saved the same way, as an *encoder*: a torch module
+mapping features float32 [B, D] to logits [B, M]; the code is `logits > 0`. Weights are
+safetensors, so loading a run never unpickles anything.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tbhcli.codes import pack_bits
+from tbhcli.errors import TbhError
+
+CONFIG_FILE = "config.json"
+ENCODER_FILE = "encoder.safetensors"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class Run:
+    """A trained hasher: `config` (every setting) and `encoder` (features -> logits)."""
+
+    path: Path
+    config: dict
+    encoder: nn.Module
+
+    @property
+    def bits(self) -> int:
+        return int(self.config["bits"])
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @torch.no_grad()
+    def encode(self, features: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """Features float32 [N, D] -> packed codes uint8 [N, bits / 8]."""
+        dim = int(self.config["feature_dim"])
+        if features.ndim != 2 or features.shape[1] != dim:
+            raise TbhError(
+                f"run {self.path} expects features [N, {dim}], got shape {features.shape}."
+            )
+        self.encoder.eval()
+        out = []
+        for start in range(0, len(features), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(features[start : start + batch_size]))
+            out.append(pack_bits((self.encoder(x.float()) > 0).numpy()))
+        return np.concatenate(out) if out else np.zeros((0, self.bits // 8), np.uint8)
+
+
+def build_encoder(config: dict) -> nn.Module:
+    """The (untrained) encoder module that a run's config describes."""
+    method = config["method"]
+    if method == "tbh":
+        from tbhcli.tbh import SignEncoder, TBHConfig
+
+        return SignEncoder(TBHConfig(**config["model"]))
+    from tbhcli.baselines import LinearHash
+
+    return LinearHash(int(config["feature_dim"]), int(config["bits"]))
+
+
+def save_run(path: Path, config: dict, encoder: nn.Module) -> None:
+    """Write config.json and encoder.safetensors (the weights last, so a run with weights is whole)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    tmp = path / (ENCODER_FILE + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(path / ENCODER_FILE)
+
+
+def load_config(path: str | Path) -> dict:
+    cfg = Path(path) / CONFIG_FILE
+    if not cfg.is_file():
+        raise TbhError(f"{path} is not a tbh run (no {CONFIG_FILE}); train one with `tbh train`.")
+    return json.loads(cfg.read_text())
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run directory written by `tbh train`."""
+    path = Path(path)
+    config = load_config(path)
+    weights = path / ENCODER_FILE
+    if not weights.is_file():
+        raise TbhError(f"run {path} has no weights ({ENCODER_FILE}); it did not finish training.")
+    encoder = build_encoder(config)
+    encoder.load_state_dict(load_file(str(weights)))
+    encoder.eval()
+    return Run(path, config, encoder)

@@ -1,0 +1,48 @@
+"""Workspace defaults: the newest run under `runs/`, the newest model under `onnx/`, `codes.zarr`.
+
+Every verb takes an explicit path; these helpers fill in the ones a user left out, relative to the
+current directory, and say what to do when nothing is there yet.
+"""
+
+from pathlib import Path
+
+from tbhcli.errors import TbhError
+
+RUNS_DIR = Path("runs")
+MODELS_DIR = Path("onnx")
+STORE_PATH = Path("codes.zarr")
+
+
+def _newest(paths: list[Path]) -> Path | None:
+    return max(paths, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def resolve_run(run: str | Path | None) -> Path:
+    """The given run directory, or the newest `runs/*/` that holds a config.json."""
+    if run is not None:
+        return Path(run)
+    newest = _newest([p.parent for p in RUNS_DIR.glob("*/config.json")])
+    if newest is None:
+        raise TbhError("no run in ./runs; train one with `tbh train FEATURES.npy --bits 32`.")
+    return newest
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The given ONNX file, or the newest `onnx/*.onnx`."""
+    if model is not None:
+        path = Path(model)
+        if not path.is_file():
+            raise TbhError(f"model file not found: {path}")
+        return path
+    newest = _newest(list(MODELS_DIR.glob("*.onnx")))
+    if newest is None:
+        raise TbhError("no model in ./onnx; export one with `tbh export`.")
+    return newest
+
+
+def resolve_store(store: str | Path | None, must_exist: bool = True) -> Path:
+    """The given store, or `./codes.zarr`."""
+    path = Path(store) if store is not None else STORE_PATH
+    if must_exist and not path.exists():
+        raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
+    return path
