@@ -1,4 +1,4 @@
-"""The `tbh` command: a thin Typer layer; each subcommand calls the library verb of the same name."""
+"""The `tbh` command: a thin Typer layer; each subcommand calls the library verb of its name."""
 
 from pathlib import Path
 from typing import Annotated

@@ -1,4 +1,4 @@
-"""Feature sets on disk: `NAME.npy` float32 [N, D], labels optionally beside it in `NAME.labels.npy`.
+"""Feature sets on disk: `NAME.npy` float32 [N, D], optional labels in `NAME.labels.npy`.
 
 Labels are int [N] (single-label) or 0/1 [N, C] (multi-label); two items are relevant to each other
 when they share a label. Files are read with `allow_pickle=False`, so an untrusted .npy is safe.

@@ -67,7 +67,7 @@ def build_encoder(config: dict) -> nn.Module:
 
 
 def save_run(path: Path, config: dict, encoder: nn.Module) -> None:
-    """Write config.json and encoder.safetensors (the weights last, so a run with weights is whole)."""
+    """Write config.json, then encoder.safetensors: a run with weights is a whole run."""
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
