@@ -1,0 +1,139 @@
+"""`tbh evaluate`: retrieval quality of a trained hasher, on feature sets or on a code store.
+
+Two sources of codes, one set of metrics (tbhcli.metrics):
+- feature level: `--model runs/NAME --database db.npy --queries q.npy` encodes both with the run;
+- store level (the default): the store's codes against its recorded query set.
+Both give the same number for the same model and images, since the store holds the same codes.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tbhcli.errors import TbhError
+from tbhcli.featureset import load_features
+from tbhcli.metrics import distance_histograms, evaluate_codes, parse_metric, pr_curve
+from tbhcli.runs import load_run
+from tbhcli.workspace import resolve_run, resolve_store
+
+
+@dataclass
+class LabelledCodes:
+    """Packed codes [N, bits / 8] with labels [N] or [N, C], and where they came from."""
+
+    codes: np.ndarray
+    labels: np.ndarray
+    source: str
+
+
+@dataclass
+class Evaluation:
+    """Metric values by name, plus the PR curve when asked for."""
+
+    scores: dict[str, float]
+    database: str
+    queries: str
+    precision: np.ndarray | None = field(default=None, repr=False)
+    recall: np.ndarray | None = field(default=None, repr=False)
+
+    def to_json(self) -> str:
+        return json.dumps(self.scores)
+
+
+def encode_feature_set(run_path: Path, features_path: Path) -> LabelledCodes:
+    """Encode a labelled feature set with a run's sign encoder."""
+    feature_set = load_features(features_path, require_labels=True)
+    codes = load_run(run_path).encode(feature_set.features)
+    return LabelledCodes(codes, feature_set.labels, str(features_path))
+
+
+def store_codes(store_path: Path, queries: Path | None) -> tuple[LabelledCodes, LabelledCodes]:
+    """Database and query codes from a store; queries from `queries` (a store) or its query set."""
+    from tbhcli.store import open_store
+
+    database = open_store(store_path)
+    query_store = open_store(queries) if queries is not None else database.queries
+    if query_store is None:
+        raise TbhError(
+            f"store {store_path} has no query set; index one with `tbh index IMAGES --queries DIR` "
+            "or pass --queries STORE."
+        )
+    if query_store.bits != database.bits:
+        raise TbhError(
+            f"query codes have {query_store.bits} bits but the store has {database.bits}."
+        )
+    db_labels, q_labels = _shared_label_ids(database, query_store)
+    return (
+        LabelledCodes(database.read_codes(), db_labels, str(store_path)),
+        LabelledCodes(query_store.read_codes(), q_labels, f"{queries or store_path} (queries)"),
+    )
+
+
+def _shared_label_ids(database, queries) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of both stores as ids in one class list (each store numbers its own classes)."""
+    if database.labels is None or queries.labels is None:
+        raise TbhError("evaluation needs labels: index images in class subfolders (DIR/CLASS/img).")
+    names = sorted(set(database.classes) | set(queries.classes))
+    ids = {name: i for i, name in enumerate(names)}
+
+    def remap(labels: np.ndarray, classes: list[str]) -> np.ndarray:
+        table = np.array([ids[c] for c in classes] + [-1], dtype=np.int64)
+        return table[np.where(labels < 0, len(classes), labels)]
+
+    # Unlabelled items are -1 in the database and -2 among queries: relevant to nothing.
+    q = remap(queries.labels, queries.classes)
+    return remap(database.labels, database.classes), np.where(q < 0, -2, q)
+
+
+def evaluate(
+    metric: list[str] | None = None,
+    model: Path | None = None,
+    database: Path | None = None,
+    queries: Path | None = None,
+    store: Path | None = None,
+    plot: Path | None = None,
+    threads: int | None = None,
+) -> Evaluation:
+    """Evaluate retrieval: feature sets when `database` is given, else the code store."""
+    metrics = metric or ["map@1000"]
+    for name in metrics:
+        parse_metric(name)  # fail on a typo before any work
+    if database is not None:
+        if queries is None:
+            raise TbhError("--database needs --queries FEATURES.npy (labelled held-out queries).")
+        run = resolve_run(model)
+        db = encode_feature_set(run, database)
+        q = encode_feature_set(run, queries)
+    else:
+        db, q = store_codes(resolve_store(store), queries)
+    if db.labels.ndim != q.labels.ndim:
+        raise TbhError("database and query labels differ in kind (single- vs multi-label).")
+    scores = evaluate_codes(db.codes, db.labels, q.codes, q.labels, metrics, threads=threads)
+    result = Evaluation(scores, db.source, q.source)
+    if plot is not None:
+        counts = distance_histograms(db.codes, db.labels, q.codes, q.labels)
+        result.precision, result.recall = pr_curve(*counts)
+        save_pr_plot(plot, result.precision, result.recall)
+    return result
+
+
+def save_pr_plot(path: Path, precision: np.ndarray, recall: np.ndarray) -> None:
+    """Write the precision-recall curve over Hamming radii 0..M as an image (PNG, SVG, PDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(recall, precision, marker=".")
+    for radius in (0, 2, len(precision) // 4):
+        ax.annotate(f"r={radius}", (recall[radius], precision[radius]), fontsize=8)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.set_title("Precision-recall over Hamming radius")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
