@@ -36,6 +36,46 @@ app = typer.Typer(
 # ---- commands: each block is owned by the module it calls --------------------------------------
 
 
+@app.command()
+def evaluate(
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="map@K, map@all, p@K or p@rR (precision within radius R); repeatable."),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Run directory (feature-level evaluation). [newest run]")
+    ] = None,
+    database: Annotated[
+        Path | None, typer.Option(help="Database features NAME.npy (with NAME.labels.npy).")
+    ] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option(help="Query features .npy (with --database) or query store. [recorded]"),
+    ] = None,
+    store: Annotated[Path | None, typer.Option(help="Code store. [codes.zarr]")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write the PR curve to this image.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Search threads. [all cores]")] = None,
+) -> None:
+    """Retrieval quality against ground-truth labels (relevant = shares a label)."""
+    from tbhcli.evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(metric, model, database, queries, store, plot, threads)
+    if json_output:
+        typer.echo(result.to_json())
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{result.queries} against {result.database}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.scores.items():
+        table.add_row(name, f"{value:.4f}")
+    Console().print(table)
+    if plot is not None:
+        Console().print(f"precision-recall curve written to {plot}")
+
+
 def main() -> None:
     """Entry point of the `tbh` console script."""
     try:
