@@ -43,19 +43,19 @@ def evaluate(
         typer.Option(help="map@K, map@all, p@K or p@rR (precision within radius R); repeatable."),
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="Run directory (feature-level evaluation). [newest run]")
+        Path | None, typer.Option(help="Run for feature-level evaluation (default: newest run).")
     ] = None,
     database: Annotated[
         Path | None, typer.Option(help="Database features NAME.npy (with NAME.labels.npy).")
     ] = None,
     queries: Annotated[
         Path | None,
-        typer.Option(help="Query features .npy (with --database) or query store. [recorded]"),
+        typer.Option(help="Query features .npy (with --database), or a query store."),
     ] = None,
-    store: Annotated[Path | None, typer.Option(help="Code store. [codes.zarr]")] = None,
+    store: Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write the PR curve to this image.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Search threads. [all cores]")] = None,
+    threads: Annotated[int | None, typer.Option(help="Search threads (default: all).")] = None,
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
     from tbhcli.evaluate import evaluate as run_evaluate
