@@ -1,0 +1,156 @@
+"""`tbh features`: embed an image folder into a feature set `NAME.npy` (+ labels, + meta).
+
+Images are decoded in parallel by DataLoader workers (`images.load_image`), embedded by the
+backbone in batches (on CUDA when available), and written with `featureset.save_features`.
+Class subfolders give int labels: sorted folder names -> 0..C-1, kept in the meta as `classes`.
+Files that cannot be decoded are skipped and counted, never fatal.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
+
+import tbhcli
+from tbhcli.backbone import load_backbone, weights_id
+from tbhcli.errors import TbhError
+from tbhcli.featureset import save_features, save_meta
+from tbhcli.images import ImageDecodeError, label_of, list_images, load_image
+
+console = Console(stderr=True)
+
+
+class ImageFolder(Dataset):
+    """Item i -> (pixels uint8 [3, S, S], ok): `ok` is False (and pixels zero) for a bad file."""
+
+    def __init__(self, root: Path, paths: list[Path], size: int):
+        self.root, self.paths, self.size = root, paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        try:
+            pixels = load_image(self.root / self.paths[i], self.size)
+        except ImageDecodeError:
+            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), False
+        return torch.from_numpy(pixels), True
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core, at most 8 (the backbone needs the rest)."""
+    return min(8, len(os.sched_getaffinity(0)))
+
+
+def class_labels(paths: list[Path]) -> tuple[np.ndarray | None, list[str]]:
+    """Int labels [N] from class folders (sorted names -> 0..C-1); None if a file is at the root."""
+    names = [label_of(p) for p in paths]
+    if not names or any(n is None for n in names):
+        return None, []
+    classes = sorted(set(names))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[n] for n in names], dtype=np.int64), classes
+
+
+@torch.no_grad()
+def embed_images(
+    root: Path,
+    paths: list[Path],
+    backbone: torch.nn.Module,
+    image_size: int,
+    batch_size: int = 256,
+    workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features float32 [N, D] for `root / paths` and a bool mask [N] of decodable images.
+
+    Rows of undecodable images are zero and False in the mask.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backbone = backbone.to(device).eval()
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(
+        ImageFolder(root, paths, image_size),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    features = np.zeros((len(paths), backbone.feature_dim), dtype=np.float32)
+    ok = np.zeros(len(paths), dtype=bool)
+    columns = (
+        TextColumn("[bold]embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} images/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("embed", total=len(paths), rate=0.0)
+        start = 0
+        for pixels, good in loader:
+            x = pixels.to(device, non_blocking=True).float().div_(255)  # (B, 3, S, S) in [0, 1]
+            features[start : start + len(x)] = backbone(x).float().cpu().numpy()  # (B, D)
+            ok[start : start + len(x)] = good.numpy()
+            start += len(x)
+            elapsed = progress.tasks[0].elapsed or 1e-9
+            progress.update(task, advance=len(x), rate=start / elapsed)
+    return features, ok
+
+
+def features(
+    images: Path,
+    out: Path,
+    backbone: str = "efficientnet-lite0",
+    weights: Path | None = None,
+    image_size: int | None = None,
+    batch_size: int = 256,
+    workers: int | None = None,
+) -> Path:
+    """Embed every image under `images` into `out` (NAME.npy, NAME.labels.npy, NAME.meta.json).
+
+    `image_size` defaults to the backbone's own input side. Returns the path of NAME.npy.
+    """
+    images, out = Path(images), Path(out)
+    if out.suffix != ".npy":
+        raise TbhError(f"output must be a .npy file (got {out}); try -o {out.with_suffix('.npy')}.")
+    if batch_size <= 0:
+        raise TbhError(f"--batch-size must be positive (got {batch_size}).")
+    paths = list_images(images)
+    if not paths:
+        raise TbhError(f"no images found in {images} (looked for jpg, png, bmp, gif, webp, tiff).")
+    model = load_backbone(backbone, weights)
+    size = image_size or model.image_size
+    if size < 32:
+        raise TbhError(f"--image-size must be at least 32 pixels (got {size}).")
+
+    feats, ok = embed_images(images, paths, model, size, batch_size, workers)
+    labels, classes = class_labels(paths)  # from all files, so a bad file never renumbers classes
+    bad = [p for p, good in zip(paths, ok, strict=True) if not good]
+    if len(bad) == len(paths):
+        raise TbhError(f"none of the {len(paths)} images in {images} could be decoded.")
+    if bad:
+        shown = ", ".join(str(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        console.print(f"[yellow]skipped {len(bad)} undecodable images[/]: {shown}")
+
+    kept = [p for p, good in zip(paths, ok, strict=True) if good]
+    save_features(out, feats[ok], labels[ok] if labels is not None else None)
+    save_meta(
+        out,
+        {
+            "backbone": model.name,
+            "image_size": size,
+            "weights": weights_id(model.name, weights),
+            "classes": classes,
+            "images": str(images.resolve()),
+            "paths": [p.as_posix() for p in kept],
+            "skipped": [p.as_posix() for p in bad],
+            "n": len(kept),
+            "dim": model.feature_dim,
+            "tbh_version": tbhcli.__version__,
+        },
+    )
+    console.print(f"wrote {out}: {len(kept)} x {model.feature_dim} ({model.name}, {size} px)")
+    return out

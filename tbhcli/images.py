@@ -1,0 +1,64 @@
+"""Image folders -> uint8 pixels: the one decoder that `tbh features` and `tbh index` share.
+
+Every image is decoded by Pillow, converted to RGB, EXIF-rotated, then center-cropped to a square
+and resized to `size` x `size` (bilinear): the shorter side becomes `size`, the longer side is cut
+evenly on both ends. Using this one function everywhere is what makes codes from `tbh index`
+equal to codes from `tbh features` + a run. The functions are top-level and take plain paths, so
+they can run in worker processes.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from tbhcli.errors import TbhError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+# What Pillow raises for unreadable, truncated or hostile files.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+class ImageDecodeError(TbhError):
+    """A file that looks like an image but cannot be decoded (corrupt, truncated, empty)."""
+
+
+def list_images(root: Path) -> list[Path]:
+    """All image files under `root`, recursively, sorted, as paths relative to `root`.
+
+    Matches `IMAGE_EXTENSIONS` case-insensitively and skips hidden files and folders (".name").
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise TbhError(f"image folder not found: {root}; pass a directory of images.")
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        found.append(rel)
+    return sorted(found)
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """Decode one image into RGB uint8 [3, size, size] (center crop to square + bilinear resize).
+
+    Raises `ImageDecodeError` for files Pillow cannot fully decode, so callers can skip them.
+    """
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
+            pixels = np.asarray(img, dtype=np.uint8)  # (size, size, 3)
+    except _DECODE_ERRORS as exc:
+        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from None
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3, size, size)
+
+
+def label_of(relpath: Path) -> str | None:
+    """The class of an image: its first folder under the root (`cat/x.jpg` -> "cat"), else None."""
+    parts = Path(relpath).parts
+    return parts[0] if len(parts) > 1 else None
