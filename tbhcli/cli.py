@@ -37,6 +37,32 @@ app = typer.Typer(
 
 
 @app.command()
+def features(
+    images: Annotated[Path, typer.Argument(help="Image folder; class subfolders become labels.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output feature file NAME.npy.")],
+    backbone: Annotated[
+        str,
+        typer.Option(help="efficientnet-lite0 (offline), resnet50, vgg16-fc7 or tiny (tests)."),
+    ] = "efficientnet-lite0",
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Local state-dict file for the backbone (default: ImageNet weights)."),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Square input side in pixels (default: the backbone's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    workers: Annotated[
+        int | None, typer.Option(help="Decoding processes (default: one per core, at most 8).")
+    ] = None,
+) -> None:
+    """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
+    from tbhcli.features import features as run_features
+
+    run_features(images, out, backbone, weights, image_size, batch_size, workers)
+
+
+@app.command()
 def evaluate(
     metric: Annotated[
         list[str] | None,

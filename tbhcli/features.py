@@ -133,7 +133,7 @@ def features(
         raise TbhError(f"none of the {len(paths)} images in {images} could be decoded.")
     if bad:
         shown = ", ".join(str(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        console.print(f"[yellow]skipped {len(bad)} undecodable images[/]: {shown}")
+        console.print(f"[yellow]skipped {len(bad)} undecodable image(s)[/]: {shown}")
 
     kept = [p for p, good in zip(paths, ok, strict=True) if good]
     save_features(out, feats[ok], labels[ok] if labels is not None else None)
