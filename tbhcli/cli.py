@@ -37,6 +37,19 @@ app = typer.Typer(
 
 
 @app.command()
+def demo(
+    workspace: Annotated[Path, typer.Option(help="Folder for images, runs, models, store.")] = Path(
+        "demo"
+    ),
+    steps: Annotated[int, typer.Option(help="TBH training steps per run.")] = 1500,
+) -> None:
+    """Offline end-to-end demo on MNIST digits with EfficientNet-Lite0 features."""
+    from tbhcli.demo import demo as run_demo
+
+    run_demo(workspace, steps)
+
+
+@app.command()
 def features(
     images: Annotated[Path, typer.Argument(help="Image folder; class subfolders become labels.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output feature file NAME.npy.")],
