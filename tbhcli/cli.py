@@ -115,6 +115,82 @@ def evaluate(
         Console().print(f"precision-recall curve written to {plot}")
 
 
+@app.command()
+def train(
+    features: Annotated[Path, typer.Argument(help="Training features NAME.npy [N, D].")],
+    bits: Annotated[int, typer.Option(help="Code length M (a multiple of 8).")] = 32,
+    method: Annotated[str, typer.Option(help="tbh, itq, pcah or lsh.")] = "tbh",
+    steps: Annotated[
+        int | None, typer.Option(help="Training iterations (default: the preset's).")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Items per step; also the size of TBH's per-batch graph.")
+    ] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of weights, shuffles, priors, projections.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory (default: runs/NAME-METHOD-BITS)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its checkpoint.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite the run in --out.")] = False,
+    variant: Annotated[
+        str, typer.Option(help="code (released code) or paper (paper figure).")
+    ] = "code",
+    preset: Annotated[
+        str, typer.Option(help="faithful (Adam 1e-4, 100k steps) or fast (Adam 1e-3, 3k steps).")
+    ] = "faithful",
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate (default: the preset's).")
+    ] = None,
+    decoder_output: Annotated[
+        str, typer.Option(help="auto (relu for features >= 0), relu or identity.")
+    ] = "auto",
+    single_bottleneck: Annotated[
+        bool, typer.Option(help="Ablation: decoder reads the codes; no continuous bottleneck.")
+    ] = False,
+    fixed_graph: Annotated[
+        bool, typer.Option(help="Ablation: graph from the input features instead of the codes.")
+    ] = False,
+    deterministic_neuron: Annotated[
+        bool, typer.Option(help="Ablation: b = [logit > 0] with a straight-through gradient.")
+    ] = False,
+    eval_every: Annotated[
+        int, typer.Option(help="Log mAP@1000 on --eval-queries every N steps (0: never).")
+    ] = 0,
+    eval_queries: Annotated[
+        Path | None, typer.Option(help="Held-out queries NAME.npy with NAME.labels.npy.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+) -> None:
+    """Train TBH (or an LSH / PCAH / ITQ baseline) and write runs/<name>/."""
+    from tbhcli.train import train as run_train
+
+    path = run_train(
+        features,
+        bits=bits,
+        method=method,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        out=out,
+        resume=resume,
+        force=force,
+        variant=variant,
+        preset=preset,
+        lr=lr,
+        decoder_output=decoder_output,
+        single_bottleneck=single_bottleneck,
+        fixed_graph=fixed_graph,
+        stochastic_neuron=not deterministic_neuron,
+        eval_every=eval_every,
+        eval_queries=eval_queries,
+        device=device,
+    )
+    err_console.print(f"run written to {path}")
+
+
 def main() -> None:
     """Entry point of the `tbh` console script."""
     try:

@@ -1,0 +1,411 @@
+"""`tbh train`: fit TBH (or LSH / PCAH / ITQ) on a feature set and write `runs/<name>/`.
+
+    tbh train feats/mnist_db.npy --bits 32 --steps 3000 --preset fast \\
+        --eval-every 500 --eval-queries feats/mnist_q.npy
+    tbh train feats/mnist_db.npy --bits 32 --method itq
+
+TBH trains the actor (encoder, continuous head, GCN, decoder) and the critic (two discriminators)
+with two Adam optimisers from one forward pass per step (tbh.losses). The code-driven graph is
+built per batch, so the batch size is part of the model: full batches only, reshuffled every epoch.
+A checkpoint (model, both optimisers, RNG states, data order) makes `--resume` continue bit-exactly.
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import tbhcli
+from tbhcli import runs
+from tbhcli.codes import check_bits, pack_bits
+from tbhcli.errors import TbhError
+from tbhcli.featureset import FeatureSet, load_features, load_meta
+from tbhcli.tbh import VARIANTS, TBHConfig, TwinBottleneck, decoder_output_for, losses
+
+METHODS = ("tbh", "itq", "pcah", "lsh")
+CHECKPOINT_FILE = "checkpoint.pt"
+EVAL_METRIC = "map@1000"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Training settings that travel together; `--lr`/`--steps` override them one by one."""
+
+    lr: float
+    steps: int
+    note: str
+
+
+PRESETS = {
+    # the released code: Adam 1e-4 for 100,000 steps of batch 400
+    "faithful": Preset(lr=1e-4, steps=100_000, note="reference schedule (Adam 1e-4, 100k steps)"),
+    # measured in docs/results.md: same model and losses, 10x the learning rate, 30x fewer steps
+    "fast": Preset(lr=1e-3, steps=3_000, note="Adam 1e-3, 3k steps (see docs/results.md)"),
+}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pick_device(device: str) -> torch.device:
+    """ "auto" -> CUDA when present, else CPU; "cuda" without a GPU is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise TbhError(f"--device must be auto, cpu or cuda (got {device!r}).")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TbhError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
+    return torch.device(device)
+
+
+def default_out(features: Path, method: str, bits: int) -> Path:
+    return Path("runs") / f"{features.name.removesuffix('.npy')}-{method}-{bits}"
+
+
+def prepare_out(out: Path, resume: bool, force: bool) -> None:
+    """Never overwrite a run silently: a used directory needs --resume or --force."""
+    used = (out / runs.CONFIG_FILE).exists() or (out / CHECKPOINT_FILE).exists()
+    if resume and not (out / CHECKPOINT_FILE).exists():
+        raise TbhError(f"nothing to resume in {out} (no {CHECKPOINT_FILE}); drop --resume.")
+    if used and not resume and not force:
+        raise TbhError(
+            f"{out} already holds a run; pass --resume to continue it, --force to overwrite it, "
+            "or --out to choose another directory."
+        )
+    if force and not resume:
+        for name in (runs.CONFIG_FILE, runs.ENCODER_FILE, runs.LOG_FILE, CHECKPOINT_FILE):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+# ---- evaluation during training ---------------------------------------------------------------
+
+
+class HeldOut:
+    """mAP@1000 of the current encoder: the training set is the database, `queries` the queries."""
+
+    def __init__(self, train: FeatureSet, queries: Path, device: torch.device):
+        if train.labels is None:
+            raise TbhError(f"--eval-every needs labels for {train.path} (NAME.labels.npy).")
+        q = load_features(queries, require_labels=True)
+        if q.dim != train.dim:
+            raise TbhError(
+                f"--eval-queries have D = {q.dim} but the features have D = {train.dim}."
+            )
+        self.db = torch.from_numpy(train.features).to(device)
+        self.db_labels = train.labels
+        self.q = torch.from_numpy(q.features).to(device)
+        self.q_labels = q.labels
+
+    @torch.no_grad()
+    def __call__(self, encoder: torch.nn.Module) -> float:
+        from tbhcli.metrics import evaluate_codes
+
+        db = pack_bits((encoder(self.db) > 0).cpu().numpy())
+        q = pack_bits((encoder(self.q) > 0).cpu().numpy())
+        return evaluate_codes(db, self.db_labels, q, self.q_labels, (EVAL_METRIC,))[EVAL_METRIC]
+
+
+# ---- TBH training loop ------------------------------------------------------------------------
+
+
+class Trainer:
+    """One TBH model, its two Adam optimisers, its RNG streams and its position in the data."""
+
+    def __init__(self, cfg: TBHConfig, x: torch.Tensor, batch_size: int, lr: float, seed: int):
+        torch.manual_seed(seed)  # the initial weights
+        self.model = TwinBottleneck(cfg).to(x.device)
+        self.actor = self.model.actor_parameters()
+        self.critic = self.model.critic_parameters()
+        self.actor_opt = torch.optim.Adam(self.actor, lr=lr, betas=(0.9, 0.999))
+        self.critic_opt = torch.optim.Adam(self.critic, lr=lr, betas=(0.9, 0.999))
+        self.data_gen = torch.Generator().manual_seed(seed)  # shuffles (CPU)
+        self.noise_gen = torch.Generator(x.device).manual_seed(seed + 1)  # priors, eps
+        self.x, self.batch_size, self.step = x, batch_size, 0
+        self.order = torch.empty(0, dtype=torch.long)
+        self.cursor = 0
+
+    def next_batch(self) -> torch.Tensor:
+        """Full batches of a fresh permutation each epoch; the tail (< batch size) is dropped."""
+        if self.cursor + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.x), generator=self.data_gen)
+            self.cursor = 0
+        idx = self.order[self.cursor : self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        return self.x[idx.to(self.x.device)]
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One actor and one critic update from the same forward pass (as the reference)."""
+        terms = losses(self.model, self.next_batch(), self.noise_gen)
+        critic_grads = torch.autograd.grad(terms["critic"], self.critic, retain_graph=True)
+        actor_grads = torch.autograd.grad(terms["actor"], self.actor)
+        for params, grads in ((self.critic, critic_grads), (self.actor, actor_grads)):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+        self.actor_opt.step()
+        self.critic_opt.step()
+        self.step += 1
+        return {k: v.detach() for k, v in terms.items()}
+
+    def state(self, config: dict) -> dict:
+        return {
+            "config": json.dumps(config),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "data_gen": self.data_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+            "order": self.order,
+            "cursor": self.cursor,
+        }
+
+    def save(self, path: Path, config: dict) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(config), tmp)
+        tmp.replace(path)
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.data_gen.set_state(state["data_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+        self.order, self.cursor, self.step = state["order"], state["cursor"], state["step"]
+
+
+def load_checkpoint(path: Path, config: dict) -> dict:
+    """The checkpoint, after checking it was made with the same settings (`steps` may differ)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    old = json.loads(state["config"])
+    ignore = {"steps", "eval_every", "eval_queries", "device", "tbh_version", "checkpoint_every"}
+    changed = sorted(
+        k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k)
+    )
+    if changed:
+        raise TbhError(
+            f"cannot resume {path.parent}: settings differ from the checkpoint "
+            f"({', '.join(changed)}); rerun with the original settings or start over with --force."
+        )
+    if state["step"] > config["steps"]:
+        raise TbhError(
+            f"{path.parent} is already at step {state['step']} > --steps {config['steps']}."
+        )
+    return state
+
+
+def _progress():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} step/s"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[losses]}"),
+        transient=False,
+    )
+
+
+def fit_tbh(
+    out: Path,
+    data: FeatureSet,
+    config: dict,
+    device: torch.device,
+    resume: bool,
+    held_out: HeldOut | None,
+    log_every: int,
+    checkpoint_every: int,
+    quiet: bool,
+) -> None:
+    """Train TBH to `config["steps"]`, logging to log.jsonl, checkpointing, saving the encoder."""
+    x = torch.from_numpy(data.features).to(device)
+    trainer = Trainer(
+        TBHConfig(**config["model"]), x, config["batch_size"], config["lr"], config["seed"]
+    )
+    ckpt, log_path = out / CHECKPOINT_FILE, out / runs.LOG_FILE
+    if resume:
+        trainer.load(load_checkpoint(ckpt, config))
+        _truncate_log(log_path, trainer.step)
+    else:
+        log_path.write_text("")
+    steps, eval_every = config["steps"], config["eval_every"]
+    log = open(log_path, "a")  # noqa: SIM115  (kept open for the whole loop)
+    start_step, t0 = trainer.step, time.perf_counter()
+    last_eval = ""
+    with _progress() as bar:
+        task = bar.add_task(
+            f"TBH {config['bits']} bits", total=steps, completed=start_step, rate=0.0, losses=""
+        )
+        bar.live.transient = quiet
+        try:
+            while trainer.step < steps:
+                terms = trainer.train_step()
+                step = trainer.step
+                if step % log_every == 0 or step == steps:
+                    row = {"step": step, **{k: float(v) for k, v in terms.items()}}
+                    row["time"] = round(time.perf_counter() - t0, 3)
+                    log.write(json.dumps(row) + "\n")
+                    rate = (step - start_step) / max(time.perf_counter() - t0, 1e-9)
+                    shown = (
+                        f"rec {row['rec']:.4g} adv_b {row['adv_b']:.3f} adv_z {row['adv_z']:.3f}"
+                    )
+                    bar.update(task, completed=step, rate=rate, losses=shown + last_eval)
+                if held_out is not None and eval_every and step % eval_every == 0:
+                    score = held_out(trainer.model.encoder)
+                    log.write(json.dumps({"step": step, EVAL_METRIC: score}) + "\n")
+                    last_eval = f" {EVAL_METRIC} {score:.4f}"
+                    bar.update(task, losses=shown + last_eval)
+                if checkpoint_every and step % checkpoint_every == 0:
+                    log.flush()
+                    trainer.save(ckpt, config)
+        except KeyboardInterrupt:
+            log.close()
+            trainer.save(ckpt, config)
+            bar.console.print(
+                f"[yellow]checkpoint saved at step {trainer.step} in {out}; "
+                "add --resume to the same command to continue."
+            )
+            raise
+    log.close()
+    trainer.save(ckpt, config)
+    runs.save_run(out, config, trainer.model.encoder.cpu())
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint, so a resumed log reads like a straight one."""
+    if path.is_file():
+        rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+# ---- the verb ---------------------------------------------------------------------------------
+
+
+def train(
+    features: Path,
+    bits: int = 32,
+    method: str = "tbh",
+    steps: int | None = None,
+    batch_size: int = 400,
+    seed: int = 0,
+    out: Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    variant: str = "code",
+    preset: str = "faithful",
+    lr: float | None = None,
+    decoder_output: str = "auto",
+    single_bottleneck: bool = False,
+    fixed_graph: bool = False,
+    stochastic_neuron: bool = True,
+    eval_every: int = 0,
+    eval_queries: Path | None = None,
+    log_every: int = 10,
+    checkpoint_every: int = 500,
+    device: str = "auto",
+    quiet: bool = False,
+) -> Path:
+    """Train a hasher on `features` (NAME.npy [N, D]) and return its run directory."""
+    features = Path(features)
+    check_bits(bits)
+    if method not in METHODS:
+        raise TbhError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}.")
+    if variant not in VARIANTS:
+        raise TbhError(f"unknown --variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    if preset not in PRESETS:
+        raise TbhError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    if decoder_output not in ("auto", "relu", "identity"):
+        raise TbhError(f"--decoder-output must be auto, relu or identity (got {decoder_output!r}).")
+    data = load_features(features)
+    n, dim = data.features.shape
+    meta = load_meta(features)
+    settings = PRESETS[preset]
+    steps = settings.steps if steps is None else steps
+    if steps < 1:
+        raise TbhError(f"--steps must be at least 1 (got {steps}).")
+    if eval_every and eval_queries is None:
+        raise TbhError("--eval-every needs --eval-queries QUERIES.npy (with QUERIES.labels.npy).")
+    config = {
+        "method": method,
+        "bits": bits,
+        "feature_dim": dim,
+        "num_items": n,
+        "features": str(features),
+        "features_sha256": sha256_of(features),
+        "backbone": meta.get("backbone"),
+        "image_size": meta.get("image_size"),
+        "seed": seed,
+        "tbh_version": tbhcli.__version__,
+    }
+    out = Path(out) if out is not None else default_out(features, method, bits)
+    if method != "tbh":
+        prepare_out(out, resume=False, force=force)
+        from tbhcli.baselines import fit_baseline
+
+        t0 = time.perf_counter()
+        encoder = fit_baseline(method, data.features, bits, seed)
+        (out / runs.LOG_FILE).write_text(
+            json.dumps({"fit_seconds": time.perf_counter() - t0}) + "\n"
+        )
+        runs.save_run(out, config, encoder)
+        return out
+
+    if n < batch_size:
+        raise TbhError(
+            f"{features} has {n} items, fewer than --batch-size {batch_size}; the per-batch graph "
+            "needs full batches: lower --batch-size or add items."
+        )
+    model_fields = {
+        "feature_dim": dim,
+        "bits": bits,
+        "single_bottleneck": single_bottleneck,
+        "fixed_graph": fixed_graph,
+        "stochastic_neuron": stochastic_neuron,
+    }
+    if decoder_output != "auto":
+        model_fields["decoder_output"] = decoder_output
+    elif variant == "code":  # the paper's decoder is linear; the code's follows the data's sign
+        model_fields["decoder_output"] = decoder_output_for(float(data.features.min()))
+    dev = pick_device(device)
+    config |= {
+        "variant": variant,
+        "preset": preset,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": settings.lr if lr is None else lr,
+        "eval_every": eval_every,
+        "eval_queries": None if eval_queries is None else str(eval_queries),
+        "device": dev.type,
+        "model": asdict(TBHConfig.preset(variant, **model_fields)),
+    }
+    held_out = HeldOut(data, Path(eval_queries), dev) if eval_every else None
+    prepare_out(out, resume, force)
+    fit_tbh(out, data, config, dev, resume, held_out, log_every, checkpoint_every, quiet)
+    return out
+
+
+def read_log(run: Path) -> list[dict]:
+    """The rows of a run's log.jsonl (loss rows and evaluation rows)."""
+    path = Path(run) / runs.LOG_FILE
+    return [json.loads(r) for r in path.read_text().splitlines() if r] if path.is_file() else []
+
+
+def eval_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, mAP@1000) pairs logged with --eval-every."""
+    return [(r["step"], r[EVAL_METRIC]) for r in read_log(run) if EVAL_METRIC in r]
