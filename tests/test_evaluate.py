@@ -1,0 +1,99 @@
+"""`tbh evaluate` on feature sets: the CLI, its JSON and plot outputs, and its user errors."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tbhcli.baselines import fit_baseline
+from tbhcli.cli import app
+from tbhcli.evaluate import evaluate
+from tbhcli.featureset import save_features
+from tbhcli.metrics import evaluate_codes
+from tbhcli.runs import load_run, save_run
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """Clustered 16-d features (database 200, queries 40, 4 classes) and an ITQ run on them."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 16)) * 3
+
+    def sample(n):
+        labels = rng.integers(0, 4, n)
+        return (centres[labels] + rng.standard_normal((n, 16))).astype(np.float32), labels
+
+    save_features(tmp_path / "db.npy", *sample(200))
+    save_features(tmp_path / "q.npy", *sample(40))
+    db, _ = np.load(tmp_path / "db.npy"), None
+    config = {"method": "itq", "bits": 16, "feature_dim": 16, "backbone": None, "seed": 0}
+    save_run(tmp_path / "runs" / "itq-16", config, fit_baseline("itq", db, 16))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_feature_level_equals_direct_metric(workspace):
+    run = load_run(workspace / "runs" / "itq-16")
+    db, q = np.load(workspace / "db.npy"), np.load(workspace / "q.npy")
+    expected = evaluate_codes(
+        run.encode(db),
+        np.load(workspace / "db.labels.npy"),
+        run.encode(q),
+        np.load(workspace / "q.labels.npy"),
+        ["map@100", "p@r2"],
+    )
+    # --model defaults to the newest run in ./runs
+    got = evaluate(["map@100", "p@r2"], database=workspace / "db.npy", queries=workspace / "q.npy")
+    assert got.scores == pytest.approx(expected)
+    assert got.scores["map@100"] > 0.6  # well-separated clusters are easy
+
+
+def test_cli_json_and_plot(workspace):
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--metric",
+            "map@50",
+            "--metric",
+            "p@10",
+            "--database",
+            "db.npy",
+            "--queries",
+            "q.npy",
+            "--json",
+            "--plot",
+            "pr.png",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert list(scores) == ["map@50", "p@10"]
+    assert all(0 <= v <= 1 for v in scores.values())
+    assert (workspace / "pr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--metric", "recall@5", "--database", "db.npy", "--queries", "q.npy"], "unknown metric"),
+        (["--database", "db.npy"], "--queries"),
+        (["--database", "missing.npy", "--queries", "q.npy"], "not found"),
+        (["--store", "nothing.zarr"], "no code store"),
+    ],
+)
+def test_cli_user_errors_are_one_line(workspace, args, message):
+    result = runner.invoke(app, ["evaluate", *args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_labels_is_a_user_error(workspace):
+    (workspace / "q.labels.npy").unlink()
+    result = runner.invoke(app, ["evaluate", "--database", "db.npy", "--queries", "q.npy"])
+    assert result.exit_code == 1 and "no labels" in result.output
