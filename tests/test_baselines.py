@@ -32,7 +32,8 @@ def test_codes_are_centred(method, features):
 
 def test_lsh_seed_changes_hyperplanes(features):
     assert not torch.equal(
-        fit_baseline("lsh", features, 16, 0).projection, fit_baseline("lsh", features, 16, 1).projection
+        fit_baseline("lsh", features, 16, 0).projection,
+        fit_baseline("lsh", features, 16, 1).projection,
     )
 
 

@@ -111,15 +111,17 @@ def test_radius_precision_and_pr_curve_match_textbook(multilabel):
 def test_average_precision_hand_example():
     # relevant at ranks 1, 3, 4 -> (1/1 + 2/3 + 3/4) / 3
     relevant = np.array([[True, False, True, True, False], [False] * 5])
-    np.testing.assert_allclose(
-        metrics.average_precision(relevant), [(1 + 2 / 3 + 3 / 4) / 3, 0.0]
-    )
+    np.testing.assert_allclose(metrics.average_precision(relevant), [(1 + 2 / 3 + 3 / 4) / 3, 0.0])
 
 
 @pytest.mark.parametrize(
     "name, parsed",
-    [("map@1000", ("map", 1000)), ("MAP@all", ("map", None)), ("p@10", ("p", 10)),
-     ("p@r2", ("p@r", 2))],
+    [
+        ("map@1000", ("map", 1000)),
+        ("MAP@all", ("map", None)),
+        ("p@10", ("p", 10)),
+        ("p@r2", ("p@r", 2)),
+    ],
 )
 def test_parse_metric(name, parsed):
     assert metrics.parse_metric(name) == parsed
