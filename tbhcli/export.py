@@ -1,0 +1,203 @@
+"""`tbh export`: a trained run -> one self-contained ONNX file that maps inputs to packed codes.
+
+`input="images"`: uint8 [B, 3, S, S] NCHW RGB -> /255 -> backbone (mean/std inside) -> sign
+encoder -> logits > 0 -> packed uint8 [B, bits/8], written as `onnx/<run>.onnx`.
+`input="features"`: float32 [B, D] -> encoder -> packed codes, as `onnx/<run>.features.onnx`.
+The batch axis is dynamic. The file's metadata (`tbh.*` props) says everything a user of the file
+needs without tbh. Every export checks itself: onnxruntime's codes must equal torch's, except for
+bits whose logit is within float tolerance of 0.
+
+We use torch's TorchScript-based exporter (`dynamo=False`): it needs no onnxscript, works offline
+and handles these plain feed-forward graphs exactly.
+"""
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+import onnx
+import tbhcli
+from tbhcli.codes import pack_bits_torch, unpack_bits
+from tbhcli.errors import TbhError
+from tbhcli.infer import create_session, run_codes
+from tbhcli.runs import Run, load_run
+from tbhcli.workspace import MODELS_DIR, resolve_run
+
+console = Console(stderr=True)
+INPUTS = ("images", "features")
+VERIFY_BATCH = 16
+# A bit may flip between torch and onnxruntime only if its logit is this close to 0, relative to
+# the largest logit magnitude in the batch (float32 sums reordered across a deep backbone).
+LOGIT_RTOL = 1e-4
+
+
+class Hasher(nn.Module):
+    """Inputs -> packed codes uint8 [B, bits/8]; `logits` gives the pre-sign values [B, bits]."""
+
+    def __init__(self, encoder: nn.Module, backbone: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.encoder = encoder
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backbone is not None:
+            x = self.backbone(x.to(torch.float32) / 255.0)  # uint8 (B, 3, S, S) -> (B, D)
+        return self.encoder(x)  # (B, M)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pack_bits_torch(self.logits(x) > 0)  # (B, M / 8)
+
+
+@dataclass
+class Verification:
+    """Torch vs onnxruntime codes on one batch."""
+
+    items: int
+    bits_compared: int
+    mismatched_bits: int
+    mismatch_rate: float
+    tolerance: float  # |logit| below which a flip is accepted
+
+
+def config_sha256(config: dict) -> str:
+    """Hash of a run's config (sorted-key JSON), recorded in the model and the store."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def build_hasher(run: Run, input: str, backbone_weights: Path | None = None) -> Hasher:
+    """The torch pipeline for a run; images need the backbone named in the run's config."""
+    if input not in INPUTS:
+        raise TbhError(f"unknown --input {input!r}; choose one of {', '.join(INPUTS)}.")
+    if input == "features":
+        return Hasher(run.encoder).eval()
+    name = run.config.get("backbone")
+    if not name:
+        raise TbhError(
+            f"run {run.path} was trained on features without a recorded backbone, so it can only "
+            "be exported with --input features."
+        )
+    from tbhcli.backbone import load_backbone
+
+    backbone = load_backbone(name, backbone_weights)
+    if backbone.feature_dim != int(run.config["feature_dim"]):
+        raise TbhError(
+            f"backbone {name} gives {backbone.feature_dim}-d features but run {run.path} was "
+            f"trained on {run.config['feature_dim']}-d ones; pass the matching --backbone-weights."
+        )
+    return Hasher(run.encoder, backbone).eval()
+
+
+def sample_batch(run: Run, input: str, n: int = VERIFY_BATCH, seed: int = 0) -> torch.Tensor:
+    """A seeded batch to trace and verify with: random uint8 images or Gaussian features."""
+    g = torch.Generator().manual_seed(seed)
+    if input == "images":
+        size = int(run.config["image_size"])
+        return torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return torch.randn(n, int(run.config["feature_dim"]), generator=g)
+
+
+def metadata(run: Run, input: str) -> dict[str, str]:
+    """The `tbh.*` metadata_props of an exported model."""
+    images = input == "images"
+    return {
+        "tbh.bits": str(run.bits),
+        "tbh.input": input,
+        "tbh.layout": "uint8 NCHW RGB 0-255" if images else "float32 [B, D]",
+        "tbh.output": "codes: uint8 [B, bits/8], bits packed big-endian (np.packbits)",
+        "tbh.image_size": str(run.config["image_size"]) if images else "",
+        "tbh.feature_dim": str(run.config["feature_dim"]),
+        "tbh.backbone": str(run.config.get("backbone") or "") if images else "",
+        "tbh.method": str(run.config["method"]),
+        "tbh.run": run.name,
+        "tbh.config_sha256": config_sha256(run.config),
+        "tbh.version": tbhcli.__version__,
+    }
+
+
+def _to_onnx(
+    hasher: Hasher, example: torch.Tensor, path: Path, input: str, opset: int
+) -> onnx.ModelProto:
+    """Trace `hasher` into an ONNX graph (written to `path`, and returned for adding metadata)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            hasher,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[input],
+            output_names=["codes"],
+            dynamic_axes={input: {0: "batch"}, "codes": {0: "batch"}},
+            opset_version=opset,
+        )
+    return onnx.load(str(path))
+
+
+def verify(model_path: Path, hasher: Hasher, batch: torch.Tensor) -> Verification:
+    """Compare onnxruntime's codes with torch's on `batch`; raise if a confident bit differs."""
+    session, _ = create_session(model_path, device="cpu")
+    with torch.no_grad():
+        logits = hasher.logits(batch).numpy()  # (B, M)
+    bits = logits.shape[1]
+    expected = unpack_bits((hasher(batch)).numpy(), bits)  # (B, M)
+    got = unpack_bits(run_codes(session, batch.numpy()), bits)
+    tolerance = LOGIT_RTOL * max(1.0, float(np.abs(logits).max()))
+    differ = expected != got
+    if (differ & (np.abs(logits) > tolerance)).any():
+        worst = float(np.abs(logits[differ]).max())
+        raise TbhError(
+            f"exported model {model_path} disagrees with torch on bits whose logit is far from "
+            f"0 (|logit| up to {worst:.3g} > {tolerance:.3g}); the export is broken, please "
+            "report it."
+        )
+    mismatched = int(differ.sum())
+    return Verification(len(batch), differ.size, mismatched, mismatched / differ.size, tolerance)
+
+
+def default_out(run: Run, input: str) -> Path:
+    return MODELS_DIR / (f"{run.name}.onnx" if input == "images" else f"{run.name}.features.onnx")
+
+
+def export(
+    run: Path | None = None,
+    out: Path | None = None,
+    input: str = "images",
+    backbone_weights: Path | None = None,
+    opset: int = 17,
+) -> Path:
+    """Export `run` (default: the newest under runs/) to ONNX, verify it against torch, and
+    return the model path (default `onnx/<run>.onnx`). The verification is printed to stderr.
+    """
+    trained = load_run(resolve_run(run))
+    hasher = build_hasher(trained, input, backbone_weights)
+    out = Path(out) if out is not None else default_out(trained, input)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    batch = sample_batch(trained, input)
+    # Written beside the target and renamed, so a half-written file is never the newest model.
+    tmp = out.with_name(out.name + ".tmp")
+    model = _to_onnx(hasher, batch[:2], tmp, input, opset)
+    model.doc_string = f"tbh {tbhcli.__version__}: {input} -> packed {trained.bits}-bit codes"
+    for key, value in metadata(trained, input).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp))
+    try:
+        report = verify(tmp, hasher, batch)
+    except TbhError:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
+    console.print(
+        f"exported {out}: {trained.config['method']} {trained.bits} bits, input {input}; "
+        f"onnxruntime = torch on {report.items} items, {report.mismatched_bits}/"
+        f"{report.bits_compared} bits differ (mismatch rate {report.mismatch_rate:.2e}, "
+        f"only |logit| < {report.tolerance:.1e} may)",
+        highlight=False,
+    )
+    return out

@@ -1,0 +1,210 @@
+"""`tbh index`: an image folder -> packed codes appended to the code store (codes.zarr).
+
+Worker processes decode and resize images (`images.load_image`) a batch ahead while the main
+thread runs the ONNX model (onnxruntime) on the previous batch and appends its codes to the store.
+Each appended batch is committed atomically (store.py), so a killed run resumes where it stopped:
+images whose paths are already committed are skipped. Undecodable files are skipped and listed.
+"""
+
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tbhcli.errors import TbhError
+from tbhcli.features import default_workers
+from tbhcli.images import ImageDecodeError, label_of, list_images, load_image
+from tbhcli.infer import ModelInfo, create_session, describe_provider, model_info, run_codes
+from tbhcli.store import QUERIES, StoreLock, StoreWriter, open_writer
+from tbhcli.workspace import resolve_model, resolve_store
+
+console = Console(stderr=True)
+
+
+@dataclass
+class DecodedBatch:
+    """Pixels uint8 [n_ok, 3, S, S] of the decodable files of one batch, in order."""
+
+    pixels: np.ndarray
+    ok: list[int]  # positions (within the batch) of the decoded files
+    errors: list[tuple[int, str]]  # (position, reason) of the files that failed
+
+
+@dataclass
+class TableReport:
+    """What indexing one folder into one table did."""
+
+    folder: Path
+    found: int = 0
+    already: int = 0  # committed by an earlier run, skipped
+    added: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+
+@dataclass
+class IndexReport:
+    store: Path
+    model: Path
+    provider: str
+    rows: int  # rows_committed of the database table afterwards
+    seconds: float
+    tables: list[TableReport]
+
+    @property
+    def added(self) -> int:
+        return sum(t.added for t in self.tables)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.added / self.seconds if self.seconds else 0.0
+
+
+def decode_batch(files: list[Path], size: int) -> DecodedBatch:
+    """Decode files into one batch; runs in worker processes, so it takes and returns plain data."""
+    pixels, ok, errors = [], [], []
+    for i, path in enumerate(files):
+        try:
+            pixels.append(load_image(path, size))
+            ok.append(i)
+        except ImageDecodeError as exc:
+            errors.append((i, str(exc).removeprefix(f"cannot decode image {path}: ")))
+    stacked = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), np.uint8)
+    return DecodedBatch(stacked, ok, errors)
+
+
+def decode_batches(
+    files: list[Path], size: int, batch_size: int, workers: int
+) -> Iterator[DecodedBatch]:
+    """Decoded batches of `files` in order; `workers` processes keep a few batches ahead.
+
+    The window of pending batches is bounded, so memory stays flat however slow inference is.
+    With `workers=0` decoding runs inline.
+    """
+    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    if workers == 0:
+        yield from (decode_batch(chunk, size) for chunk in chunks)
+        return
+    # fork starts workers fast and needs no importable __main__; like torch's DataLoader, the
+    # workers only decode images and never touch the parent's onnxruntime/CUDA state.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending = deque()
+        todo = iter(chunks)
+        for chunk in todo:
+            pending.append(pool.submit(decode_batch, chunk, size))
+            if len(pending) >= workers + 1:
+                break
+        while pending:
+            batch = pending.popleft().result()
+            chunk = next(todo, None)
+            if chunk is not None:
+                pending.append(pool.submit(decode_batch, chunk, size))
+            yield batch
+
+
+def index_folder(
+    folder: Path,
+    writer: StoreWriter,
+    session,
+    info: ModelInfo,
+    batch_size: int,
+    workers: int,
+) -> TableReport:
+    """Append every image under `folder` that the table does not hold yet."""
+    report = TableReport(folder)
+    relpaths = list_images(folder)
+    report.found = len(relpaths)
+    done = writer.committed_paths()
+    todo = [p for p in relpaths if p.as_posix() not in done]
+    report.already = len(relpaths) - len(todo)
+    labels = writer.label_ids([label_of(p) for p in todo])  # (N,) registers new classes up front
+    columns = (
+        TextColumn(f"[bold]indexing {folder}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} images/s"),
+        TimeRemainingColumn(),
+    )
+    batches = decode_batches([folder / p for p in todo], info.image_size, batch_size, workers)
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("index", total=len(todo), rate=0.0)
+        start = 0
+        for batch in batches:
+            rows = [start + i for i in batch.ok]
+            if rows:
+                codes = run_codes(session, batch.pixels)  # (B, bits / 8)
+                writer.append(codes, [todo[r].as_posix() for r in rows], labels[rows])
+            report.added += len(rows)
+            report.errors += [(todo[start + i].as_posix(), why) for i, why in batch.errors]
+            start += len(batch.ok) + len(batch.errors)
+            elapsed = progress.tasks[0].elapsed or 1e-9
+            progress.update(task, completed=start, rate=report.added / elapsed)
+    return report
+
+
+def write_errors(path: Path, tables: list[TableReport]) -> None:
+    """One line per skipped file: `<folder>/<relative path>\t<reason>`."""
+    lines = [f"{t.folder / p}\t{why}\n" for t in tables for p, why in t.errors]
+    Path(path).write_text("".join(lines))
+
+
+def index(
+    images: Path,
+    store: Path | None = None,
+    model: Path | None = None,
+    queries: Path | None = None,
+    batch_size: int = 256,
+    workers: int | None = None,
+    errors: Path | None = None,
+    device: str = "auto",
+) -> IndexReport:
+    """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
+
+    `model` defaults to the newest onnx/*.onnx; `queries` is a folder recorded as the store's query
+    set (for `tbh evaluate`); `errors` receives the list of skipped files.
+    """
+    images = Path(images)
+    if batch_size <= 0:
+        raise TbhError(f"--batch-size must be positive (got {batch_size}).")
+    model_path = resolve_model(model)
+    info = model_info(model_path)
+    if info.input != "images":
+        raise TbhError(
+            f"{model_path} takes {info.input}, not images; export it with `tbh export` "
+            "(--input images) and pass that file as --model."
+        )
+    store_path = resolve_store(store, must_exist=False)
+    workers = default_workers() if workers is None else workers
+    folders = [(images, None)] + ([(Path(queries), QUERIES)] if queries is not None else [])
+    for folder, _ in folders:
+        list_images(folder)  # a missing folder is a user error before any work starts
+    session, provider = create_session(model_path, device)
+    console.print(f"model {model_path} on [bold]{describe_provider(provider)}[/]", highlight=False)
+    began = time.perf_counter()
+    tables = []
+    with StoreLock(store_path):
+        for folder, table in folders:
+            writer = open_writer(
+                store_path,
+                bits=info.bits,
+                model_sha256=info.sha256,
+                model=model_path.name,
+                backbone=info.backbone or "",
+                image_size=info.image_size,
+                root=folder,
+                table=table,
+            )
+            tables.append(index_folder(folder, writer, session, info, batch_size, workers))
+            if table is None:
+                rows = len(writer)
+    if errors is not None:
+        write_errors(errors, tables)
+    return IndexReport(store_path, model_path, provider, rows, time.perf_counter() - began, tables)
