@@ -61,7 +61,7 @@ def _write_png(pixels: np.ndarray, path: Path) -> None:
 def write_mnist_images(
     root: Path, n_queries: int = 1000, seed: int = 0, n: int | None = None
 ) -> tuple[Path, Path]:
-    """Write the MNIST sample (first `n` digits, default all 5,000) as PNG class folders.
+    """Write the MNIST sample as PNG class folders (`n`: a stratified subset, default all 5,000).
 
     Returns (database_dir, queries_dir). Idempotent: a finished folder (marker file written last)
     is left alone; an interrupted one is completed on the next call.
@@ -81,13 +81,16 @@ def write_mnist_images(
     started.write_text(settings)
 
     digits, labels = read_mnist()
-    digits, labels = digits[:n], labels[:n]
-    is_query = stratified_split(labels, n_queries, seed)
-    for i, (pixels, label) in enumerate(zip(digits, labels, strict=True)):
-        folder = (queries if is_query[i] else database) / str(label)
-        path = folder / f"{i}.png"
+    # The CSV is sorted by digit, so a subset must be drawn per class too.
+    rows = (
+        np.arange(len(labels)) if n is None else np.flatnonzero(stratified_split(labels, n, seed))
+    )
+    is_query = stratified_split(labels[rows], n_queries, seed)
+    for row, query in zip(rows, is_query, strict=True):
+        folder = (queries if query else database) / str(labels[row])
+        path = folder / f"{row}.png"
         if not path.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            _write_png(pixels, path)
+            _write_png(digits[row], path)
     (root / _DONE).write_text(settings)
     return database, queries
