@@ -191,6 +191,122 @@ def train(
     err_console.print(f"run written to {path}")
 
 
+@app.command()
+def export(
+    run: Annotated[
+        Path | None, typer.Argument(help="Run directory (default: the newest under runs/).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="ONNX file (default: onnx/<run>.onnx)."),
+    ] = None,
+    input: Annotated[
+        str, typer.Option(help="images (uint8 pixels, with the backbone) or features.")
+    ] = "images",
+    backbone_weights: Annotated[
+        Path | None, typer.Option(help="Local state dict for the run's backbone.")
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+) -> None:
+    """Export a run to one ONNX file (images or features -> packed codes), checked against torch."""
+    from tbhcli.export import export as run_export
+
+    run_export(run, out, input, backbone_weights, opset)
+
+
+@app.command()
+def index(
+    images: Annotated[Path, typer.Argument(help="Image folder (recursive; class subfolders).")],
+    store: Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="ONNX model (default: the newest in onnx/).")
+    ] = None,
+    queries: Annotated[
+        Path | None, typer.Option(help="Folder of query images recorded for `tbh evaluate`.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 256,
+    workers: Annotated[
+        int | None, typer.Option(help="Decoding processes (default: one per core, at most 8).")
+    ] = None,
+    errors: Annotated[
+        Path | None, typer.Option(help="Write the skipped (unreadable) files to this file.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")] = "auto",
+) -> None:
+    """Encode an image folder and append the codes to the store; re-running adds new images."""
+    from tbhcli.index import index as run_index
+
+    report = run_index(images, store, model, queries, batch_size, workers, errors, device)
+    for table in report.tables:
+        err_console.print(
+            f"{table.folder}: {table.added} added, {table.already} already indexed, "
+            f"{len(table.errors)} skipped (unreadable)",
+            highlight=False,
+        )
+        for path, why in table.errors[:5]:
+            err_console.print(f"  [yellow]skipped[/] {path}: {why}", highlight=False)
+    if any(len(t.errors) > 5 for t in report.tables) and errors is None:
+        err_console.print("  ... pass --errors FILE for the full list", highlight=False)
+    err_console.print(
+        f"store {report.store}: {report.rows} images; {report.added} added in "
+        f"{report.seconds:.1f} s ({report.images_per_s:.0f} images/s)",
+        highlight=False,
+    )
+
+
+@app.command()
+def query(
+    images: Annotated[list[Path], typer.Argument(help="Query images or folders of images.")],
+    top: Annotated[int, typer.Option(help="Neighbours per query.")] = 10,
+    radius: Annotated[
+        int | None, typer.Option(help="Only neighbours within this Hamming distance.")
+    ] = None,
+    store: Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="ONNX model (default: the one the store was built with).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
+    html: Annotated[
+        Path | None, typer.Option(help="Write an HTML gallery of the results to this file.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")] = "auto",
+) -> None:
+    """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
+    from tbhcli.query import print_results, results_json
+    from tbhcli.query import query as run_query
+
+    results = run_query(images, top, store, model, radius, device)
+    if html is not None:
+        from tbhcli.gallery import write_gallery
+        from tbhcli.store import open_store
+        from tbhcli.workspace import resolve_store
+
+        root = open_store(resolve_store(store)).root
+        err_console.print(f"gallery written to {write_gallery(results, root, html)}")
+    if json_output:
+        typer.echo(results_json(results))
+    else:
+        print_results(results, Console())
+
+
+@app.command()
+def info(
+    workspace: Annotated[Path, typer.Argument(help="Workspace folder.")] = Path("."),
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show the runs, ONNX models and code store in a workspace."""
+    from tbhcli.info import info as run_info
+    from tbhcli.info import print_info
+
+    result = run_info(workspace)
+    if json_output:
+        import json
+
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        print_info(result, Console())
+
+
 def main() -> None:
     """Entry point of the `tbh` console script."""
     try:

@@ -93,6 +93,19 @@ class CodeStore:
         """Int32 labels [N]; -1 where an image had no class folder."""
         return self.group["labels"][: len(self)]
 
+    def lookup(self, ids: np.ndarray) -> tuple[list[str], list[str | None]]:
+        """Paths and class names (None without a label) of committed rows `ids` [k]."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return [], []
+        if ids.min() < 0 or ids.max() >= len(self):
+            raise IndexError(f"rows {ids} outside the {len(self)} committed rows")
+        rows, inverse = np.unique(ids, return_inverse=True)  # zarr wants sorted, unique rows
+        paths = self.group["paths"].oindex[rows][inverse].tolist()
+        classes = self.classes
+        labels = [classes[lab] if lab >= 0 else None for lab in self.group["labels"].oindex[rows]]
+        return paths, [labels[j] for j in inverse]
+
     @property
     def queries(self) -> "CodeStore | None":
         """The query set recorded with `tbh index --queries`, or None."""

@@ -1,0 +1,124 @@
+"""`tbh info`: what a workspace holds — runs, exported models, and the code store."""
+
+import json
+from pathlib import Path
+
+from tbhcli.errors import TbhError
+from tbhcli.infer import model_info
+from tbhcli.runs import CONFIG_FILE
+from tbhcli.store import open_store
+from tbhcli.workspace import MODELS_DIR, RUNS_DIR, STORE_PATH
+
+
+def _size(path: Path) -> int:
+    """Bytes under `path` (a file or a folder)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _runs(workspace: Path) -> list[dict]:
+    runs = []
+    for cfg in sorted((workspace / RUNS_DIR).glob(f"*/{CONFIG_FILE}")):
+        config = json.loads(cfg.read_text())
+        runs.append(
+            {
+                "name": cfg.parent.name,
+                "method": config.get("method"),
+                "bits": config.get("bits"),
+                "feature_dim": config.get("feature_dim"),
+                "backbone": config.get("backbone"),
+            }
+        )
+    return runs
+
+
+def _models(workspace: Path) -> list[dict]:
+    models = []
+    for path in sorted((workspace / MODELS_DIR).glob("*.onnx")):
+        try:
+            meta = model_info(path)
+        except TbhError as exc:
+            models.append({"file": path.name, "error": str(exc)})
+            continue
+        models.append(
+            {
+                "file": path.name,
+                "method": meta.method,
+                "bits": meta.bits,
+                "input": meta.input,
+                "backbone": meta.backbone,
+                "image_size": meta.image_size,
+                "size_bytes": _size(path),
+                "sha256": meta.sha256,
+            }
+        )
+    return models
+
+
+def _store(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        store = open_store(path)
+    except TbhError as exc:
+        return {"path": str(path), "error": str(exc)}
+    queries = store.queries
+    return {
+        "path": str(path),
+        "rows": len(store),
+        "queries": len(queries) if queries is not None else 0,
+        "bits": store.bits,
+        "model": store.attrs.get("model"),
+        "model_sha256": store.attrs.get("model_sha256"),
+        "backbone": store.attrs.get("backbone"),
+        "classes": len(store.classes),
+        "root": str(store.root),
+        "size_bytes": _size(path),
+        "updated": store.attrs.get("updated"),
+    }
+
+
+def info(workspace: Path = Path(".")) -> dict:
+    """Runs (method, bits), models (metadata), and the store (rows, bits, model) of `workspace`."""
+    workspace = Path(workspace)
+    if not workspace.is_dir():
+        raise TbhError(f"workspace folder not found: {workspace}")
+    return {
+        "workspace": str(workspace.resolve()),
+        "runs": _runs(workspace),
+        "models": _models(workspace),
+        "store": _store(workspace / STORE_PATH),
+    }
+
+
+def print_info(result: dict, console) -> None:
+    """Rich tables of `info()`'s runs and models, and a summary line of the store."""
+    from rich.table import Table
+
+    console.print(f"workspace {result['workspace']}", highlight=False)
+    runs = Table(title="runs (runs/)", title_justify="left")
+    for column in ("name", "method", "bits", "feature_dim", "backbone"):
+        runs.add_column(column)
+    for run in result["runs"]:
+        runs.add_row(*(str(run[c]) for c in ("name", "method", "bits", "feature_dim", "backbone")))
+    console.print(runs if result["runs"] else "runs: none (tbh train FEATURES.npy --bits 32)")
+    models = Table(title="models (onnx/)", title_justify="left")
+    columns = ("file", "method", "bits", "input", "backbone", "image_size")
+    for column in columns:
+        models.add_column(column)
+    for model in result["models"]:
+        models.add_row(*(str(model.get(c, "")) for c in columns))
+    console.print(models if result["models"] else "models: none (tbh export)")
+    store = result["store"]
+    if store is None:
+        console.print("store: none (tbh index IMAGES_DIR)")
+    elif "error" in store:
+        console.print(f"store {store['path']}: {store['error']}", highlight=False)
+    else:
+        console.print(
+            f"store {store['path']}: {store['rows']} images ({store['queries']} queries), "
+            f"{store['bits']} bits, model {store['model']}, {store['classes']} classes, "
+            f"{store['size_bytes'] / 1e6:.1f} MB, updated {store['updated']}",
+            highlight=False,
+        )

@@ -1,0 +1,155 @@
+"""`tbh query`: images -> codes with the store's own model -> exact Hamming neighbours in the store.
+
+Query images (files, or folders expanded to their images) are decoded and encoded in batches with
+the ONNX model the store was built with, then searched by XOR + popcount (`search.py`): exact, ties
+broken by database row. Results print as a table, as JSON, or as an HTML gallery (gallery.py).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from tbhcli.errors import TbhError
+from tbhcli.images import list_images
+from tbhcli.index import decode_batches
+from tbhcli.infer import create_session, describe_provider, model_info, run_codes
+from tbhcli.store import CodeStore, open_store
+from tbhcli.workspace import MODELS_DIR, resolve_store
+
+console = Console(stderr=True)
+
+
+@dataclass
+class QueryResult:
+    """The neighbours of one query image, nearest first (distance, then database row)."""
+
+    query: Path
+    distances: np.ndarray  # int32 [k] Hamming distances
+    ids: np.ndarray  # int64 [k] database rows
+    paths: list[str]  # relative to the store's root
+    labels: list[str | None]
+
+    def rows(self) -> list[dict]:
+        """One dict per neighbour: rank, distance, id, path, label."""
+        return [
+            {"rank": r + 1, "distance": int(d), "id": int(i), "path": p, "label": lab}
+            for r, (d, i, p, lab) in enumerate(
+                zip(self.distances, self.ids, self.paths, self.labels, strict=True)
+            )
+        ]
+
+
+def expand_images(items: list[Path]) -> list[Path]:
+    """Files as given; folders replaced by their images (recursive, sorted)."""
+    files = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files += [item / p for p in list_images(item)]
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise TbhError(f"query image not found: {item}")
+    if not files:
+        raise TbhError(f"no images found in {', '.join(map(str, items))}.")
+    return files
+
+
+def store_model(store: CodeStore, model: Path | None) -> Path:
+    """The ONNX file the store was built with (default onnx/<store's model>), checked by sha256."""
+    path = Path(model) if model is not None else MODELS_DIR / store.attrs["model"]
+    if not path.is_file():
+        raise TbhError(
+            f"store {store.path} was built with {store.attrs['model']}, which is not at {path}; "
+            "pass it with --model."
+        )
+    return path
+
+
+def encode_images(
+    files: list[Path], model: Path, device: str = "auto", batch_size: int = 256, workers: int = 0
+) -> tuple[np.ndarray, list[Path]]:
+    """Codes uint8 [n, bits/8] of the decodable `files`, and those files (others are reported)."""
+    info = model_info(model)
+    if info.input != "images":
+        raise TbhError(f"{model} takes {info.input}, not images; pass the images model (--model).")
+    session, provider = create_session(model, device)
+    console.print(f"model {model} on [bold]{describe_provider(provider)}[/]", highlight=False)
+    codes, kept, start = [], [], 0
+    for batch in decode_batches(files, info.image_size, batch_size, workers):
+        for i, why in batch.errors:
+            console.print(f"[yellow]skipped[/] {files[start + i]}: {why}", highlight=False)
+        if batch.ok:
+            codes.append(run_codes(session, batch.pixels))
+            kept += [files[start + i] for i in batch.ok]
+        start += len(batch.ok) + len(batch.errors)
+    if not kept:
+        raise TbhError("none of the query images could be decoded.")
+    return np.concatenate(codes), kept
+
+
+def query(
+    images: list[Path],
+    top: int = 10,
+    store: Path | None = None,
+    model: Path | None = None,
+    radius: int | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+) -> list[QueryResult]:
+    """The `top` nearest store items of each query image (within Hamming `radius` if given).
+
+    `model` defaults to the store's own (verified by sha256, so query and database codes match).
+    """
+    from tbhcli.search import radius_search, topk
+
+    if top <= 0:
+        raise TbhError(f"--top must be positive (got {top}).")
+    if radius is not None and radius < 0:
+        raise TbhError(f"--radius must be >= 0 (got {radius}).")
+    db = open_store(resolve_store(store))
+    if not len(db):
+        raise TbhError(f"store {db.path} is empty; index images with `tbh index IMAGES_DIR`.")
+    model_path = store_model(db, model)
+    if model_info(model_path).sha256 != db.attrs["model_sha256"]:
+        raise TbhError(
+            f"{model_path} is not the model store {db.path} was built with "
+            f"({db.attrs['model']}); pass that file with --model."
+        )
+    files = expand_images(images)
+    workers = 2 if len(files) > batch_size else 0  # a pool only pays off for a folder
+    codes, kept = encode_images(files, model_path, device, batch_size, workers)
+    if radius is None:
+        dists, ids = topk(db.path, codes, min(top, len(db)))
+        found = list(zip(dists, ids, strict=True))
+    else:
+        found = [(d[:top], i[:top]) for d, i in radius_search(db.path, codes, radius)]
+    results = []
+    for q, (d, i) in zip(kept, found, strict=True):
+        paths, labels = db.lookup(i)
+        results.append(
+            QueryResult(q, np.asarray(d, np.int32), np.asarray(i, np.int64), paths, labels)
+        )
+    return results
+
+
+def print_results(results: list[QueryResult], console: Console) -> None:
+    """One rich table per query: rank, distance, path, label."""
+    from rich.table import Table
+
+    for result in results:
+        table = Table(title=str(result.query), title_justify="left")
+        table.add_column("rank", justify="right")
+        table.add_column("distance", justify="right")
+        table.add_column("path", overflow="fold")
+        table.add_column("label")
+        for row in result.rows():
+            table.add_row(str(row["rank"]), str(row["distance"]), row["path"], row["label"] or "")
+        console.print(table)
+
+
+def results_json(results: list[QueryResult]) -> str:
+    """JSON: a list of {query, neighbours: [{rank, distance, id, path, label}]}."""
+    return json.dumps([{"query": str(r.query), "neighbours": r.rows()} for r in results], indent=2)
