@@ -118,6 +118,8 @@ def features(
         raise TbhError(f"output must be a .npy file (got {out}); try -o {out.with_suffix('.npy')}.")
     if batch_size <= 0:
         raise TbhError(f"--batch-size must be positive (got {batch_size}).")
+    if workers is not None and workers < 0:
+        raise TbhError(f"--workers must be 0 (decode in this process) or more (got {workers}).")
     paths = list_images(images)
     if not paths:
         raise TbhError(f"no images found in {images} (looked for jpg, png, bmp, gif, webp, tiff).")

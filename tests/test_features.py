@@ -82,6 +82,10 @@ def test_features_user_errors(tmp_path):
     images = _folder(tmp_path / "imgs", {"a": 1})
     with pytest.raises(TbhError, match=r"\.npy"):
         features(images, tmp_path / "f.bin", backbone="tiny")
+    with pytest.raises(TbhError, match="--workers"):
+        features(images, tmp_path / "f.npy", backbone="tiny", workers=-1)
+    with pytest.raises(TbhError, match="--image-size"):
+        features(images, tmp_path / "f.npy", backbone="tiny", image_size=8)
     (images / "a" / "0.png").write_bytes(b"")
     with pytest.raises(TbhError, match="none of the 1 images"):
         features(images, tmp_path / "f.npy", backbone="tiny", workers=0)
