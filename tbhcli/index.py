@@ -7,6 +7,8 @@ images whose paths are already committed are skipped. Undecodable files are skip
 """
 
 import multiprocessing
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -79,6 +81,20 @@ def decode_batch(files: list[Path], size: int) -> DecodedBatch:
     return DecodedBatch(stacked, ok, errors)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the indexing process is gone (killed, say).
+
+    Without this, workers of a SIGKILLed `tbh index` would wait on their task queue forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def decode_batches(
     files: list[Path], size: int, batch_size: int, workers: int
 ) -> Iterator[DecodedBatch]:
@@ -95,7 +111,9 @@ def decode_batches(
     # workers only decode images and never touch the parent's onnxruntime/CUDA state.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         pending = deque()
         todo = iter(chunks)
         for chunk in todo:

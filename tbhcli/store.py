@@ -225,7 +225,10 @@ def _create_table(group: zarr.Group, bits: int, attrs: dict) -> None:
 
 
 class StoreLock:
-    """Exclusive writer lock on `<store>/.lock`; released on exit or when the process dies."""
+    """Exclusive writer lock on the store folder itself; released on exit or when the process dies.
+
+    Locking the folder (not a file in it) keeps the zarr hierarchy free of foreign files.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -233,7 +236,7 @@ class StoreLock:
 
     def __enter__(self) -> "StoreLock":
         self.path.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(self.path, os.O_RDONLY)
         if fcntl is not None:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -275,7 +278,7 @@ def open_writer(
                 f"sha256 {top.attrs['model_sha256'][:12]}...); pass another --store, "
                 f"or --model with that file."
             )
-    elif path.exists() and any(p.name != ".lock" for p in path.iterdir()):
+    elif path.exists() and any(path.iterdir()):
         raise TbhError(f"{path} exists and is not a code store; pass another --store.")
     else:
         top = zarr.open_group(path, mode="w", zarr_format=3)

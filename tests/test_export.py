@@ -1,0 +1,110 @@
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from tiny_workspace import FEATURE_DIM, IMAGE_SIZE, make_lsh_run, reference_features
+
+import onnx
+import tbhcli
+from tbhcli.baselines import LinearHash
+from tbhcli.errors import TbhError
+from tbhcli.export import build_hasher, config_sha256, export, verify
+from tbhcli.infer import create_session, model_info, run_codes
+from tbhcli.runs import load_run, save_run
+from tbhcli.tbh import SignEncoder, TBHConfig
+
+
+def _ort_codes(model, batch: np.ndarray) -> np.ndarray:
+    session, provider = create_session(model, device="cpu")
+    assert provider == "CPUExecutionProvider"
+    return run_codes(session, batch)
+
+
+def test_image_model_equals_torch_pipeline_on_any_batch_size(tmp_path):
+    run = make_lsh_run(tmp_path / "runs" / "lsh32")
+    model = export(run, out=tmp_path / "m.onnx")
+    g = torch.Generator().manual_seed(1)
+    for n in (1, 5, 33):  # the batch axis is dynamic
+        images = torch.randint(
+            0, 256, (n, 3, IMAGE_SIZE, IMAGE_SIZE), generator=g, dtype=torch.uint8
+        )
+        expected = load_run(run).encode(reference_features(images.float() / 255).numpy())
+        got = _ort_codes(model, images.numpy())
+        assert got.dtype == np.uint8 and got.shape == (n, 4)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_metadata_describes_the_model(tmp_path):
+    run = make_lsh_run(tmp_path / "r", bits=16)
+    model = export(run, out=tmp_path / "m.onnx")
+    info = model_info(model)
+    assert (info.bits, info.input, info.image_size) == (16, "images", IMAGE_SIZE)
+    assert (info.backbone, info.method, info.version) == ("tiny", "lsh", tbhcli.__version__)
+    assert info.config_sha256 == config_sha256(load_run(run).config)
+    graph = onnx.load(str(model)).graph
+    assert graph.input[0].name == "images"
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+def test_default_path_is_onnx_run_name_in_the_workspace(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_lsh_run(tmp_path / "runs" / "older")
+    make_lsh_run(tmp_path / "runs" / "newest")
+    assert export() == tbhcli.workspace.MODELS_DIR / "newest.onnx"
+    assert export(input="features").name == "newest.features.onnx"
+    assert not list((tmp_path / "onnx").glob("*.tmp"))
+
+
+def test_features_model_equals_run_encode(tmp_path):
+    run = make_lsh_run(tmp_path / "r")
+    model = export(run, out=tmp_path / "f.onnx", input="features")
+    assert model_info(model).input == "features"
+    x = np.random.default_rng(0).standard_normal((20, FEATURE_DIM)).astype(np.float32)
+    np.testing.assert_array_equal(_ort_codes(model, x), load_run(run).encode(x))
+
+
+def test_tbh_sign_encoder_exports(tmp_path):
+    cfg = TBHConfig(feature_dim=FEATURE_DIM, bits=24, hidden_dim=48, continuous_dim=8)
+    torch.manual_seed(0)
+    config = {
+        "method": "tbh",
+        "bits": 24,
+        "feature_dim": FEATURE_DIM,
+        "backbone": "tiny",
+        "image_size": IMAGE_SIZE,
+        "model": asdict(cfg),
+    }
+    save_run(tmp_path / "tbh", config, SignEncoder(cfg))
+    model = export(tmp_path / "tbh", out=tmp_path / "t.onnx")
+    images = np.random.default_rng(3).integers(0, 256, (7, 3, 32, 32), dtype=np.uint8)
+    expected = load_run(tmp_path / "tbh").encode(
+        reference_features(torch.from_numpy(images).float() / 255).numpy()
+    )
+    np.testing.assert_array_equal(_ort_codes(model, images), expected)
+
+
+def test_run_without_backbone_exports_only_features(tmp_path):
+    config = {"method": "lsh", "bits": 8, "feature_dim": 5, "backbone": None, "image_size": None}
+    save_run(tmp_path / "r", config, LinearHash(5, 8))
+    with pytest.raises(TbhError, match="--input features"):
+        export(tmp_path / "r", out=tmp_path / "m.onnx")
+    assert export(tmp_path / "r", out=tmp_path / "m.onnx", input="features").is_file()
+
+
+def test_verification_fails_when_onnx_disagrees_with_torch(tmp_path):
+    run = make_lsh_run(tmp_path / "r")
+    model = export(run, out=tmp_path / "m.onnx")
+    other = load_run(run)
+    other.encoder.projection.mul_(-1)  # every confident bit flips
+    batch = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(TbhError, match="disagrees with torch"):
+        verify(model, build_hasher(other, "images"), batch)
+    report = verify(model, build_hasher(load_run(run), "images"), batch)
+    assert report.bits_compared == 4 * 32 and report.mismatched_bits == 0
+
+
+def test_unknown_input_is_a_user_error(tmp_path):
+    with pytest.raises(TbhError, match="--input"):
+        export(make_lsh_run(tmp_path / "r"), input="pixels")

@@ -1,0 +1,202 @@
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import psutil
+import pytest
+import zarr
+from tiny_workspace import make_images, make_lsh_run, reference_codes
+
+from tbhcli.errors import TbhError
+from tbhcli.export import export
+from tbhcli.index import index
+from tbhcli.store import StoreWriter, open_store
+
+CLASSES = {"cat": 9, "dog": 8, "emu": 7}  # 24 images
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A run, its exported model and an image folder with class subfolders."""
+    ws = tmp_path_factory.mktemp("ws")
+    run = make_lsh_run(ws / "runs" / "lsh32")
+    model = export(run, out=ws / "onnx" / "lsh32.onnx")
+    files = make_images(ws / "images", CLASSES)
+    return ws, run, model, files
+
+
+def _index(ws, model, store, **kw):
+    kw = {"batch_size": 5, "workers": 0, "device": "cpu"} | kw
+    return index(ws / "images", store=store, model=model, **kw)
+
+
+def _check_complete(store_path, ws, run, files):
+    """Every image exactly once, in folder order, with the reference pipeline's codes."""
+    s = open_store(store_path)
+    rel = [f.relative_to(ws / "images").as_posix() for f in files]
+    assert s.paths.tolist() == rel
+    np.testing.assert_array_equal(s.read_codes(), reference_codes(run, files))
+    assert s.group["codes"].shape[0] == len(s)
+
+
+def test_index_equals_reference_pipeline(workspace, tmp_path):
+    ws, run, model, files = workspace
+    report = _index(ws, model, tmp_path / "s.zarr", workers=2)
+    assert report.added == report.rows == 24 and report.provider == "CPUExecutionProvider"
+    _check_complete(tmp_path / "s.zarr", ws, run, files)
+    s = open_store(tmp_path / "s.zarr")
+    assert s.classes == ["cat", "dog", "emu"]
+    np.testing.assert_array_equal(s.labels, [0] * 9 + [1] * 8 + [2] * 7)
+    assert s.attrs["model"] == "lsh32.onnx" and s.attrs["bits"] == 32
+    assert s.attrs["root"] == str((ws / "images").resolve())
+
+
+def test_rerun_adds_only_new_images(tmp_path):
+    run = make_lsh_run(tmp_path / "run")
+    model = export(run, out=tmp_path / "m.onnx")
+    first = make_images(tmp_path / "images", {"a": 4, "": 2})  # two at the root: label -1
+    assert _index(tmp_path, model, tmp_path / "s.zarr").added == 6
+    again = _index(tmp_path, model, tmp_path / "s.zarr")
+    assert (again.added, again.tables[0].already) == (0, 6)
+    more = make_images(tmp_path / "images", {"a": 2, "b": 3}, seed=1, start=50)
+    assert _index(tmp_path, model, tmp_path / "s.zarr").added == 5
+    s = open_store(tmp_path / "s.zarr")
+    assert len(s) == 11 and len(set(s.paths.tolist())) == 11
+    assert s.classes == ["a", "b"]
+    np.testing.assert_array_equal(s.read_codes(), reference_codes(run, first + more))
+    labels = dict(zip(s.paths.tolist(), s.labels.tolist(), strict=True))
+    assert labels["img000.png"] == -1 and labels["b/img050.png"] == 1
+
+
+def test_unreadable_files_are_skipped_counted_and_listed(tmp_path):
+    run = make_lsh_run(tmp_path / "run")
+    model = export(run, out=tmp_path / "m.onnx")
+    good = make_images(tmp_path / "images", {"a": 3})
+    bad = tmp_path / "images" / "a"
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.png").write_text("not an image")
+    (bad / "truncated.png").write_bytes(good[0].read_bytes()[:200])
+    (bad / "notes.txt").write_text("not an image extension: ignored")
+    report = _index(tmp_path, model, tmp_path / "s.zarr", errors=tmp_path / "errors.txt")
+    assert report.added == 3
+    skipped = sorted(p for p, _ in report.tables[0].errors)
+    assert skipped == ["a/empty.jpg", "a/text.png", "a/truncated.png"]
+    listed = (tmp_path / "errors.txt").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == [
+        str(tmp_path / "images" / p) for p in skipped
+    ]
+    stored = open_store(tmp_path / "s.zarr").read_codes()
+    np.testing.assert_array_equal(stored, reference_codes(run, good))
+
+
+def test_store_of_another_model_refuses_to_mix(workspace, tmp_path):
+    ws, run, model, _ = workspace
+    _index(ws, model, tmp_path / "s.zarr")
+    other = export(make_lsh_run(tmp_path / "other", seed=7), out=tmp_path / "other.onnx")
+    with pytest.raises(TbhError, match="another model"):
+        _index(ws, other, tmp_path / "s.zarr")
+    assert len(open_store(tmp_path / "s.zarr")) == 24
+
+
+def test_features_model_cannot_index_images(workspace, tmp_path):
+    ws, run, _, _ = workspace
+    features_model = export(run, out=tmp_path / "f.onnx", input="features")
+    with pytest.raises(TbhError, match="takes features"):
+        _index(ws, features_model, tmp_path / "s.zarr")
+
+
+class Killed(Exception):
+    """Stands in for the process dying at a given point."""
+
+
+def _fail_on_call(n, original):
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Killed
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    ("target", "call"),
+    [
+        ("append", 1),  # before the first batch touches the store
+        ("setitem", 5),  # batch 2: codes written, writing paths fails
+        ("setitem", 9),  # batch 3: codes and paths written, writing labels fails
+        ("sync", 3),  # batch 3's data on disk, commit marker not bumped
+        ("sync", 5),  # the final batch, uncommitted
+    ],
+)
+def test_resume_after_interruption(workspace, tmp_path, monkeypatch, target, call):
+    ws, run, model, files = workspace
+    if target == "append":
+        patched = (StoreWriter, "append", StoreWriter.append)
+    elif target == "sync":
+        patched = (StoreWriter, "_sync", StoreWriter._sync)
+    else:
+        patched = (zarr.Array, "__setitem__", zarr.Array.__setitem__)
+    cls, name, original = patched
+    monkeypatch.setattr(cls, name, _fail_on_call(call, original))
+    with pytest.raises(Killed):
+        _index(ws, model, tmp_path / "s.zarr")
+    monkeypatch.setattr(cls, name, original)
+    committed = len(open_store(tmp_path / "s.zarr"))
+    assert committed < 24 and committed % 5 == 0  # whole batches only
+    report = _index(ws, model, tmp_path / "s.zarr")
+    assert report.added == 24 - committed
+    _check_complete(tmp_path / "s.zarr", ws, run, files)
+
+
+@pytest.mark.parametrize("kill_in", ["_sync", "append"])
+def test_resume_after_sigkill(workspace, tmp_path, kill_in):
+    """A real SIGKILL of the indexing process (with decoding workers) mid-run."""
+    ws, run, model, files = workspace
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from tbhcli.index import index
+        from tbhcli.store import StoreWriter
+
+        original, calls = StoreWriter.{kill_in}, []
+
+        def dying(self, *args):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(self, *args)
+
+        StoreWriter.{kill_in} = dying
+        index(Path({str(ws / "images")!r}), store=Path({str(tmp_path / "s.zarr")!r}),
+              model=Path({str(model)!r}), batch_size=5, workers=2, device="cpu")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert len(open_store(tmp_path / "s.zarr")) == 10  # batches 1 and 2 committed
+    _index(ws, model, tmp_path / "s.zarr", workers=2)
+    _check_complete(tmp_path / "s.zarr", ws, run, files)
+
+
+def test_queries_folder_is_recorded(workspace, tmp_path):
+    ws, run, model, _ = workspace
+    queries = make_images(tmp_path / "queries", {"dog": 2, "fox": 1}, seed=5)
+    report = _index(ws, model, tmp_path / "s.zarr", queries=tmp_path / "queries")
+    assert [t.added for t in report.tables] == [24, 3] and report.rows == 24
+    s = open_store(tmp_path / "s.zarr")
+    assert s.classes == ["cat", "dog", "emu", "fox"]
+    np.testing.assert_array_equal(s.queries.labels, [1, 1, 3])
+    np.testing.assert_array_equal(s.queries.read_codes(), reference_codes(run, queries))
+    again = _index(ws, model, tmp_path / "s.zarr", queries=tmp_path / "queries")
+    assert again.added == 0
+
+
+def test_no_leftover_processes(workspace, tmp_path):
+    ws, _, model, _ = workspace
+    _index(ws, model, tmp_path / "s.zarr", workers=2)
+    assert psutil.Process().children() == []
