@@ -314,6 +314,7 @@ def train(
     single_bottleneck: bool = False,
     fixed_graph: bool = False,
     stochastic_neuron: bool = True,
+    model_fields: dict | None = None,
     eval_every: int = 0,
     eval_queries: Path | None = None,
     log_every: int = 10,
@@ -321,7 +322,11 @@ def train(
     device: str = "auto",
     quiet: bool = False,
 ) -> Path:
-    """Train a hasher on `features` (NAME.npy [N, D]) and return its run directory."""
+    """Train a hasher on `features` (NAME.npy [N, D]) and return its run directory.
+
+    `model_fields` sets any other `TBHConfig` field (e.g. `{"adversarial_weight": 10.0}`); it is
+    recorded in the run's config like every other setting.
+    """
     features = Path(features)
     check_bits(bits)
     if method not in METHODS:
@@ -371,7 +376,7 @@ def train(
             f"{features} has {n} items, fewer than --batch-size {batch_size}; the per-batch graph "
             "needs full batches: lower --batch-size or add items."
         )
-    model_fields = {
+    model_fields = (model_fields or {}) | {
         "feature_dim": dim,
         "bits": bits,
         "single_bottleneck": single_bottleneck,
