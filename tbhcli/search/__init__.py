@@ -1,0 +1,281 @@
+"""Exact Hamming search over packed codes: top-k and radius, in memory or streamed from a store.
+
+`topk(database, queries, k)` returns what sorting every database row by (Hamming distance, row
+index) gives, in faiss's argument and result order; `radius_search` returns every row within a
+radius. `database` is packed uint8 codes [N, bits/8] as a NumPy array, a zarr array, an open
+`CodeStore`, or the path of a code store (`codes.zarr`), which is read in blocks of about
+`BLOCK_BYTES` (the next block is read while the current one is searched), never all at once.
+With `dask="local"` or a scheduler address, the blocks of a store are searched on a Dask cluster
+(`tbhcli.search.cluster`) and merged exactly as here. The kernels are in `tbhcli.search.kernels`;
+`topk_reference` and `radius_reference` are the slow, obvious NumPy definitions they must match.
+"""
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from tbhcli.errors import TbhError
+from tbhcli.search import kernels
+
+BLOCK_BYTES = 64 << 20  # codes read from a store per step: bounds memory, amortises the reads
+MAX_QUERY_BLOCK = 256  # queries sharing one pass over the database
+BUFFER_BYTES = 32 << 20  # per query block: candidate buffers of (2k + TILE) x 12 bytes a query
+MIN_PART_ROWS = 16384  # rows worth a task of their own
+
+
+# ---- inputs ----------------------------------------------------------------------------------
+
+
+def _check_codes(codes: np.ndarray, what: str) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.dtype != np.uint8 or codes.ndim != 2:
+        raise TbhError(
+            f"{what} must be packed codes, uint8 [N, bits/8] (got {codes.dtype} {codes.shape}); "
+            "pack 0/1 bits with tbhcli.codes.pack_bits."
+        )
+    return codes
+
+
+def _as_words(codes: np.ndarray) -> np.ndarray:
+    """Packed uint8 [N, B] -> uint64 [N, B/8] (or uint32 [N, B/4]): same popcount, wider words.
+
+    Widths that are not a multiple of 4 bytes are zero-padded (a copy); XOR of zeros adds nothing.
+    """
+    codes = np.ascontiguousarray(codes)
+    n_bytes = codes.shape[1]
+    if n_bytes % 8 == 0:
+        return codes.view(np.uint64)
+    if n_bytes % 4:
+        padded = np.zeros((len(codes), n_bytes + 4 - n_bytes % 4), np.uint8)
+        padded[:, :n_bytes] = codes
+        codes = padded
+    return codes.view(np.uint32)
+
+
+class _Source:
+    """Rows [0, n_rows) of a database, read in blocks of whole chunks."""
+
+    def __init__(self, database):
+        self.store_path = None
+        if isinstance(database, np.ndarray):
+            self.array = _check_codes(database, "the database")
+            self.block_rows = max(1, len(self.array))
+            self.n_rows, self.n_bytes = self.array.shape
+            return
+        if isinstance(database, str | Path):
+            from tbhcli.store import open_store
+
+            self.store_path = Path(database)
+            database = open_store(database)
+        if hasattr(database, "read_codes"):  # a CodeStore: committed rows only
+            self.n_rows = len(database)
+            self.array = database.group["codes"]
+        else:  # a zarr array: all of it
+            self.array = database
+            self.n_rows = database.shape[0]
+        if self.array.dtype != np.uint8 or self.array.ndim != 2:
+            raise TbhError(
+                f"the codes array is {self.array.dtype} {self.array.shape}, not uint8 [N, bits/8]."
+            )
+        self.n_bytes = self.array.shape[1]
+        chunk_rows = self.array.chunks[0]
+        self.block_rows = chunk_rows * max(1, BLOCK_BYTES // max(1, chunk_rows * self.n_bytes))
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return [
+            (s, min(s + self.block_rows, self.n_rows))
+            for s in range(0, self.n_rows, self.block_rows)
+        ]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.array[start:stop])
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, uint8 [rows, B]) in row order; the next block is read during the search."""
+        with ThreadPoolExecutor(1) as reader:
+            ranges = self.ranges()
+            pending = reader.submit(self.read, *ranges[0]) if ranges else None
+            for i, (start, _) in enumerate(ranges):
+                block = pending.result()
+                if i + 1 < len(ranges):
+                    pending = reader.submit(self.read, *ranges[i + 1])
+                yield start, block
+
+
+def _open(database, queries: np.ndarray) -> tuple[_Source, np.ndarray]:
+    """Validate a search: a non-empty database, queries of the same width -> (source, words)."""
+    source = _Source(database)
+    queries = _check_codes(queries, "the queries")
+    if queries.shape[1] != source.n_bytes:
+        raise TbhError(
+            f"the queries have {queries.shape[1] * 8}-bit codes but the database has "
+            f"{source.n_bytes * 8}-bit codes; encode both with the same model."
+        )
+    if source.n_rows == 0:
+        raise TbhError("the database is empty; index some images with `tbh index` first.")
+    return source, _as_words(queries)
+
+
+def _check_k(k: int, n_rows: int) -> int:
+    """k clamped to the database size (as a result cannot hold more rows than exist)."""
+    if k < 1:
+        raise TbhError(f"k must be at least 1 (got {k}).")
+    return min(int(k), n_rows)
+
+
+@contextmanager
+def _threads(threads: int | None):
+    """Run numba's parallel loops on `threads` threads (default: all), then restore the setting."""
+    if threads is not None and threads < 1:
+        raise TbhError(f"--threads must be at least 1 (got {threads}).")
+    before = numba.get_num_threads()
+    numba.set_num_threads(
+        min(threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+    )
+    try:
+        yield numba.get_num_threads()
+    finally:
+        numba.set_num_threads(before)
+
+
+def _plan(n_queries: int, n_rows: int, k: int, n_threads: int) -> tuple[int, int]:
+    """(queries per block, row parts): even blocks, at least one task per thread when rows allow."""
+    fit = BUFFER_BYTES // ((2 * k + kernels.TILE) * 12)
+    most = max(1, min(MAX_QUERY_BLOCK, fit))
+    n_blocks = max(1, -(-n_queries // most))
+    query_block = max(1, -(-n_queries // n_blocks))
+    n_parts = max(1, min(-(-n_threads // n_blocks), n_rows // MIN_PART_ROWS))
+    return query_block, n_parts
+
+
+# ---- top-k -------------------------------------------------------------------------------------
+
+
+def block_topk(words: np.ndarray, query_words: np.ndarray, k: int, first_id: int, n_threads: int):
+    """Top-k over one in-memory block of database words [n, W] whose rows start at first_id.
+
+    Returns parts (dists int32, ids int64) [P, Q, k], each part sorted by (distance, row) and
+    padded with distance bits + 1 and id -1 where it has fewer than k rows.
+    """
+    query_block, n_parts = _plan(len(query_words), len(words), k, n_threads)
+    return kernels.topk_parts(words, query_words, k, first_id, query_block, n_parts)
+
+
+def merge_into(best, parts, k: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold parts [P, Q, k] of rows after those of `best` into the running best [Q, k] (or None)."""
+    dists, ids = parts
+    if best is not None:
+        dists = np.concatenate([best[0][None], dists])
+        ids = np.concatenate([best[1][None], ids])
+    return kernels.merge_parts(dists, ids, k, bits)
+
+
+def topk(
+    database, queries: np.ndarray, k: int, threads: int | None = None, dask: str | None = None
+):
+    """The k nearest database rows of each query by Hamming distance, ties to the lower row.
+
+    database: packed uint8 [N, B] (array, zarr array, CodeStore or store path); queries: uint8
+    [Q, B]. k larger than N is clamped to N. threads: numba threads (default all cores).
+    dask: None, "local" or a scheduler address, to search a store's blocks on a Dask cluster.
+    Returns (distances int32 [Q, k], ids int64 [Q, k]), each row sorted by (distance, id).
+    """
+    source, query_words = _open(database, queries)
+    k = _check_k(k, source.n_rows)
+    bits = query_words.shape[1] * query_words.itemsize * 8
+    if dask is not None:
+        from tbhcli.search.cluster import dask_topk
+
+        return dask_topk(source, query_words, k, bits, dask, threads)
+    best = None
+    with _threads(threads) as n_threads:
+        for first, block in source.blocks():
+            best = merge_into(
+                best, block_topk(_as_words(block), query_words, k, first, n_threads), k, bits
+            )
+    return best
+
+
+# ---- radius ------------------------------------------------------------------------------------
+
+
+def block_radius(
+    words: np.ndarray, query_words: np.ndarray, radius: int, first_id: int, n_threads: int
+):
+    """Rows of one in-memory block within `radius` of each query, as CSR (offsets, dists, ids)."""
+    query_block, n_parts = _plan(len(query_words), len(words), 1, n_threads)
+    below = words.dtype.type(radius + 1)
+    return kernels.radius_csr(words, query_words, below, first_id, query_block, n_parts)
+
+
+def split_csr(
+    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Join per-block CSR results into one (dists, ids) pair per query, sorted by (distance, id)."""
+    n_queries = len(pieces[0][0]) - 1
+    if len(pieces) == 1:
+        offsets, dists, ids = pieces[0]
+    else:
+        query = np.concatenate([np.repeat(np.arange(n_queries), np.diff(o)) for o, _, _ in pieces])
+        dists = np.concatenate([d for _, d, _ in pieces])
+        ids = np.concatenate([i for _, _, i in pieces])
+        order = np.lexsort((ids, dists, query))
+        dists, ids = dists[order], ids[order]
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(query, minlength=n_queries))])
+    return list(zip(np.split(dists, offsets[1:-1]), np.split(ids, offsets[1:-1]), strict=True))
+
+
+def radius_search(
+    database, queries: np.ndarray, radius: int, threads: int | None = None, dask: str | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every database row within Hamming distance `radius` (inclusive) of each query.
+
+    Same inputs as `topk`. Returns one (distances int32 [M_q], ids int64 [M_q]) pair per query,
+    sorted by (distance, id).
+    """
+    source, query_words = _open(database, queries)
+    if radius < 0:
+        raise TbhError(f"--radius must be 0 or more bits (got {radius}).")
+    radius = min(int(radius), query_words.shape[1] * query_words.itemsize * 8)
+    if dask is not None:
+        from tbhcli.search.cluster import dask_radius
+
+        return split_csr(dask_radius(source, query_words, radius, dask, threads))
+    with _threads(threads) as n_threads:
+        pieces = [
+            block_radius(_as_words(block), query_words, radius, first, n_threads)
+            for first, block in source.blocks()
+        ]
+    return split_csr(pieces)
+
+
+# ---- references --------------------------------------------------------------------------------
+
+
+def _all_distances(database, queries: np.ndarray) -> np.ndarray:
+    """Hamming distances [Q, N] by NumPy broadcasting: the obvious definition."""
+    source, _ = _open(database, queries)
+    codes = source.read(0, source.n_rows)
+    return np.bitwise_count(queries[:, None, :] ^ codes[None, :, :]).sum(axis=2)
+
+
+def topk_reference(database, queries: np.ndarray, k: int):
+    """Slow NumPy `topk`: a stable sort of all distances, so ties keep the row order."""
+    distances = _all_distances(database, queries)
+    k = _check_k(k, distances.shape[1])
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(distances, order, axis=1).astype(np.int32), order.astype(np.int64)
+
+
+def radius_reference(database, queries: np.ndarray, radius: int):
+    """Slow NumPy `radius_search`."""
+    results = []
+    for row in _all_distances(database, queries):
+        order = np.argsort(row, kind="stable")
+        order = order[row[order] <= radius]
+        results.append((row[order].astype(np.int32), order.astype(np.int64)))
+    return results

@@ -1,0 +1,92 @@
+"""Search a code store's blocks on a Dask cluster and merge exactly as the single-process path.
+
+Each task reads one block of committed rows from the store itself (workers need the store's path
+on a shared file system) and returns its top-k parts or radius matches with global row ids; the
+client merges them in row order with the same kernels, so the result is identical to `topk`.
+"""
+
+import os
+from contextlib import contextmanager
+
+import numpy as np
+
+from tbhcli.errors import TbhError
+from tbhcli.search import _as_words, _Source, _threads, block_radius, block_topk, merge_into
+
+
+@contextmanager
+def _client(address: str):
+    """A distributed.Client on `address`, or on a fresh LocalCluster for "local" (closed after)."""
+    from distributed import Client, LocalCluster
+
+    if address == "local":
+        # one single-threaded worker process per core: tasks then run numba on one thread each
+        with (
+            LocalCluster(
+                n_workers=os.cpu_count() or 1,
+                threads_per_worker=1,
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client, 1
+        return
+    try:
+        client = Client(address, timeout=10)
+    except (OSError, TimeoutError) as exc:
+        raise TbhError(
+            f"cannot reach the Dask scheduler at {address} ({exc}); "
+            "start one with `dask scheduler` or use --dask local."
+        ) from None
+    with client:
+        yield client, None
+
+
+def _store_path(source) -> str:
+    if source.store_path is None:
+        raise TbhError("--dask searches a code store; pass the store's path, not codes in memory.")
+    return str(source.store_path.resolve())
+
+
+def _read_words(path: str, start: int, stop: int) -> np.ndarray:
+    return _as_words(_Source(path).read(start, stop))
+
+
+def _task_topk(path, start, stop, query_words, k, threads):
+    words = _read_words(path, start, stop)
+    with _threads(threads) as n_threads:
+        return block_topk(words, query_words, k, start, n_threads)
+
+
+def _task_radius(path, start, stop, query_words, radius, threads):
+    words = _read_words(path, start, stop)
+    with _threads(threads) as n_threads:
+        return block_radius(words, query_words, radius, start, n_threads)
+
+
+def _run(source, task, query_words, argument, address: str, threads: int | None):
+    """Submit `task` for every block of the store; yield the results in row order."""
+    path = _store_path(source)
+    with _client(address) as (client, task_threads):
+        shared = client.scatter(query_words, broadcast=True)
+        futures = [
+            client.submit(
+                task, path, start, stop, shared, argument, threads or task_threads, pure=False
+            )
+            for start, stop in source.ranges()
+        ]
+        for future in futures:  # in row order, one at a time: memory stays at one result
+            yield future.result()
+
+
+def dask_topk(source, query_words, k, bits, address, threads):
+    """`topk` over the blocks of a store on a Dask cluster; (dists, ids) [Q, k]."""
+    best = None
+    for parts in _run(source, _task_topk, query_words, k, address, threads):
+        best = merge_into(best, parts, k, bits)
+    return best
+
+
+def dask_radius(source, query_words, radius, address, threads):
+    """`radius_search` over the blocks of a store on a Dask cluster; CSR pieces in row order."""
+    return list(_run(source, _task_radius, query_words, radius, address, threads))
