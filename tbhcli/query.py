@@ -122,10 +122,10 @@ def query(
     workers = 2 if len(files) > batch_size else 0  # a pool only pays off for a folder
     codes, kept = encode_images(files, model_path, device, batch_size, workers)
     if radius is None:
-        dists, ids = topk(db.path, codes, min(top, len(db)))
+        dists, ids = topk(db, codes, min(top, len(db)))
         found = list(zip(dists, ids, strict=True))
     else:
-        found = [(d[:top], i[:top]) for d, i in radius_search(db.path, codes, radius)]
+        found = [(d[:top], i[:top]) for d, i in radius_search(db, codes, radius)]
     results = []
     for q, (d, i) in zip(kept, found, strict=True):
         paths, labels = db.lookup(i)

@@ -1,0 +1,38 @@
+from tiny_workspace import make_images, make_lsh_run
+from typer.testing import CliRunner
+
+from tbhcli.cli import app
+from tbhcli.export import export
+from tbhcli.index import index
+from tbhcli.info import info
+
+
+def test_info_lists_runs_models_and_store(tmp_path, monkeypatch):
+    assert info(tmp_path) == {
+        "workspace": str(tmp_path.resolve()),
+        "runs": [],
+        "models": [],
+        "store": None,
+    }
+    monkeypatch.chdir(tmp_path)
+    make_lsh_run(tmp_path / "runs" / "lsh16", bits=16)
+    model = export()
+    make_images(tmp_path / "images", {"a": 3, "b": 2})
+    index(tmp_path / "images", workers=0, device="cpu")
+    result = info(tmp_path)
+    assert [(r["name"], r["method"], r["bits"]) for r in result["runs"]] == [("lsh16", "lsh", 16)]
+    assert [(m["file"], m["bits"], m["input"]) for m in result["models"]] == [
+        ("lsh16.onnx", 16, "images")
+    ]
+    store = result["store"]
+    assert (store["rows"], store["bits"], store["model"], store["classes"]) == (
+        5,
+        16,
+        model.name,
+        2,
+    )
+    assert store["size_bytes"] > 0
+    printed = CliRunner().invoke(app, ["info"])
+    assert (
+        printed.exit_code == 0 and "lsh16.onnx" in printed.stdout and "5 images" in printed.stdout
+    )

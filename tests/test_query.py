@@ -1,0 +1,114 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from tiny_workspace import hamming, make_images, make_lsh_run, reference_codes
+from typer.testing import CliRunner
+
+from tbhcli.cli import app
+from tbhcli.errors import TbhError
+from tbhcli.export import export
+from tbhcli.index import index
+from tbhcli.query import query
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A workspace as the demo leaves it: runs/, onnx/, codes.zarr built from images/ (16 bits,
+    so many distances tie), plus query images in a separate folder."""
+    ws = tmp_path_factory.mktemp("ws")
+    run = make_lsh_run(ws / "runs" / "lsh16", bits=16)
+    model = export(run, out=ws / "onnx" / "lsh16.onnx")
+    files = make_images(ws / "images", {"cat": 20, "dog": 20, "": 5})
+    index(ws / "images", store=ws / "codes.zarr", model=model, workers=0, device="cpu")
+    queries = make_images(ws / "queries", {"q": 4}, seed=9)
+    return ws, run, files, queries
+
+
+def _brute_force(run, files, queries, k):
+    """Sort every database image by (Hamming distance, row): the obvious reference."""
+    dist = hamming(reference_codes(run, queries), reference_codes(run, files))  # (Q, N)
+    order = [np.lexsort((np.arange(len(files)), row))[:k] for row in dist]
+    return [(dist[q][o], o) for q, o in enumerate(order)]
+
+
+def test_top_k_equals_brute_force_with_ties_by_row(workspace, monkeypatch):
+    ws, run, files, queries = workspace
+    monkeypatch.chdir(ws)
+    results = query(queries, top=30, device="cpu")  # store and model from the workspace
+    expected = _brute_force(run, files, queries, 30)
+    for result, q, (dist, ids) in zip(results, queries, expected, strict=True):
+        assert result.query == q
+        np.testing.assert_array_equal(result.distances, dist)
+        np.testing.assert_array_equal(result.ids, ids)
+        rel = [files[i].relative_to(ws / "images").as_posix() for i in ids]
+        assert result.paths == rel
+        assert result.labels == [p.split("/")[0] if "/" in p else None for p in rel]
+
+
+def test_folder_argument_and_radius(workspace, monkeypatch):
+    ws, run, files, queries = workspace
+    monkeypatch.chdir(ws)
+    results = query([ws / "queries"], top=1000, radius=5, device="cpu")
+    assert [r.query for r in results] == queries
+    dist = hamming(reference_codes(run, queries), reference_codes(run, files))
+    for result, row in zip(results, dist, strict=True):
+        within = np.flatnonzero(row <= 5)
+        expected = within[np.lexsort((within, row[within]))]
+        np.testing.assert_array_equal(result.ids, expected)
+        assert (result.distances <= 5).all()
+
+
+def test_query_image_that_is_in_the_store_finds_itself_first(workspace, monkeypatch):
+    ws, _, files, _ = workspace
+    monkeypatch.chdir(ws)
+    (result,) = query([files[7]], top=3, device="cpu")
+    assert result.distances[0] == 0 and 7 in result.ids[result.distances == 0]
+
+
+def test_refuses_a_model_the_store_was_not_built_with(workspace, monkeypatch, tmp_path):
+    ws, _, _, queries = workspace
+    monkeypatch.chdir(ws)
+    other = export(make_lsh_run(tmp_path / "other", bits=16, seed=3), out=tmp_path / "o.onnx")
+    with pytest.raises(TbhError, match="not the model"):
+        query(queries, model=other, device="cpu")
+    moved = tmp_path / "ws"
+    shutil.copytree(ws, moved, ignore=shutil.ignore_patterns("onnx"))
+    monkeypatch.chdir(moved)
+    with pytest.raises(TbhError, match="pass it with --model"):
+        query(queries, device="cpu")
+
+
+def test_cli_json_and_html_gallery(workspace, monkeypatch, tmp_path):
+    ws, run, files, queries = workspace
+    monkeypatch.chdir(ws)
+    odd = tmp_path / 'a<b>&"c.png'  # a path that must be escaped in HTML
+    shutil.copy(queries[0], odd)
+    html_out = tmp_path / "gallery.html"
+    result = CliRunner().invoke(
+        app, ["query", str(odd), str(queries[1]), "--top", "5", "--json", "--html", str(html_out)]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    expected = _brute_force(run, files, [odd, queries[1]], 5)
+    for item, (dist, ids) in zip(payload, expected, strict=True):
+        assert [n["id"] for n in item["neighbours"]] == ids.tolist()
+        assert [n["distance"] for n in item["neighbours"]] == dist.tolist()
+        assert [n["rank"] for n in item["neighbours"]] == [1, 2, 3, 4, 5]
+    page = html_out.read_text()
+    assert 'a<b>&"c.png' not in page and "a&lt;b&gt;&amp;&quot;c.png" in page
+    assert page.count("data:image/jpeg;base64,") == 2 * 6
+
+
+def test_cli_table_and_errors(workspace, monkeypatch):
+    ws, _, _, queries = workspace
+    monkeypatch.chdir(ws)
+    result = CliRunner().invoke(app, ["query", str(queries[0]), "--top", "3"])
+    assert result.exit_code == 0 and "distance" in result.stdout
+    missing = CliRunner().invoke(app, ["query", "nope.jpg"])
+    assert missing.exit_code == 1 and "not found" in missing.output
+    empty = ws / "empty.jpg"
+    empty.write_bytes(b"")
+    bad = CliRunner().invoke(app, ["query", str(empty)])
+    assert bad.exit_code == 1 and "could be decoded" in bad.output
