@@ -26,7 +26,7 @@ import onnx
 import tbhcli
 from tbhcli.codes import pack_bits_torch, unpack_bits
 from tbhcli.errors import TbhError
-from tbhcli.infer import create_session, run_codes
+from tbhcli.infer import FEATURES_SUFFIX, create_session, run_codes
 from tbhcli.runs import Run, load_run
 from tbhcli.workspace import MODELS_DIR, resolve_run
 
@@ -162,7 +162,7 @@ def verify(model_path: Path, hasher: Hasher, batch: torch.Tensor) -> Verificatio
 
 
 def default_out(run: Run, input: str) -> Path:
-    return MODELS_DIR / (f"{run.name}.onnx" if input == "images" else f"{run.name}.features.onnx")
+    return MODELS_DIR / (run.name + (".onnx" if input == "images" else FEATURES_SUFFIX))
 
 
 def export(

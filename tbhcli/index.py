@@ -21,11 +21,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tbhcli.errors import TbhError
-from tbhcli.features import default_workers
 from tbhcli.images import ImageDecodeError, label_of, list_images, load_image
-from tbhcli.infer import ModelInfo, create_session, describe_provider, model_info, run_codes
+from tbhcli.infer import (
+    FEATURES_SUFFIX,
+    ModelInfo,
+    create_session,
+    describe_provider,
+    model_info,
+    run_codes,
+)
 from tbhcli.store import QUERIES, StoreLock, StoreWriter, open_writer
-from tbhcli.workspace import resolve_model, resolve_store
+from tbhcli.workspace import MODELS_DIR, RUNS_DIR, resolve_model, resolve_store
 
 console = Console(stderr=True)
 
@@ -79,6 +85,14 @@ def decode_batch(files: list[Path], size: int) -> DecodedBatch:
             errors.append((i, str(exc).removeprefix(f"cannot decode image {path}: ")))
     stacked = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), np.uint8)
     return DecodedBatch(stacked, ok, errors)
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core, at most 8 (inference and writing need the rest).
+
+    Kept here rather than imported from features.py, which pulls in torch (seconds of start-up).
+    """
+    return min(8, len(os.sched_getaffinity(0)))
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -168,6 +182,25 @@ def index_folder(
     return report
 
 
+def image_model(model: Path | None) -> Path:
+    """`model`, or the newest onnx/*.onnx that takes images (feature models end .features.onnx)."""
+    if model is not None:
+        return resolve_model(model)
+    models = [p for p in MODELS_DIR.glob("*.onnx") if not p.name.endswith(FEATURES_SUFFIX)]
+    if not models:
+        raise TbhError("no image model in ./onnx; export a run with `tbh export`.")
+    newest = max(models, key=lambda p: p.stat().st_mtime)
+    # a run folder's mtime moves when its weights are (re)written
+    runs = [p for p in RUNS_DIR.glob("*") if p.is_dir()]
+    if any(p.stat().st_mtime > newest.stat().st_mtime for p in runs):
+        console.print(
+            f"[yellow]note:[/] a run in {RUNS_DIR}/ is newer than {newest}; "
+            "`tbh export` it to index with it.",
+            highlight=False,
+        )
+    return newest
+
+
 def write_errors(path: Path, tables: list[TableReport]) -> None:
     """One line per skipped file: `<folder>/<relative path>\t<reason>`."""
     lines = [f"{t.folder / p}\t{why}\n" for t in tables for p, why in t.errors]
@@ -192,7 +225,7 @@ def index(
     images = Path(images)
     if batch_size <= 0:
         raise TbhError(f"--batch-size must be positive (got {batch_size}).")
-    model_path = resolve_model(model)
+    model_path = image_model(model)
     info = model_info(model_path)
     if info.input != "images":
         raise TbhError(

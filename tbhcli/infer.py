@@ -16,6 +16,7 @@ from tbhcli.errors import TbhError
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+FEATURES_SUFFIX = ".features.onnx"  # file suffix of features -> codes models; plain .onnx: images
 
 
 @dataclass(frozen=True)
