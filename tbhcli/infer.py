@@ -106,6 +106,8 @@ def create_session(model_path: str | Path, device: str = "auto"):
     want_cuda = device == "cuda" or (device == "auto" and gpus > 0)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's own warnings are noise for users
+    # Idle onnxruntime threads would otherwise busy-wait, stealing the cores that decode images.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if want_cuda:
         if CUDA not in ort.get_available_providers():
             raise TbhError(
