@@ -290,6 +290,24 @@ def query(
 
 
 @app.command()
+def duplicates(
+    radius: Annotated[int, typer.Option(help="Most bits two near duplicates may differ in.")] = 2,
+    store: Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Search threads (default: all).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON groups.")] = False,
+) -> None:
+    """List groups of indexed images whose codes are within --radius bits of each other."""
+    from tbhcli.dedup import duplicates as run_duplicates
+    from tbhcli.dedup import groups_json, print_groups
+
+    groups = run_duplicates(store, radius, threads)
+    if json_output:
+        typer.echo(groups_json(groups))
+    else:
+        print_groups(groups, Console())
+
+
+@app.command()
 def info(
     workspace: Annotated[Path, typer.Argument(help="Workspace folder.")] = Path("."),
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

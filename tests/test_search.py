@@ -1,10 +1,9 @@
 """tbhcli.search against its slow NumPy reference: ties, every width, k edge cases, stores, Dask."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import zarr
+from code_stores import random_codes, write_store
 
 from tbhcli.errors import TbhError
 from tbhcli.search import (
@@ -17,34 +16,6 @@ from tbhcli.search import (
 from tbhcli.search.kernels import TILE
 
 WIDTHS = [8, 16, 32, 64, 128, 256]  # bits; 8 and 16 take the zero-padded path
-
-
-def random_codes(rng, n: int, bits: int, density: int = 0x11) -> np.ndarray:
-    """Packed codes with few set bits (mask `density`), so distances repeat and ties abound."""
-    return rng.integers(0, 256, (n, bits // 8), dtype=np.uint8) & np.uint8(density)
-
-
-def write_store(path: Path, codes: np.ndarray, chunk_rows: int, garbage_rows: int = 0) -> Path:
-    """A code store by the layout contract, plus `garbage_rows` uncommitted rows at the end."""
-    n, n_bytes = codes.shape
-    group = zarr.open_group(path, mode="w", zarr_format=3)
-    stored = np.concatenate(
-        [codes, np.zeros((garbage_rows, n_bytes), np.uint8)]
-    )  # garbage: d small
-    group.create_array("codes", data=stored, chunks=(chunk_rows, n_bytes), compressors=None)
-    paths = group.create_array("paths", shape=(n + garbage_rows,), dtype=str, chunks=(64,))
-    paths[:] = np.array([f"img/{i:05d}.jpg" for i in range(n + garbage_rows)], dtype=object)
-    group.create_array("labels", data=np.full(n + garbage_rows, -1, np.int32), chunks=(64,))
-    group.attrs.update(
-        {
-            "format_version": 1,
-            "bits": n_bytes * 8,
-            "rows_committed": n,
-            "root": "img",
-            "classes": [],
-        }
-    )
-    return path
 
 
 def assert_same(result, expected) -> None:

@@ -1,0 +1,27 @@
+"""Tiny code stores written straight with zarr by the layout contract (docs/store.md)."""
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+
+def random_codes(rng, n: int, bits: int, density: int = 0x11) -> np.ndarray:
+    """Packed codes with few set bits (mask `density`), so distances repeat and ties abound."""
+    return rng.integers(0, 256, (n, bits // 8), dtype=np.uint8) & np.uint8(density)
+
+
+def write_store(path: Path, codes: np.ndarray, chunk_rows: int, garbage_rows: int = 0) -> Path:
+    """A code store of `codes`, plus `garbage_rows` uncommitted rows (all zero) at the end."""
+    n, n_bytes = codes.shape
+    total = n + garbage_rows
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    stored = np.concatenate([codes, np.zeros((garbage_rows, n_bytes), np.uint8)])
+    group.create_array("codes", data=stored, chunks=(chunk_rows, n_bytes), compressors=None)
+    paths = group.create_array("paths", shape=(total,), dtype=str, chunks=(64,))
+    paths[:] = np.array([f"img/{i:05d}.jpg" for i in range(total)], dtype=object)
+    group.create_array("labels", data=np.full(total, -1, np.int32), chunks=(64,))
+    group.attrs.update(
+        {"format_version": 1, "bits": n_bytes * 8, "rows_committed": n, "root": ".", "classes": []}
+    )
+    return path

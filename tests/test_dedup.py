@@ -1,0 +1,84 @@
+"""tbhcli.dedup: groups equal the connected components of a brute-force distance table."""
+
+import json
+
+import numpy as np
+import pytest
+from code_stores import random_codes, write_store
+from typer.testing import CliRunner
+
+import tbhcli.dedup as dedup
+from tbhcli.cli import app
+from tbhcli.dedup import duplicates
+
+
+def reference_groups(codes: np.ndarray, radius: int) -> list[list[int]]:
+    """Components by flood fill over the full N x N distance table, the obvious way."""
+    dist = np.bitwise_count(codes[:, None, :] ^ codes[None, :, :]).sum(axis=2)
+    seen, groups = set(), []
+    for start in range(len(codes)):
+        if start in seen:
+            continue
+        group, todo = {start}, [start]
+        while todo:
+            row = todo.pop()
+            for other in np.flatnonzero(dist[row] <= radius):
+                if int(other) not in group:
+                    group.add(int(other))
+                    todo.append(int(other))
+        seen |= group
+        if len(group) > 1:
+            groups.append(sorted(group))
+    return groups
+
+
+def planted_codes() -> np.ndarray:
+    """64-bit codes far apart, plus near copies: rows 3~40 (1 bit), a chain 7~41~42 (2 bits each,
+    7 and 42 differ in 4), and an exact copy 9=43."""
+    codes = np.random.default_rng(0).integers(0, 256, (40, 8), dtype=np.uint8)
+    flip = np.zeros(8, np.uint8)
+    flip[0] = 0b11
+    copies = [
+        codes[3] ^ np.eye(8, dtype=np.uint8)[1],
+        codes[7] ^ flip,
+        codes[7] ^ flip ^ (flip << 2),
+    ]
+    return np.concatenate([codes, np.array(copies), codes[9:10]])
+
+
+def test_planted_groups_and_chains(tmp_path):
+    codes = planted_codes()
+    store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=16, garbage_rows=5)
+    groups = duplicates(store, radius=2)
+    assert [g.rows.tolist() for g in groups] == [[3, 40], [7, 41, 42], [9, 43]]
+    assert [g.distances.tolist() for g in groups] == [[0, 1], [0, 2, 4], [0, 0]]
+    assert groups[0].paths == ["img/00003.jpg", "img/00040.jpg"]
+    assert [g.rows.tolist() for g in duplicates(store, radius=0)] == [[9, 43]]
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3])
+def test_groups_equal_reference_components(tmp_path, monkeypatch, radius):
+    monkeypatch.setattr(dedup, "QUERY_BATCH", 70)  # several query batches
+    codes = random_codes(np.random.default_rng(radius), 300, 32, density=0x21)
+    store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=64)
+    expected = reference_groups(codes, radius)
+    assert expected, "the fixture should contain near duplicates"
+    assert [g.rows.tolist() for g in duplicates(store, radius=radius)] == expected
+
+
+def test_cli_json_table_and_errors(tmp_path, monkeypatch):
+    write_store(tmp_path / "codes.zarr", planted_codes(), chunk_rows=16)
+    monkeypatch.chdir(tmp_path)  # the default store is ./codes.zarr
+    result = CliRunner().invoke(app, ["duplicates", "--radius", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [[item["path"] for item in group["items"]] for group in payload] == [
+        ["img/00003.jpg", "img/00040.jpg"],
+        ["img/00009.jpg", "img/00043.jpg"],
+    ]
+    table = CliRunner().invoke(app, ["duplicates"])
+    assert table.exit_code == 0 and "3 groups" in table.stdout and "img/00042.jpg" in table.stdout
+    missing = CliRunner().invoke(app, ["duplicates", "--store", "nope.zarr"])
+    assert missing.exit_code == 1 and "no code store" in missing.output
+    negative = CliRunner().invoke(app, ["duplicates", "--radius", "-1"])
+    assert negative.exit_code == 1 and "radius" in negative.output
