@@ -113,7 +113,7 @@ def store_benchmark(rows: int, n_queries: int, k: int, threads: int) -> None:
 
     from tbhcli.store import code_chunk_rows
 
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "codes.zarr"
         group = zarr.open_group(path, mode="w", zarr_format=3)
         codes = group.create_array(
@@ -134,14 +134,15 @@ def store_benchmark(rows: int, n_queries: int, k: int, threads: int) -> None:
         seconds = time.perf_counter() - start
         print(f"wrote {rows:,} x 64-bit codes ({rows * 8 / 1e9:.1f} GB) in {seconds:.0f} s")
         child = f"""
-import resource, time, numpy as np
+import re, time, numpy as np
 from tbhcli.search import topk
 queries = np.random.default_rng(1).integers(0, 256, ({n_queries}, 8), dtype=np.uint8)
 topk(queries, queries, 1)  # load the compiled kernels before timing
 start = time.perf_counter()
 topk({str(path)!r}, queries, {k}, threads={threads})
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+status = open("/proc/self/status").read()  # VmHWM: this process's peak (ru_maxrss spans exec)
+peak = int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) / 1024
 print(f"store search: {n_queries} queries, k={k}: {{seconds:.1f}} s, "
       f"{{{n_queries} / seconds:.1f}} q/s, {{{rows} * 8 / seconds / 1e9:.2f}} GB/s read, "
       f"peak RSS {{peak:.0f}} MB")
@@ -152,7 +153,7 @@ print(f"store search: {n_queries} queries, k={k}: {{seconds:.1f}} s, "
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--bits", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
