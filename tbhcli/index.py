@@ -34,6 +34,7 @@ from tbhcli.store import QUERIES, StoreLock, StoreWriter, open_writer
 from tbhcli.workspace import MODELS_DIR, RUNS_DIR, resolve_model, resolve_store
 
 console = Console(stderr=True)
+DECODE_TASK = 32  # images per worker task: small, so every worker helps with every batch
 
 
 @dataclass
@@ -109,18 +110,37 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _merge(parts: list[DecodedBatch], sizes: list[int]) -> DecodedBatch:
+    """One batch from consecutive decoded parts of `sizes` files each (positions shifted)."""
+    offsets = np.cumsum([0, *sizes[:-1]])
+    return DecodedBatch(
+        np.concatenate([p.pixels for p in parts]),
+        [o + i for o, p in zip(offsets, parts, strict=True) for i in p.ok],
+        [(o + i, why) for o, p in zip(offsets, parts, strict=True) for i, why in p.errors],
+    )
+
+
 def decode_batches(
     files: list[Path], size: int, batch_size: int, workers: int
 ) -> Iterator[DecodedBatch]:
-    """Decoded batches of `files` in order; `workers` processes keep a few batches ahead.
+    """Decoded batches of `batch_size` files, in order, from `workers` processes.
 
-    The window of pending batches is bounded, so memory stays flat however slow inference is.
-    With `workers=0` decoding runs inline.
+    Each batch is split into small tasks spread over all workers, so the first batch is ready
+    quickly, and up to two batches are in flight: the next one decodes while the caller runs
+    inference on the current one. The window is bounded, so memory stays flat however slow
+    inference is. With `workers=0` decoding runs inline.
     """
-    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     if workers == 0:
-        yield from (decode_batch(chunk, size) for chunk in chunks)
+        yield from (decode_batch(batch, size) for batch in batches)
         return
+    step = max(1, min(DECODE_TASK, -(-batch_size // workers)))
+    tasks = [
+        (b, batch[i : i + step])
+        for b, batch in enumerate(batches)
+        for i in range(0, len(batch), step)
+    ]
+    window = max(workers + 1, 2 * -(-batch_size // step))
     # fork starts workers fast and needs no importable __main__; like torch's DataLoader, the
     # workers only decode images and never touch the parent's onnxruntime/CUDA state.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -129,17 +149,24 @@ def decode_batches(
         workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)
     ) as pool:
         pending = deque()
-        todo = iter(chunks)
-        for chunk in todo:
-            pending.append(pool.submit(decode_batch, chunk, size))
-            if len(pending) >= workers + 1:
+        todo = iter(tasks)
+        for b, chunk in todo:
+            pending.append((b, len(chunk), pool.submit(decode_batch, chunk, size)))
+            if len(pending) >= window:
                 break
+        parts, sizes = [], []
         while pending:
-            batch = pending.popleft().result()
-            chunk = next(todo, None)
-            if chunk is not None:
-                pending.append(pool.submit(decode_batch, chunk, size))
-            yield batch
+            b, n, future = pending.popleft()
+            parts.append(future.result())
+            sizes.append(n)
+            following = next(todo, None)
+            if following is not None:
+                pending.append(
+                    (following[0], len(following[1]), pool.submit(decode_batch, following[1], size))
+                )
+            if not pending or pending[0][0] != b:  # the last part of batch b
+                yield _merge(parts, sizes)
+                parts, sizes = [], []
 
 
 def index_folder(

@@ -10,7 +10,7 @@ from tiny_workspace import make_images, make_lsh_run, reference_codes
 
 from tbhcli.errors import TbhError
 from tbhcli.export import export
-from tbhcli.index import index
+from tbhcli.index import decode_batches, index
 from tbhcli.store import StoreWriter, open_store
 
 CLASSES = {"cat": 9, "dog": 8, "emu": 7}  # 24 images
@@ -200,3 +200,16 @@ def test_no_leftover_processes(workspace, tmp_path):
     ws, _, model, _ = workspace
     _index(ws, model, tmp_path / "s.zarr", workers=2)
     assert psutil.Process().children() == []
+
+
+def test_parallel_decoding_equals_inline(tmp_path):
+    files = make_images(tmp_path, {"a": 11})
+    files[3].write_bytes(b"")
+    files[8].write_text("no image")
+    inline = list(decode_batches(files, 32, 4, workers=0))
+    parallel = list(decode_batches(files, 32, 4, workers=2))  # tasks of 2 images, merged
+    assert len(parallel) == len(inline) == 3
+    for a, b in zip(inline, parallel, strict=True):
+        assert a.ok == b.ok and [i for i, _ in a.errors] == [i for i, _ in b.errors]
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+    assert [i for i, _ in inline[0].errors] == [3] and [i for i, _ in inline[2].errors] == [0]
