@@ -245,7 +245,7 @@ def fit_tbh(
     else:
         log_path.write_text("")
     steps, eval_every = config["steps"], config["eval_every"]
-    log = open(log_path, "a")  # noqa: SIM115  (kept open for the whole loop)
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115  (line-buffered: `tail -f` works)
     start_step, t0 = trainer.step, time.perf_counter()
     last_eval = ""
     with _progress() as bar:

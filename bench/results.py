@@ -1,0 +1,137 @@
+"""Reproduce the results table of docs/results.md: mAP@1000 of TBH, its three ablations and the
+LSH / PCAH / ITQ baselines at 16, 32 and 64 bits, mean ± std over 3 seeds.
+
+    .venv/bin/python bench/results.py --db feats/mnist_db.npy --queries feats/mnist_q.npy \\
+        --runs runs/results --steps 1500 --preset fast [--shard 0/2] [--report docs/results.md]
+
+Every cell is `tbh train` (through the library verb of the same name) followed by mAP@1000 of the
+queries against the training set as the database (`tbh evaluate --model RUN --database DB
+--queries Q`). A finished cell leaves `score.json` in its run directory and is skipped next time,
+so the table can be built in pieces (`--shard i/n` in parallel processes) and `--report` alone
+rewrites the table from the scores on disk.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tbhcli import runs
+from tbhcli.featureset import load_features
+from tbhcli.metrics import evaluate_codes
+from tbhcli.train import CHECKPOINT_FILE, train
+
+BITS = (16, 32, 64)
+SEEDS = (0, 1, 2)
+METRIC = "map@1000"
+# row name -> (train() keyword arguments, CLI flags)
+ROWS = {
+    "TBH": ({}, ""),
+    "TBH, single bottleneck": ({"single_bottleneck": True}, " --single-bottleneck"),
+    "TBH, fixed graph": ({"fixed_graph": True}, " --fixed-graph"),
+    "TBH, deterministic neuron": ({"stochastic_neuron": False}, " --deterministic-neuron"),
+    "ITQ": ({"method": "itq"}, " --method itq"),
+    "PCAH": ({"method": "pcah"}, " --method pcah"),
+    "LSH": ({"method": "lsh"}, " --method lsh"),
+}
+# paper Table 1 / Sec. 4.4 ablations, CIFAR-10 mAP@1000 (fc7 features; for reference only)
+PAPER = {
+    "TBH": (0.532, 0.573, 0.578),
+    "TBH, single bottleneck": (0.435, 0.437, 0.433),
+    "TBH, fixed graph": (0.442, 0.464, 0.459),
+    "TBH, deterministic neuron": (0.408, 0.412, 0.463),
+    "ITQ": (0.305, 0.325, 0.349),
+    "PCAH": None,
+    "LSH": (0.106, 0.102, 0.105),
+}
+
+
+def slug(row: str) -> str:
+    return row.lower().replace(", ", "-").replace(" ", "-")
+
+
+def is_tbh(row: str) -> bool:
+    return "method" not in ROWS[row][0]
+
+
+def command(row: str, args: argparse.Namespace, bits: str = "{bits}", seed: str = "{seed}") -> str:
+    """The `tbh train` command of one cell."""
+    schedule = f" --steps {args.steps} --preset {args.preset}" if is_tbh(row) else ""
+    out = args.runs / f"{slug(row)}-{bits}-s{seed}"
+    return f"tbh train {args.db} --bits {bits} --seed {seed}{ROWS[row][1]}{schedule} --out {out}"
+
+
+def run_cell(row: str, bits: int, seed: int, args: argparse.Namespace, db, queries) -> None:
+    out = args.runs / f"{slug(row)}-{bits}-s{seed}"
+    if (out / "score.json").is_file():
+        return
+    kwargs = dict(ROWS[row][0])
+    if is_tbh(row):
+        kwargs |= {"steps": args.steps, "preset": args.preset}
+    t0 = time.perf_counter()
+    train(args.db, bits=bits, seed=seed, out=out, force=True, quiet=True, **kwargs)
+    run = runs.load_run(out)
+    db_codes, q_codes = run.encode(db.features), run.encode(queries.features)
+    score = evaluate_codes(db_codes, db.labels, q_codes, queries.labels, (METRIC,))[METRIC]
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # 45 MB each; the table needs the weights only
+    seconds = round(time.perf_counter() - t0, 1)
+    (out / "score.json").write_text(json.dumps({METRIC: score, "seconds": seconds}) + "\n")
+    print(f"{row:28s} {bits:2d} bits seed {seed}: {METRIC} {score:.4f} ({seconds} s)", flush=True)
+
+
+def cell(row: str, bits: int, args: argparse.Namespace) -> str:
+    scores = []
+    for seed in SEEDS:
+        path = args.runs / f"{slug(row)}-{bits}-s{seed}" / "score.json"
+        if path.is_file():
+            scores.append(json.loads(path.read_text())[METRIC])
+    if not scores:
+        return "—"
+    text = f"{np.mean(scores):.3f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.3f}"
+    return text if len(scores) == len(SEEDS) else f"{text} (n={len(scores)})"
+
+
+def table(args: argparse.Namespace) -> str:
+    lines = [
+        "| method | 16 bits | 32 bits | 64 bits | paper, CIFAR-10 16 / 32 / 64 |",
+        "|---|---|---|---|---|",
+    ]
+    for row in ROWS:
+        paper = " / ".join(f"{v:.3f}" for v in PAPER[row]) if PAPER[row] else "—"
+        cells = " | ".join(cell(row, bits, args) for bits in BITS)
+        lines.append(f"| {row} | {cells} | {paper} |")
+    lines += ["", "Commands (bits ∈ {16, 32, 64}, seed ∈ {0, 1, 2}); each run is then scored with",
+              f"`tbh evaluate --model RUN --database {args.db} --queries {args.queries}"
+              f" --metric {METRIC}`:", ""]  # fmt: skip
+    lines += [f"- {row}: `{command(row, args)}`" for row in ROWS]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--queries", type=Path, required=True)
+    parser.add_argument("--runs", type=Path, default=Path("runs/results"))
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), help="subset of row names")
+    parser.add_argument("--report", type=Path, help="write the table (markdown) here and exit")
+    args = parser.parse_args()
+    if args.report:
+        print(table(args), end="")
+        return
+    db = load_features(args.db, require_labels=True)
+    queries = load_features(args.queries, require_labels=True)
+    i, n = map(int, args.shard.split("/"))
+    # TBH cells first, interleaved over bits and seeds, so shards get equal work
+    cells = [(r, b, s) for s in SEEDS for b in BITS for r in args.rows]
+    cells.sort(key=lambda c: not is_tbh(c[0]))
+    for row, bits, seed in cells[i::n]:
+        run_cell(row, bits, seed, args, db, queries)
+
+
+if __name__ == "__main__":
+    main()
