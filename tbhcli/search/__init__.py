@@ -10,12 +10,11 @@ With `dask="local"` or a scheduler address, the blocks of a store are searched o
 `topk_reference` and `radius_reference` are the slow, obvious NumPy definitions they must match.
 """
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from tbhcli.errors import TbhError
@@ -127,19 +126,22 @@ def _check_k(k: int, n_rows: int) -> int:
     return min(int(k), n_rows)
 
 
-@contextmanager
-def _threads(threads: int | None):
-    """Run numba's parallel loops on `threads` threads (default: all), then restore the setting."""
+def _n_threads(threads: int | None) -> int:
+    """Worker threads for the kernels (they release the GIL): `threads`, or the usable cores."""
     if threads is not None and threads < 1:
         raise TbhError(f"--threads must be at least 1 (got {threads}).")
-    before = numba.get_num_threads()
-    numba.set_num_threads(
-        min(threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
-    )
-    try:
-        yield numba.get_num_threads()
-    finally:
-        numba.set_num_threads(before)
+    return threads or len(os.sched_getaffinity(0))
+
+
+def _parallel(run, tasks: list[tuple], n_threads: int) -> None:
+    """run(*task) for every task on n_threads threads; exceptions propagate."""
+    if n_threads == 1 or len(tasks) == 1:
+        for task in tasks:
+            run(*task)
+        return
+    with ThreadPoolExecutor(min(n_threads, len(tasks))) as pool:
+        for done in [pool.submit(run, *task) for task in tasks]:
+            done.result()
 
 
 def _plan(n_queries: int, n_rows: int, k: int, n_threads: int) -> tuple[int, int]:
@@ -161,8 +163,31 @@ def block_topk(words: np.ndarray, query_words: np.ndarray, k: int, first_id: int
     Returns parts (dists int32, ids int64) [P, Q, k], each part sorted by (distance, row) and
     padded with distance bits + 1 and id -1 where it has fewer than k rows.
     """
-    query_block, n_parts = _plan(len(query_words), len(words), k, n_threads)
-    return kernels.topk_parts(words, query_words, k, first_id, query_block, n_parts)
+    n_queries, n_rows = len(query_words), len(words)
+    query_block, n_parts = _plan(n_queries, n_rows, k, n_threads)
+    step = -(-n_rows // n_parts)
+    bits = query_words.shape[1] * query_words.itemsize * 8
+    dists = np.full((n_parts, n_queries, k), bits + 1, np.int32)
+    ids = np.full((n_parts, n_queries, k), -1, np.int64)
+
+    def run(q0: int, start: int) -> None:
+        rows, part = slice(q0, q0 + query_block), start // step
+        kernels.scan_topk(
+            words,
+            query_words[rows],
+            start,
+            min(start + step, n_rows),
+            k,
+            first_id,
+            dists[part, rows],
+            ids[part, rows],
+        )
+
+    tasks = [
+        (q0, start) for q0 in range(0, n_queries, query_block) for start in range(0, n_rows, step)
+    ]
+    _parallel(run, tasks, n_threads)
+    return dists, ids
 
 
 def merge_into(best, parts, k: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +196,10 @@ def merge_into(best, parts, k: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
     if best is not None:
         dists = np.concatenate([best[0][None], dists])
         ids = np.concatenate([best[1][None], ids])
-    return kernels.merge_parts(dists, ids, k, bits)
+    out_dists = np.empty(dists.shape[1:], np.int32)
+    out_ids = np.empty(dists.shape[1:], np.int64)
+    kernels.merge_parts(dists, ids, k, bits, out_dists, out_ids)
+    return out_dists, out_ids
 
 
 def topk(
@@ -180,7 +208,7 @@ def topk(
     """The k nearest database rows of each query by Hamming distance, ties to the lower row.
 
     database: packed uint8 [N, B] (array, zarr array, CodeStore or store path); queries: uint8
-    [Q, B]. k larger than N is clamped to N. threads: numba threads (default all cores).
+    [Q, B]. k larger than N is clamped to N. threads: search threads (default: the usable cores).
     dask: None, "local" or a scheduler address, to search a store's blocks on a Dask cluster.
     Returns (distances int32 [Q, k], ids int64 [Q, k]), each row sorted by (distance, id).
     """
@@ -191,12 +219,10 @@ def topk(
         from tbhcli.search.cluster import dask_topk
 
         return dask_topk(source, query_words, k, bits, dask, threads)
-    best = None
-    with _threads(threads) as n_threads:
-        for first, block in source.blocks():
-            best = merge_into(
-                best, block_topk(_as_words(block), query_words, k, first, n_threads), k, bits
-            )
+    best, n_threads = None, _n_threads(threads)
+    for first, block in source.blocks():
+        parts = block_topk(_as_words(block), query_words, k, first, n_threads)
+        best = merge_into(best, parts, k, bits)
     return best
 
 
@@ -206,10 +232,60 @@ def topk(
 def block_radius(
     words: np.ndarray, query_words: np.ndarray, radius: int, first_id: int, n_threads: int
 ):
-    """Rows of one in-memory block within `radius` of each query, as CSR (offsets, dists, ids)."""
-    query_block, n_parts = _plan(len(query_words), len(words), 1, n_threads)
+    """Rows of one in-memory block within `radius` of each query, as CSR (offsets, dists, ids).
+
+    A counting pass sizes the output, a filling pass writes it (each task from its own offsets,
+    parts in row order within a query), then each query's matches are sorted by distance.
+    """
+    n_queries, n_rows = len(query_words), len(words)
+    query_block, n_parts = _plan(n_queries, n_rows, 1, n_threads)
+    step = -(-n_rows // n_parts)
     below = words.dtype.type(radius + 1)
-    return kernels.radius_csr(words, query_words, below, first_id, query_block, n_parts)
+    counts = np.zeros((n_parts, n_queries), np.int64)
+    tasks = [
+        (q0, start) for q0 in range(0, n_queries, query_block) for start in range(0, n_rows, step)
+    ]
+
+    def count(q0: int, start: int) -> None:
+        rows, part = slice(q0, q0 + query_block), start // step
+        kernels.scan_radius(
+            words,
+            query_words[rows],
+            start,
+            min(start + step, n_rows),
+            below,
+            first_id,
+            counts[part, rows],
+            None,
+            None,
+            None,
+        )
+
+    _parallel(count, tasks, n_threads)
+    offsets = np.concatenate([[0], np.cumsum(counts.sum(axis=0))])
+    cursors = offsets[:-1] + np.cumsum(counts, axis=0) - counts  # [P, Q] where each part writes
+    dists = np.empty(offsets[-1], np.int32)
+    ids = np.empty(offsets[-1], np.int64)
+    filled = np.zeros_like(counts)
+
+    def fill(q0: int, start: int) -> None:
+        rows, part = slice(q0, q0 + query_block), start // step
+        kernels.scan_radius(
+            words,
+            query_words[rows],
+            start,
+            min(start + step, n_rows),
+            below,
+            first_id,
+            filled[part, rows],
+            cursors[part, rows],
+            dists,
+            ids,
+        )
+
+    _parallel(fill, tasks, n_threads)
+    kernels.sort_segments(offsets, dists, ids, query_words.shape[1] * query_words.itemsize * 8)
+    return offsets, dists, ids
 
 
 def split_csr(
@@ -245,11 +321,11 @@ def radius_search(
         from tbhcli.search.cluster import dask_radius
 
         return split_csr(dask_radius(source, query_words, radius, dask, threads))
-    with _threads(threads) as n_threads:
-        pieces = [
-            block_radius(_as_words(block), query_words, radius, first, n_threads)
-            for first, block in source.blocks()
-        ]
+    n_threads = _n_threads(threads)
+    pieces = [
+        block_radius(_as_words(block), query_words, radius, first, n_threads)
+        for first, block in source.blocks()
+    ]
     return split_csr(pieces)
 
 

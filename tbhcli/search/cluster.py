@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from tbhcli.errors import TbhError
-from tbhcli.search import _as_words, _Source, _threads, block_radius, block_topk, merge_into
+from tbhcli.search import _as_words, _n_threads, _Source, block_radius, block_topk, merge_into
 
 
 @contextmanager
@@ -53,15 +53,12 @@ def _read_words(path: str, start: int, stop: int) -> np.ndarray:
 
 
 def _task_topk(path, start, stop, query_words, k, threads):
-    words = _read_words(path, start, stop)
-    with _threads(threads) as n_threads:
-        return block_topk(words, query_words, k, start, n_threads)
+    return block_topk(_read_words(path, start, stop), query_words, k, start, _n_threads(threads))
 
 
 def _task_radius(path, start, stop, query_words, radius, threads):
     words = _read_words(path, start, stop)
-    with _threads(threads) as n_threads:
-        return block_radius(words, query_words, radius, start, n_threads)
+    return block_radius(words, query_words, radius, start, _n_threads(threads))
 
 
 def _run(source, task, query_words, argument, address: str, threads: int | None):

@@ -15,7 +15,7 @@ row under the threshold and cost only the vector loop.
 """
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
 
 TILE = 1024  # rows per tile: a tile and its distances stay in L1/L2 while a query block runs
@@ -125,8 +125,11 @@ def _sort_by_distance(dists, ids, count, hist, out_dists, out_ids):
 
 
 @njit(cache=True, nogil=True)
-def _scan_topk(db, queries, start, stop, k, first_id, out_dists, out_ids):
-    """Top-k of queries [B, W] over rows [start, stop) of db into out [B, k] (by distance, row)."""
+def scan_topk(db, queries, start, stop, k, first_id, out_dists, out_ids):
+    """Top-k of queries [B, W] over rows [start, stop) of db into out [B, k] (by distance, row).
+
+    Rows are numbered from first_id; out slots past stop - start rows are left as they are.
+    """
     n_queries = queries.shape[0]
     top = max_distance(db)
     capacity = 2 * k + TILE
@@ -166,68 +169,30 @@ def _scan_topk(db, queries, start, stop, k, first_id, out_dists, out_ids):
 
 
 @njit(cache=True, nogil=True)
-def _task(task, n_parts, query_block, n_queries, n_rows):
-    """Task number -> (first query, end query, first row, end row): query blocks x row parts."""
-    block, part = divmod(task, n_parts)
-    step = (n_rows + n_parts - 1) // n_parts
-    start = min(part * step, n_rows)
-    q0 = block * query_block
-    return q0, min(q0 + query_block, n_queries), start, min(start + step, n_rows)
-
-
-@njit(cache=True, parallel=True)
-def topk_parts(db, queries, k, first_id, query_block, n_parts):
-    """Per-part top-k: db [N, W] split into n_parts row ranges, queries [Q, W] into blocks.
-
-    Returns dists int32 and ids int64 [n_parts, Q, k], each part sorted by (distance, row);
-    a part with fewer than k rows is padded with distance max_distance + 1 and id -1.
-    Rows are numbered from first_id. Tasks (query block x part) run in parallel.
-    """
-    n_queries = queries.shape[0]
-    out_dists = np.full((n_parts, n_queries, k), max_distance(db) + 1, np.int32)
-    out_ids = np.full((n_parts, n_queries, k), -1, np.int64)
-    n_blocks = (n_queries + query_block - 1) // query_block
-    for task in prange(n_blocks * n_parts):
-        q0, q1, start, stop = _task(task, n_parts, query_block, n_queries, db.shape[0])
-        part = task % n_parts
-        _scan_topk(
-            db,
-            queries[q0:q1],
-            start,
-            stop,
-            k,
-            first_id,
-            out_dists[part, q0:q1],
-            out_ids[part, q0:q1],
-        )
-    return out_dists, out_ids
-
-
-@njit(cache=True, parallel=True)
-def merge_parts(dists, ids, k, top):
-    """Merge per-part top-k lists [P, Q, K] (parts in row order) into [Q, k] by (distance, row).
+def merge_parts(dists, ids, k, top, out_dists, out_ids):
+    """Merge per-part top-k lists [P, B, K] (parts in row order) into out [B, k].
 
     A stable counting sort by distance over the parts in order keeps ties in row order, because
     each part is sorted by (distance, row) and covers rows after the previous part's. Distances
     lie in [0, top + 1] (top + 1 marks padding).
     """
     n_parts, n_queries, width = dists.shape
-    out_dists = np.empty((n_queries, k), np.int32)
-    out_ids = np.empty((n_queries, k), np.int64)
-    for q in prange(n_queries):
-        flat_dists = dists[:, q, :].copy().reshape(n_parts * width)
-        flat_ids = ids[:, q, :].copy().reshape(n_parts * width)
-        hist = np.zeros(top + 3, np.int64)
+    flat_dists = np.empty(n_parts * width, np.int32)
+    flat_ids = np.empty(n_parts * width, np.int64)
+    hist = np.zeros(top + 3, np.int64)
+    for q in range(n_queries):
+        for part in range(n_parts):
+            flat_dists[part * width : (part + 1) * width] = dists[part, q]
+            flat_ids[part * width : (part + 1) * width] = ids[part, q]
         _sort_by_distance(flat_dists, flat_ids, n_parts * width, hist, out_dists[q], out_ids[q])
-    return out_dists, out_ids
 
 
 @njit(cache=True, nogil=True)
-def _scan_radius(db, queries, start, stop, below, first_id, counts, offsets, out_dists, out_ids):
+def scan_radius(db, queries, start, stop, below, first_id, counts, offsets, out_dists, out_ids):
     """Rows of [start, stop) at distance < below from each query [B, W], in row order.
 
-    With offsets None only counts [B] is filled; else row a's matches are written from
-    offsets[a] + counts[a] on. `below` has the words' dtype (radius + 1).
+    Adds the match counts to counts [B]; with offsets [B] given, also writes query a's matches to
+    out_dists / out_ids from offsets[a] on. `below` (radius + 1) has the words' dtype.
     """
     tile = np.empty((db.shape[1], TILE), db.dtype)
     dist = np.empty((TILE // SUB, SUB), db.dtype)
@@ -240,64 +205,22 @@ def _scan_radius(db, queries, start, stop, below, first_id, counts, offsets, out
                 stretch = dist[b]
                 hits = _count_below(stretch, below)
                 if offsets is not None and hits:
-                    at = offsets[a] + counts[a]
+                    at = offsets[a]
                     for j in range(SUB):
                         if stretch[j] < below:
                             out_dists[at] = stretch[j]
                             out_ids[at] = first_id + tile_start + b * SUB + j
                             at += 1
+                    offsets[a] = at
                 counts[a] += hits
 
 
-@njit(cache=True, parallel=True)
-def radius_csr(db, queries, below, first_id, query_block, n_parts):
-    """All rows of db [N, W] at distance < below from each query [Q, W], sorted by (distance, row).
-
-    Returns CSR arrays: offsets int64 [Q + 1], dists int32 [M], ids int64 [M] (rows from first_id);
-    query q's matches are [offsets[q], offsets[q + 1]). One counting pass sizes the output, a
-    second fills it; tasks (query block x row part) run in parallel.
-    """
-    n_queries = queries.shape[0]
-    n_blocks = (n_queries + query_block - 1) // query_block
-    counts = np.zeros((n_parts, n_queries), np.int64)
-    for task in prange(n_blocks * n_parts):
-        q0, q1, start, stop = _task(task, n_parts, query_block, n_queries, db.shape[0])
-        part = task % n_parts
-        _scan_radius(
-            db, queries[q0:q1], start, stop, below, first_id, counts[part, q0:q1], None, None, None
-        )
-    # query-major, part-minor: a query's matches come out in row order
-    starts = np.zeros((n_parts, n_queries), np.int64)
-    offsets = np.zeros(n_queries + 1, np.int64)
-    for q in range(n_queries):
-        at = offsets[q]
-        for part in range(n_parts):
-            starts[part, q] = at
-            at += counts[part, q]
-        offsets[q + 1] = at
-    out_dists = np.empty(offsets[n_queries], np.int32)
-    out_ids = np.empty(offsets[n_queries], np.int64)
-    filled = np.zeros((n_parts, n_queries), np.int64)
-    for task in prange(n_blocks * n_parts):
-        q0, q1, start, stop = _task(task, n_parts, query_block, n_queries, db.shape[0])
-        part = task % n_parts
-        _scan_radius(
-            db,
-            queries[q0:q1],
-            start,
-            stop,
-            below,
-            first_id,
-            filled[part, q0:q1],
-            starts[part, q0:q1],
-            out_dists,
-            out_ids,
-        )
-    top = max_distance(db)
-    for q in prange(n_queries):
+@njit(cache=True, nogil=True)
+def sort_segments(offsets, dists, ids, top):
+    """Sort each query's segment [offsets[q], offsets[q + 1]) of row-ordered matches by distance."""
+    hist = np.zeros(top + 3, np.int64)
+    for q in range(offsets.shape[0] - 1):
         lo, hi = offsets[q], offsets[q + 1]
-        seg_dists = out_dists[lo:hi].copy()
-        seg_ids = out_ids[lo:hi].copy()
-        hist = np.zeros(top + 3, np.int64)
-        _sort_by_distance(seg_dists, seg_ids, hi - lo, hist, out_dists[lo:hi], out_ids[lo:hi])
-    return offsets, out_dists, out_ids
+        seg_dists = dists[lo:hi].copy()
+        seg_ids = ids[lo:hi].copy()
+        _sort_by_distance(seg_dists, seg_ids, hi - lo, hist, dists[lo:hi], ids[lo:hi])
