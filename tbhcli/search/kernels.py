@@ -12,6 +12,9 @@ the (small integer) distances finds the k-th smallest distance t; the buffer kee
 below t and the earliest entries at t (ties go to the lower row, and rows arrive in order), and
 the threshold becomes t, since a later row at distance t would lose every tie. Most tiles have no
 row under the threshold and cost only the vector loop.
+
+The kernels are serial and release the GIL: `tbhcli.search` runs them on a thread pool, one task
+per (query block, row range).
 """
 
 import numpy as np
