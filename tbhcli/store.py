@@ -134,7 +134,10 @@ def open_store(path: str | Path) -> CodeStore:
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
-    return CodeStore(_open_group(path, "r"), path)
+    group = _open_group(path, "r")
+    if "rows_committed" not in group.attrs:
+        raise TbhError(f"the creation of store {path} was interrupted; rerun `tbh index`.")
+    return CodeStore(group, path)
 
 
 class StoreWriter:
@@ -208,6 +211,8 @@ class StoreWriter:
 
 
 def _create_table(group: zarr.Group, bits: int, attrs: dict) -> None:
+    """Create the three empty arrays, then the attributes: a table without `rows_committed`
+    is one whose creation was interrupted, and is created again."""
     nbytes = bits // 8
     group.create_array(
         "codes",
@@ -270,18 +275,20 @@ def open_writer(
     """
     path = Path(path)
     root = str(Path(root).resolve())
-    if (path / "zarr.json").is_file():
-        top = _open_group(path, "r+")
+    top = _open_group(path, "r+") if (path / "zarr.json").is_file() else None
+    if top is not None and "rows_committed" in top.attrs:
         if top.attrs["model_sha256"] != model_sha256:
             raise TbhError(
                 f"store {path} was built with another model ({top.attrs.get('model')}, "
                 f"sha256 {top.attrs['model_sha256'][:12]}...); pass another --store, "
                 f"or --model with that file."
             )
-    elif path.exists() and any(path.iterdir()):
+    elif top is None and path.exists() and any(path.iterdir()):
         raise TbhError(f"{path} exists and is not a code store; pass another --store.")
-    else:
-        top = zarr.open_group(path, mode="w", zarr_format=3)
+    else:  # a new store, or one whose creation was interrupted (no rows_committed yet)
+        top = zarr.open_group(
+            path, mode="w", zarr_format=3, attributes={"format_version": FORMAT_VERSION}
+        )
         now = _now()
         attrs = {
             "format_version": FORMAT_VERSION,
@@ -299,8 +306,8 @@ def open_writer(
         _create_table(top, bits, attrs)
     group = top
     if table is not None:
-        if table not in top.group_keys():
-            group = top.create_group(table)
+        if table not in top.group_keys() or "rows_committed" not in top[table].attrs:
+            group = top.create_group(table, overwrite=True)
             _create_table(group, bits, {"bits": bits, "root": root, "created": _now()})
         group = top[table]
     if group.attrs["root"] != root:

@@ -128,3 +128,29 @@ def test_lock_keeps_a_second_writer_out(tmp_path):
     first.__exit__(None, None, None)
     with StoreLock(tmp_path / "s.zarr"):  # released on exit
         pass
+
+
+def test_interrupted_creation_starts_over(tmp_path, monkeypatch):
+    def dying(group, name, **kwargs):
+        raise KeyboardInterrupt  # killed between creating the group and its arrays' attrs
+
+    real = zarr.Group.create_array
+    monkeypatch.setattr(zarr.Group, "create_array", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _writer(tmp_path / "s.zarr", tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        _writer(tmp_path / "s.zarr", tmp_path, table="queries")
+    with pytest.raises(TbhError, match="interrupted"):
+        open_store(tmp_path / "s.zarr")
+    monkeypatch.setattr(zarr.Group, "create_array", real)
+    w = _writer(tmp_path / "s.zarr", tmp_path)
+    codes, paths = _rows(2)
+    w.append(codes, paths, w.label_ids([None, None]))
+    monkeypatch.setattr(zarr.Group, "create_array", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _writer(tmp_path / "s.zarr", tmp_path, table="queries")
+    monkeypatch.setattr(zarr.Group, "create_array", real)
+    q = _writer(tmp_path / "s.zarr", tmp_path, table="queries")
+    q.append(codes[:1], paths[:1], q.label_ids([None]))
+    s = open_store(tmp_path / "s.zarr")
+    assert len(s) == 2 and len(s.queries) == 1
