@@ -14,7 +14,7 @@ from rich.console import Console
 
 from tbhcli.errors import TbhError
 from tbhcli.images import list_images
-from tbhcli.index import decode_batches
+from tbhcli.index import decode_batches, default_workers
 from tbhcli.infer import create_session, describe_provider, model_info, run_codes
 from tbhcli.store import CodeStore, open_store
 from tbhcli.workspace import MODELS_DIR, resolve_store
@@ -119,7 +119,7 @@ def query(
             f"({db.attrs['model']}); pass that file with --model."
         )
     files = expand_images(images)
-    workers = 2 if len(files) > batch_size else 0  # a pool only pays off for a folder
+    workers = default_workers() if len(files) > batch_size else 0  # a pool pays off for folders
     codes, kept = encode_images(files, model_path, device, batch_size, workers)
     if radius is None:
         dists, ids = topk(db, codes, min(top, len(db)))
