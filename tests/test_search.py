@@ -84,6 +84,15 @@ def test_user_errors(database, queries, k, message):
         topk(database, queries, k)
 
 
+def test_no_queries_and_bad_threads():
+    database = np.zeros((10, 8), np.uint8)
+    distances, ids = topk(database, np.zeros((0, 8), np.uint8), 3)
+    assert distances.shape == ids.shape == (0, 3)
+    assert radius_search(database, np.zeros((0, 8), np.uint8), 2) == []
+    with pytest.raises(TbhError, match="threads"):
+        topk(database, database, 3, threads=0)
+
+
 def test_empty_store_is_an_error(tmp_path):
     store = write_store(tmp_path / "codes.zarr", np.zeros((0, 8), np.uint8), chunk_rows=64)
     with pytest.raises(TbhError, match="empty"):

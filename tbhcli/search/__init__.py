@@ -135,7 +135,7 @@ def _n_threads(threads: int | None) -> int:
 
 def _parallel(run, tasks: list[tuple], n_threads: int) -> None:
     """run(*task) for every task on n_threads threads; exceptions propagate."""
-    if n_threads == 1 or len(tasks) == 1:
+    if n_threads == 1 or len(tasks) <= 1:
         for task in tasks:
             run(*task)
         return
@@ -144,14 +144,28 @@ def _parallel(run, tasks: list[tuple], n_threads: int) -> None:
             done.result()
 
 
-def _plan(n_queries: int, n_rows: int, k: int, n_threads: int) -> tuple[int, int]:
-    """(queries per block, row parts): even blocks, at least one task per thread when rows allow."""
+def _tasks(n_queries: int, n_rows: int, k: int, n_threads: int) -> tuple[int, list[tuple]]:
+    """Split a search into (query slice, part, first row, end row) tasks; return (parts, tasks).
+
+    Queries go in even blocks of at most MAX_QUERY_BLOCK (fewer for a large k, so the candidate
+    buffers fit BUFFER_BYTES); rows split into parts until there is a task per thread.
+    """
     fit = BUFFER_BYTES // ((2 * k + kernels.TILE) * 12)
-    most = max(1, min(MAX_QUERY_BLOCK, fit))
-    n_blocks = max(1, -(-n_queries // most))
+    n_blocks = max(1, -(-n_queries // max(1, min(MAX_QUERY_BLOCK, fit))))
     query_block = max(1, -(-n_queries // n_blocks))
     n_parts = max(1, min(-(-n_threads // n_blocks), n_rows // MIN_PART_ROWS))
-    return query_block, n_parts
+    step = -(-n_rows // n_parts)
+    tasks = [
+        (slice(q0, q0 + query_block), start // step, start, min(start + step, n_rows))
+        for q0 in range(0, n_queries, query_block)
+        for start in range(0, n_rows, step)
+    ]
+    return n_parts, tasks
+
+
+def _bits(words: np.ndarray) -> int:
+    """Bits per code of words [N, W] (after any padding): distances lie in [0, bits]."""
+    return words.shape[1] * words.itemsize * 8
 
 
 # ---- top-k -------------------------------------------------------------------------------------
@@ -163,29 +177,16 @@ def block_topk(words: np.ndarray, query_words: np.ndarray, k: int, first_id: int
     Returns parts (dists int32, ids int64) [P, Q, k], each part sorted by (distance, row) and
     padded with distance bits + 1 and id -1 where it has fewer than k rows.
     """
-    n_queries, n_rows = len(query_words), len(words)
-    query_block, n_parts = _plan(n_queries, n_rows, k, n_threads)
-    step = -(-n_rows // n_parts)
-    bits = query_words.shape[1] * query_words.itemsize * 8
+    n_queries, bits = len(query_words), _bits(query_words)
+    n_parts, tasks = _tasks(n_queries, len(words), k, n_threads)
     dists = np.full((n_parts, n_queries, k), bits + 1, np.int32)
     ids = np.full((n_parts, n_queries, k), -1, np.int64)
 
-    def run(q0: int, start: int) -> None:
-        rows, part = slice(q0, q0 + query_block), start // step
+    def run(rows: slice, part: int, start: int, stop: int) -> None:
         kernels.scan_topk(
-            words,
-            query_words[rows],
-            start,
-            min(start + step, n_rows),
-            k,
-            first_id,
-            dists[part, rows],
-            ids[part, rows],
+            words, query_words[rows], start, stop, k, first_id, dists[part, rows], ids[part, rows]
         )
 
-    tasks = [
-        (q0, start) for q0 in range(0, n_queries, query_block) for start in range(0, n_rows, step)
-    ]
     _parallel(run, tasks, n_threads)
     return dists, ids
 
@@ -214,7 +215,7 @@ def topk(
     """
     source, query_words = _open(database, queries)
     k = _check_k(k, source.n_rows)
-    bits = query_words.shape[1] * query_words.itemsize * 8
+    bits = _bits(query_words)
     if dask is not None:
         from tbhcli.search.cluster import dask_topk
 
@@ -237,29 +238,16 @@ def block_radius(
     A counting pass sizes the output, a filling pass writes it (each task from its own offsets,
     parts in row order within a query), then each query's matches are sorted by distance.
     """
-    n_queries, n_rows = len(query_words), len(words)
-    query_block, n_parts = _plan(n_queries, n_rows, 1, n_threads)
-    step = -(-n_rows // n_parts)
+    n_queries = len(query_words)
+    n_parts, tasks = _tasks(n_queries, len(words), 1, n_threads)
     below = words.dtype.type(radius + 1)
     counts = np.zeros((n_parts, n_queries), np.int64)
-    tasks = [
-        (q0, start) for q0 in range(0, n_queries, query_block) for start in range(0, n_rows, step)
-    ]
 
-    def count(q0: int, start: int) -> None:
-        rows, part = slice(q0, q0 + query_block), start // step
+    def count(rows: slice, part: int, start: int, stop: int) -> None:
         kernels.scan_radius(
-            words,
-            query_words[rows],
-            start,
-            min(start + step, n_rows),
-            below,
-            first_id,
-            counts[part, rows],
-            None,
-            None,
-            None,
-        )
+            words, query_words[rows], start, stop, below, first_id, counts[part, rows],
+            None, None, None,
+        )  # fmt: skip
 
     _parallel(count, tasks, n_threads)
     offsets = np.concatenate([[0], np.cumsum(counts.sum(axis=0))])
@@ -268,23 +256,14 @@ def block_radius(
     ids = np.empty(offsets[-1], np.int64)
     filled = np.zeros_like(counts)
 
-    def fill(q0: int, start: int) -> None:
-        rows, part = slice(q0, q0 + query_block), start // step
+    def fill(rows: slice, part: int, start: int, stop: int) -> None:
         kernels.scan_radius(
-            words,
-            query_words[rows],
-            start,
-            min(start + step, n_rows),
-            below,
-            first_id,
-            filled[part, rows],
-            cursors[part, rows],
-            dists,
-            ids,
-        )
+            words, query_words[rows], start, stop, below, first_id, filled[part, rows],
+            cursors[part, rows], dists, ids,
+        )  # fmt: skip
 
     _parallel(fill, tasks, n_threads)
-    kernels.sort_segments(offsets, dists, ids, query_words.shape[1] * query_words.itemsize * 8)
+    kernels.sort_segments(offsets, dists, ids, _bits(words))
     return offsets, dists, ids
 
 
@@ -302,7 +281,7 @@ def split_csr(
         order = np.lexsort((ids, dists, query))
         dists, ids = dists[order], ids[order]
         offsets = np.concatenate([[0], np.cumsum(np.bincount(query, minlength=n_queries))])
-    return list(zip(np.split(dists, offsets[1:-1]), np.split(ids, offsets[1:-1]), strict=True))
+    return [(dists[lo:hi], ids[lo:hi]) for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 def radius_search(
@@ -316,7 +295,7 @@ def radius_search(
     source, query_words = _open(database, queries)
     if radius < 0:
         raise TbhError(f"--radius must be 0 or more bits (got {radius}).")
-    radius = min(int(radius), query_words.shape[1] * query_words.itemsize * 8)
+    radius = min(int(radius), _bits(query_words))
     if dask is not None:
         from tbhcli.search.cluster import dask_radius
 
