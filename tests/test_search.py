@@ -148,17 +148,21 @@ def test_dask_equals_local(tmp_path, monkeypatch):
     from distributed import LocalCluster
 
     import tbhcli.search as search
+    import tbhcli.search.cluster as cluster
 
-    monkeypatch.setattr(search, "BLOCK_BYTES", 2000)  # several tasks
+    monkeypatch.setattr(search, "BLOCK_BYTES", 2000)  # 200-row blocks: ten tasks
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1)
     rng = np.random.default_rng(6)
     codes, queries = random_codes(rng, 2000, 64), random_codes(rng, 7, 64)
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=100, garbage_rows=20)
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
-        assert_same(
-            topk(store, queries, 120, dask=cluster.scheduler_address), topk(store, queries, 120)
-        )
-        found = radius_search(store, queries, 3, dask=cluster.scheduler_address)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as local:
+        on_cluster = topk(store, queries, 120, dask=local.scheduler_address)
+        found = radius_search(store, queries, 3, dask=local.scheduler_address)
+    assert_same(on_cluster, topk(store, queries, 120))
     for result, reference in zip(found, radius_search(store, queries, 3), strict=True):
         assert_same(result, reference)
+    assert_same(topk(store, queries, 5, dask="local"), topk(store, queries, 5))
     with pytest.raises(TbhError, match="code store"):
         topk(codes, queries, 3, dask="local")
+    with pytest.raises(TbhError, match="cannot reach"):
+        topk(store, queries, 3, dask="tcp://127.0.0.1:9")

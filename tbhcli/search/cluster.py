@@ -13,6 +13,8 @@ import numpy as np
 from tbhcli.errors import TbhError
 from tbhcli.search import _as_words, _n_threads, _Source, block_radius, block_topk, merge_into
 
+CONNECT_TIMEOUT_S = 10  # how long to try a scheduler address before telling the user
+
 
 @contextmanager
 def _client(address: str):
@@ -32,7 +34,7 @@ def _client(address: str):
             yield client, 1
         return
     try:
-        client = Client(address, timeout=10)
+        client = Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
         raise TbhError(
             f"cannot reach the Dask scheduler at {address} ({exc}); "
