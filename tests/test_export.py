@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 from tiny_workspace import FEATURE_DIM, IMAGE_SIZE, make_lsh_run, reference_features
+from typer.testing import CliRunner
 
 import onnx
 import tbhcli
 from tbhcli.baselines import LinearHash
+from tbhcli.cli import app
 from tbhcli.errors import TbhError
 from tbhcli.export import build_hasher, config_sha256, export, verify
 from tbhcli.infer import create_session, model_info, run_codes
@@ -108,3 +110,14 @@ def test_verification_fails_when_onnx_disagrees_with_torch(tmp_path):
 def test_unknown_input_is_a_user_error(tmp_path):
     with pytest.raises(TbhError, match="--input"):
         export(make_lsh_run(tmp_path / "r"), input="pixels")
+
+
+def test_cli_export_prints_the_verification(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_lsh_run(tmp_path / "runs" / "r8", bits=8)
+    result = CliRunner().invoke(app, ["export"])
+    assert result.exit_code == 0, result.output
+    assert "onnx/r8.onnx" in result.output and "mismatch rate" in result.output
+    assert (tmp_path / "onnx" / "r8.onnx").is_file()
+    missing = CliRunner().invoke(app, ["export", "runs/nope"])
+    assert missing.exit_code == 1 and "not a tbh run" in missing.output

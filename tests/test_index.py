@@ -7,7 +7,9 @@ import psutil
 import pytest
 import zarr
 from tiny_workspace import make_images, make_lsh_run, reference_codes
+from typer.testing import CliRunner
 
+from tbhcli.cli import app
 from tbhcli.errors import TbhError
 from tbhcli.export import export
 from tbhcli.index import decode_batches, index
@@ -213,3 +215,23 @@ def test_parallel_decoding_equals_inline(tmp_path):
         assert a.ok == b.ok and [i for i, _ in a.errors] == [i for i, _ in b.errors]
         np.testing.assert_array_equal(a.pixels, b.pixels)
     assert [i for i, _ in inline[0].errors] == [3] and [i for i, _ in inline[2].errors] == [0]
+
+
+def test_cli_index_reports_and_refuses_with_one_line(workspace, tmp_path):
+    ws, _, model, _ = workspace
+    (ws / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff")  # a JPEG header, nothing else
+    try:
+        args = ["index", str(ws / "images"), "--store", str(tmp_path / "s.zarr"), "--device", "cpu"]
+        args += ["--model", str(model), "--errors", str(tmp_path / "e.txt"), "--workers", "0"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "24 added, 0 already indexed, 1 skipped" in result.output
+        assert "on CPU" in result.output
+        assert (tmp_path / "e.txt").read_text().startswith(str(ws / "images" / "broken.jpg"))
+        other = export(make_lsh_run(tmp_path / "o", seed=4), out=tmp_path / "o.onnx")
+        args[args.index("--model") + 1] = str(other)
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 1 and "another model" in refused.output
+        assert "Traceback" not in refused.output
+    finally:
+        (ws / "images" / "broken.jpg").unlink()
