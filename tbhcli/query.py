@@ -58,14 +58,19 @@ def expand_images(items: list[Path]) -> list[Path]:
 
 
 def store_model(store: CodeStore, model: Path | None) -> Path:
-    """The ONNX file the store was built with (default onnx/<store's model>), checked by sha256."""
-    path = Path(model) if model is not None else MODELS_DIR / store.attrs["model"]
-    if not path.is_file():
-        raise TbhError(
-            f"store {store.path} was built with {store.attrs['model']}, which is not at {path}; "
-            "pass it with --model."
-        )
-    return path
+    """`model`, or the file the store was built with: onnx/<name> here or beside the store."""
+    if model is not None:
+        candidates = [Path(model)]
+    else:
+        name = store.attrs["model"]
+        candidates = [MODELS_DIR / name, store.path.parent / MODELS_DIR / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise TbhError(
+        f"store {store.path} was built with {store.attrs['model']}, which is not at "
+        f"{' or '.join(map(str, dict.fromkeys(candidates)))}; pass it with --model."
+    )
 
 
 def encode_images(

@@ -73,6 +73,8 @@ def test_refuses_a_model_the_store_was_not_built_with(workspace, monkeypatch, tm
     other = export(make_lsh_run(tmp_path / "other", bits=16, seed=3), out=tmp_path / "o.onnx")
     with pytest.raises(TbhError, match="not the model"):
         query(queries, model=other, device="cpu")
+    monkeypatch.chdir(tmp_path)  # the model is found beside the store
+    assert query(queries[:1], store=ws / "codes.zarr", device="cpu")[0].paths
     moved = tmp_path / "ws"
     shutil.copytree(ws, moved, ignore=shutil.ignore_patterns("onnx"))
     monkeypatch.chdir(moved)
