@@ -71,7 +71,9 @@ def distance_histograms(
     offsets = (np.arange(n_queries) * width)[:, None]
     for start in range(0, len(db_codes), rows):
         block = np.asarray(db_codes[start : start + rows])
-        dist = np.bitwise_count(query_codes[:, None, :] ^ block[None, :, :]).sum(axis=2)
+        dist = np.bitwise_count(query_codes[:, None, :] ^ block[None, :, :]).sum(
+            axis=2, dtype=np.int64
+        )
         cells = (offsets + dist).ravel()
         rel = relevance(query_labels, db_labels[start : start + rows]).ravel()
         counts_all += np.bincount(cells, minlength=len(counts_all))
