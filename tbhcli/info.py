@@ -56,9 +56,7 @@ def _models(workspace: Path) -> list[dict]:
     return models
 
 
-def _store(path: Path) -> dict | None:
-    if not path.exists():
-        return None
+def _store(path: Path) -> dict:
     try:
         store = open_store(path)
     except TbhError as exc:
@@ -80,15 +78,22 @@ def _store(path: Path) -> dict | None:
 
 
 def info(workspace: Path = Path(".")) -> dict:
-    """Runs (method, bits), models (metadata), and the store (rows, bits, model) of `workspace`."""
+    """Runs (method, bits), models (metadata) and code stores (rows, bits, model) of `workspace`.
+
+    Stores are every `*.zarr` folder in it (the default `codes.zarr` first).
+    """
     workspace = Path(workspace)
     if not workspace.is_dir():
         raise TbhError(f"workspace folder not found: {workspace}")
+    stores = sorted(
+        (p for p in workspace.glob("*.zarr") if p.is_dir()),
+        key=lambda p: (p.name != STORE_PATH.name, p.name),
+    )
     return {
         "workspace": str(workspace.resolve()),
         "runs": _runs(workspace),
         "models": _models(workspace),
-        "store": _store(workspace / STORE_PATH),
+        "stores": [_store(p) for p in stores],
     }
 
 
@@ -110,12 +115,12 @@ def print_info(result: dict, console) -> None:
     for model in result["models"]:
         models.add_row(*(str(model.get(c, "")) for c in columns))
     console.print(models if result["models"] else "models: none (tbh export)")
-    store = result["store"]
-    if store is None:
-        console.print("store: none (tbh index IMAGES_DIR)")
-    elif "error" in store:
-        console.print(f"store {store['path']}: {store['error']}", highlight=False)
-    else:
+    if not result["stores"]:
+        console.print("stores: none (tbh index IMAGES_DIR)")
+    for store in result["stores"]:
+        if "error" in store:
+            console.print(f"store {store['path']}: {store['error']}", highlight=False)
+            continue
         console.print(
             f"store {store['path']}: {store['rows']} images ({store['queries']} queries), "
             f"{store['bits']} bits, model {store['model']}, {store['classes']} classes, "

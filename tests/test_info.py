@@ -12,7 +12,7 @@ def test_info_lists_runs_models_and_store(tmp_path, monkeypatch):
         "workspace": str(tmp_path.resolve()),
         "runs": [],
         "models": [],
-        "store": None,
+        "stores": [],
     }
     monkeypatch.chdir(tmp_path)
     make_lsh_run(tmp_path / "runs" / "lsh16", bits=16)
@@ -24,14 +24,18 @@ def test_info_lists_runs_models_and_store(tmp_path, monkeypatch):
     assert [(m["file"], m["bits"], m["input"]) for m in result["models"]] == [
         ("lsh16.onnx", 16, "images")
     ]
-    store = result["store"]
-    assert (store["rows"], store["bits"], store["model"], store["classes"]) == (
-        5,
-        16,
-        model.name,
-        2,
-    )
-    assert store["size_bytes"] > 0
+    (store,) = result["stores"]
+    assert (store["rows"], store["bits"], store["model"]) == (5, 16, model.name)
+    assert store["classes"] == 2 and store["size_bytes"] > 0
+    index(tmp_path / "images", store=tmp_path / "a.zarr", workers=0, device="cpu")
+    (tmp_path / "not-a-store.zarr").mkdir()
+    stores = info(tmp_path)["stores"]
+    assert [s["path"].rsplit("/", 1)[-1] for s in stores] == [
+        "codes.zarr",
+        "a.zarr",
+        "not-a-store.zarr",
+    ]
+    assert "error" in stores[2] and stores[1]["rows"] == 5
     printed = CliRunner().invoke(app, ["info"])
     assert (
         printed.exit_code == 0 and "lsh16.onnx" in printed.stdout and "5 images" in printed.stdout
