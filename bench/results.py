@@ -2,7 +2,7 @@
 LSH / PCAH / ITQ baselines at 16, 32 and 64 bits, mean ± std over 3 seeds.
 
     .venv/bin/python bench/results.py --db feats/mnist_db.npy --queries feats/mnist_q.npy \\
-        --runs runs/results --steps 1500 --preset fast [--shard 0/2] [--report docs/results.md]
+        --runs runs/results --steps 500 --preset fast [--shard 0/2] [--report docs/results.md]
 
 Every cell is `tbh train` (through the library verb of the same name) followed by mAP@1000 of the
 queries against the training set as the database (`tbh evaluate --model RUN --database DB
@@ -116,19 +116,31 @@ def table(args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def write_report(path: Path, text: str) -> None:
+    """Replace what lies between BEGIN and END in `path` (the rest of the page is prose)."""
+    page = path.read_text()
+    head, rest = page.split(BEGIN, 1)
+    path.write_text(f"{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--queries", type=Path, required=True)
     parser.add_argument("--runs", type=Path, default=Path("runs/results"))
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
     parser.add_argument("--rows", nargs="*", default=list(ROWS), help="subset of row names")
-    parser.add_argument("--report", type=Path, help="write the table (markdown) here and exit")
+    parser.add_argument(
+        "--report", type=Path, help="rewrite the table between the markers in this file and exit"
+    )
     args = parser.parse_args()
     if args.report:
-        print(table(args), end="")
+        write_report(args.report, table(args))
         return
     db = load_features(args.db, require_labels=True)
     queries = load_features(args.queries, require_labels=True)

@@ -70,11 +70,14 @@ def default_out(features: Path, method: str, bits: int) -> Path:
     return Path("runs") / f"{features.name.removesuffix('.npy')}-{method}-{bits}"
 
 
-def prepare_out(out: Path, resume: bool, force: bool) -> None:
-    """Never overwrite a run silently: a used directory needs --resume or --force."""
-    used = (out / runs.CONFIG_FILE).exists() or (out / CHECKPOINT_FILE).exists()
-    if resume and not (out / CHECKPOINT_FILE).exists():
-        raise TbhError(f"nothing to resume in {out} (no {CHECKPOINT_FILE}); drop --resume.")
+def prepare_out(out: Path, resume: bool, force: bool) -> bool:
+    """Never overwrite a run silently: a used directory needs --resume or --force.
+
+    Returns whether there is a checkpoint to resume from (--resume on a run killed before its
+    first checkpoint simply starts it again).
+    """
+    has_checkpoint = (out / CHECKPOINT_FILE).exists()
+    used = (out / runs.CONFIG_FILE).exists() or has_checkpoint
     if used and not resume and not force:
         raise TbhError(
             f"{out} already holds a run; pass --resume to continue it, --force to overwrite it, "
@@ -84,6 +87,7 @@ def prepare_out(out: Path, resume: bool, force: bool) -> None:
         for name in (runs.CONFIG_FILE, runs.ENCODER_FILE, runs.LOG_FILE, CHECKPOINT_FILE):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    return resume and has_checkpoint
 
 
 # ---- evaluation during training ---------------------------------------------------------------
@@ -360,7 +364,7 @@ def train(
     }
     out = Path(out) if out is not None else default_out(features, method, bits)
     if method != "tbh":
-        prepare_out(out, resume=False, force=force)
+        prepare_out(out, resume=False, force=force or resume)  # refitting is cheap and exact
         from tbhcli.baselines import fit_baseline
 
         t0 = time.perf_counter()
@@ -400,7 +404,7 @@ def train(
         "model": asdict(TBHConfig.preset(variant, **model_fields)),
     }
     held_out = HeldOut(data, Path(eval_queries), dev) if eval_every else None
-    prepare_out(out, resume, force)
+    resume = prepare_out(out, resume, force)
     fit_tbh(out, data, config, dev, resume, held_out, log_every, checkpoint_every, quiet)
     return out
 

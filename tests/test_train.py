@@ -105,6 +105,14 @@ def test_a_finished_run_is_never_overwritten_silently(feats, tmp_path):
     assert json.loads((run / runs.CONFIG_FILE).read_text())["seed"] == 5
 
 
+def test_resume_without_a_checkpoint_starts_the_run(feats, tmp_path):
+    (tmp_path / "killed").mkdir()  # e.g. killed before its first checkpoint
+    run = quick(feats, tmp_path / "killed", resume=True)
+    assert (run / runs.ENCODER_FILE).is_file()
+    itq = quick(feats, tmp_path / "itq", method="itq")
+    quick(feats, itq, method="itq", resume=True)  # a baseline is simply refitted
+
+
 def test_tbh_learns_codes_that_retrieve_the_clusters(tmp_path):
     db = clusters(tmp_path / "db.npy", n=400, seed=0)
     q = clusters(tmp_path / "q.npy", n=100, seed=0)  # same centres (same seed), new noise
