@@ -21,9 +21,9 @@ from PIL import Image
 
 from tbhcli.backbone import load_backbone
 from tbhcli.baselines import LinearHash
-from tbhcli.export import export
-from tbhcli.index import decode_batches, default_workers, index
+from tbhcli.indexing import decode_batches, default_workers, index
 from tbhcli.infer import create_session, describe_provider, run_codes
+from tbhcli.onnx_export import export
 from tbhcli.runs import save_run
 
 

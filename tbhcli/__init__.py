@@ -1,8 +1,10 @@
 """tbh: Twin-Bottleneck Hashing as a tool — train, export, index, query, evaluate.
 
 The CLI verbs are plain functions here, with the same names and arguments:
-`tbhcli.train`, `tbhcli.export`, `tbhcli.index`, `tbhcli.query`, `tbhcli.evaluate`, ...
-They are imported lazily so that `import tbhcli` stays cheap.
+`tbhcli.features`, `tbhcli.train`, `tbhcli.export`, `tbhcli.index`, `tbhcli.query`,
+`tbhcli.evaluate`, `tbhcli.duplicates`. They are imported on first use, so `import tbhcli` stays
+cheap. (Their modules are named for the stage, not the verb, so that importing a module never
+replaces the verb of the same name on the package.)
 """
 
 from importlib import import_module
@@ -11,16 +13,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _VERBS = {
-    "features": "tbhcli.features",
-    "train": "tbhcli.train",
-    "export": "tbhcli.export",
-    "index": "tbhcli.index",
-    "query": "tbhcli.query",
-    "evaluate": "tbhcli.evaluate",
+    "features": "tbhcli.embedding",
+    "train": "tbhcli.training",
+    "export": "tbhcli.onnx_export",
+    "index": "tbhcli.indexing",
+    "query": "tbhcli.querying",
+    "evaluate": "tbhcli.evaluation",
     "duplicates": "tbhcli.dedup",
-    "info": "tbhcli.workspace",
-    "demo": "tbhcli.demo",
 }
+__all__ = [*_VERBS, "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -71,7 +71,7 @@ def features(
     ] = None,
 ) -> None:
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
-    from tbhcli.features import features as run_features
+    from tbhcli.embedding import features as run_features
 
     run_features(images, out, backbone, weights, image_size, batch_size, workers)
 
@@ -98,7 +98,7 @@ def evaluate(
     threads: Annotated[int | None, typer.Option(help="Search threads (default: all).")] = None,
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
-    from tbhcli.evaluate import evaluate as run_evaluate
+    from tbhcli.evaluation import evaluate as run_evaluate
 
     result = run_evaluate(metric, model, database, queries, store, plot, threads)
     if json_output:
@@ -210,7 +210,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
 ) -> None:
     """Export a run to one ONNX file (images or features -> packed codes), checked against torch."""
-    from tbhcli.export import export as run_export
+    from tbhcli.onnx_export import export as run_export
 
     run_export(run, out, input, backbone_weights, opset)
 
@@ -235,7 +235,7 @@ def index(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")] = "auto",
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
-    from tbhcli.index import index as run_index
+    from tbhcli.indexing import index as run_index
 
     report = run_index(images, store, model, queries, batch_size, workers, errors, device)
     for table in report.tables:
@@ -273,8 +273,8 @@ def query(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")] = "auto",
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
-    from tbhcli.query import print_results, results_json
-    from tbhcli.query import query as run_query
+    from tbhcli.querying import print_results, results_json
+    from tbhcli.querying import query as run_query
 
     results = run_query(images, top, store, model, radius, device)
     if html is not None:

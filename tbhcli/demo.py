@@ -39,10 +39,10 @@ def step(title: str) -> Iterator[None]:
 def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, dict[int, float]]:
     """Run the demo in `workspace`; returns mAP@1000 by method and bits (feature level)."""
     from tbhcli.demo_data import write_mnist_images
-    from tbhcli.evaluate import evaluate
-    from tbhcli.export import export
-    from tbhcli.features import features
-    from tbhcli.index import index
+    from tbhcli.embedding import features
+    from tbhcli.evaluation import evaluate
+    from tbhcli.indexing import index
+    from tbhcli.onnx_export import export
     from tbhcli.train import train
 
     ws = Path(workspace)

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 import tbhcli
 from tbhcli.backbone import load_backbone
 from tbhcli.cli import app
+from tbhcli.embedding import class_labels, features
 from tbhcli.errors import TbhError
-from tbhcli.features import class_labels, features
 from tbhcli.featureset import load_features, load_meta
 from tbhcli.images import load_image
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from tbhcli.baselines import fit_baseline
 from tbhcli.cli import app
-from tbhcli.evaluate import evaluate
+from tbhcli.evaluation import evaluate
 from tbhcli.featureset import save_features
 from tbhcli.metrics import evaluate_codes
 from tbhcli.runs import load_run, save_run

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from tbhcli.cli import app
 from tbhcli.errors import TbhError
-from tbhcli.export import export
-from tbhcli.index import decode_batches, index
+from tbhcli.indexing import decode_batches, index
+from tbhcli.onnx_export import export
 from tbhcli.store import StoreWriter, open_store
 
 CLASSES = {"cat": 9, "dog": 8, "emu": 7}  # 24 images
@@ -162,7 +162,7 @@ def test_resume_after_sigkill(workspace, tmp_path, kill_in):
         f"""
         import os, signal
         from pathlib import Path
-        from tbhcli.index import index
+        from tbhcli.indexing import index
         from tbhcli.store import StoreWriter
 
         original, calls = StoreWriter.{kill_in}, []

@@ -2,9 +2,9 @@ from tiny_workspace import make_images, make_lsh_run
 from typer.testing import CliRunner
 
 from tbhcli.cli import app
-from tbhcli.export import export
-from tbhcli.index import index
+from tbhcli.indexing import index
 from tbhcli.info import info
+from tbhcli.onnx_export import export
 
 
 def test_info_lists_runs_models_and_store(tmp_path, monkeypatch):

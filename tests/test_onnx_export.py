@@ -11,8 +11,8 @@ import tbhcli
 from tbhcli.baselines import LinearHash
 from tbhcli.cli import app
 from tbhcli.errors import TbhError
-from tbhcli.export import build_hasher, config_sha256, export, verify
 from tbhcli.infer import create_session, model_info, run_codes
+from tbhcli.onnx_export import build_hasher, config_sha256, export, verify
 from tbhcli.runs import load_run, save_run
 from tbhcli.tbh import SignEncoder, TBHConfig
 

@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from tbhcli.cli import app
 from tbhcli.errors import TbhError
-from tbhcli.export import export
-from tbhcli.index import index
-from tbhcli.query import query
+from tbhcli.indexing import index
+from tbhcli.onnx_export import export
+from tbhcli.querying import query
 
 
 @pytest.fixture(scope="module")
