@@ -47,9 +47,15 @@ def _timed(run) -> float:
     return time.perf_counter() - start
 
 
-def best_time(run, repeats: int) -> tuple[float, object]:
-    result = run()  # warm-up: compilation, faiss thread pool, page faults
-    return min(_timed(run) for _ in range(repeats)), result
+def best_times(runs: dict, repeats: int) -> tuple[dict, dict]:
+    """Best wall time of each run over `repeats` rounds, interleaved so that all of them see the
+    same load from other jobs; the first round warms up (compilation, thread pools, page faults)."""
+    results = {name: run() for name, run in runs.items()}
+    times = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name] = min(times[name], _timed(run))
+    return times, results
 
 
 def numpy_topk(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -85,17 +91,24 @@ def compare(rows: int, bits: int, n_queries: int, k: int, threads: int, repeats:
     index.add(database)
     faiss.omp_set_num_threads(threads)
 
-    t_tbh, (dists, ids) = best_time(lambda: topk(database, queries, k, threads=threads), repeats)
-    t_faiss, (faiss_dists, _) = best_time(lambda: index.search(queries, k), repeats)
     few = queries[: max(2, n_queries // 200)]
-    t_numpy, numpy_ids = best_time(lambda: numpy_topk(database, few, k), 1)
+    times, results = best_times(
+        {
+            "tbh": lambda: topk(database, queries, k, threads=threads),
+            "faiss": lambda: index.search(queries, k),
+        },
+        repeats,
+    )
+    t_numpy = _timed(lambda: numpy_topk(database, few, k))
+    (dists, ids), (faiss_dists, _) = results["tbh"], results["faiss"]
+    numpy_ids = numpy_topk(database, few, k)
     assert (dists == faiss_dists).all(), "tbh distances differ from faiss"
     assert (ids[: len(few)] == numpy_ids).all(), "tbh ids differ from the NumPy reference"
 
     scanned = rows * database.shape[1]
     rate = {
-        "tbh": n_queries / t_tbh,
-        "faiss": n_queries / t_faiss,
+        "tbh": n_queries / times["tbh"],
+        "faiss": n_queries / times["faiss"],
         "numpy": len(few) / t_numpy,
     }
     for name, qps in rate.items():
@@ -157,7 +170,7 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--store-rows", type=int, default=0, help="also stream a store this big")
     args = parser.parse_args()
 
