@@ -1,11 +1,12 @@
 """Near-duplicate groups in a code store: `tbh duplicates --radius R`.
 
-Two items are near duplicates when their codes differ in at most R bits. A group is a connected
-component of that relation (what dedup tools hand a user to review: "these images are copies of
-each other"), so with a large R a chain a~b~c can group a and c even when they differ in more
-than R bits; each item's distance to the group's first item shows how far it drifted. Groups are
-ordered by their first (lowest) store row, members by row. The search is an exact radius
-self-join (`tbhcli.search.radius_search`) over the store's codes in batches of queries.
+Two items are near duplicates when their codes differ in at most R bits. Groups are formed the
+way a user deduplicates: walking the store in row order, the first item not yet in a group that
+has ungrouped near duplicates starts a group (the one to keep) and takes all of them. So every
+member is within R bits of its group's first item, and an item is in at most one group. (Grouping
+by connected components instead would chain a~b~c~... into one large group of items far apart,
+which low-bit codes do readily.) The search is an exact radius self-join
+(`tbhcli.search.radius_search`) over the store's codes in batches of queries.
 """
 
 import json
@@ -40,49 +41,46 @@ class DuplicateGroup:
 
 
 @njit(cache=True)
-def _components(n: int, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Union-find over edges: int64 [n], each row's component named by its lowest row."""
-    parent = np.arange(n)
-    for e in range(sources.shape[0]):
-        a, b = sources[e], targets[e]
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        while parent[b] != b:
-            parent[b] = parent[parent[b]]
-            b = parent[b]
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    for i in range(n):  # parents are lower rows, so one forward pass resolves every root
-        parent[i] = parent[parent[i]]
-    return parent
+def _leaders(offsets: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Group of each row, int64 [N]: its group's first row, or -1 outside every group.
+
+    neighbours[offsets[i]:offsets[i + 1]] are the rows within the radius of row i (not i).
+    Rows before i within the radius are always grouped by then: they would have taken i.
+    """
+    n = offsets.shape[0] - 1
+    group = np.full(n, -1, np.int64)
+    for i in range(n):
+        if group[i] != -1:
+            continue
+        for j in neighbours[offsets[i] : offsets[i + 1]]:
+            if group[j] == -1:
+                group[j] = i
+                group[i] = i
+    return group
 
 
 def duplicates(
     store: str | Path | None = None, radius: int = 2, threads: int | None = None
 ) -> list[DuplicateGroup]:
-    """Groups of store items whose codes lie within `radius` bits of each other (see module doc)."""
+    """Groups of store items within `radius` bits of their group's first item (module doc)."""
     table = open_store(resolve_store(store))
     codes = table.read_codes()  # uint8 [N, bits/8]; a self-join is N^2 work, N codes fit in memory
-    sources, targets = [], []
+    counts, neighbours = [], []
     for start in range(0, len(codes), QUERY_BATCH):
         found = radius_search(codes, codes[start : start + QUERY_BATCH], radius, threads=threads)
-        counts = [len(ids) for _, ids in found]
-        sources.append(np.repeat(np.arange(start, start + len(found)), counts))
-        targets.append(np.concatenate([ids for _, ids in found]))
-    sources, targets = np.concatenate(sources), np.concatenate(targets)
-    keep = targets > sources  # each pair once, no self matches
-    labels = _components(len(codes), sources[keep], targets[keep])
-    sizes = np.bincount(labels, minlength=len(codes))
-    grouped = np.flatnonzero(sizes[labels] > 1)  # rows in groups, ascending
-    if not len(grouped):
-        return []
+        ids = np.concatenate([ids for _, ids in found])
+        rows = np.repeat(np.arange(start, start + len(found)), [len(i) for _, i in found])
+        other = ids != rows  # every row finds itself
+        counts.append(np.bincount(rows[other] - start, minlength=len(found)))
+        neighbours.append(ids[other])
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+    group = _leaders(offsets, np.concatenate(neighbours))
+    grouped = np.flatnonzero(group >= 0)
+    grouped = grouped[np.argsort(group[grouped], kind="stable")]  # by group, then by row
+    starts = np.flatnonzero(np.diff(group[grouped], prepend=-2))[1:]
     paths = table.paths
     groups = []
-    for rows in np.split(
-        grouped[np.argsort(labels[grouped], kind="stable")],
-        np.cumsum(sizes[np.unique(labels[grouped])])[:-1],
-    ):
+    for rows in np.split(grouped, starts) if len(grouped) else []:
         distances = np.bitwise_count(codes[rows] ^ codes[rows[0]]).sum(axis=1)
         groups.append(DuplicateGroup(rows, [str(paths[r]) for r in rows], distances))
     return groups

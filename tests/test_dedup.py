@@ -1,4 +1,4 @@
-"""tbhcli.dedup: groups equal the connected components of a brute-force distance table."""
+"""tbhcli.dedup: groups equal a greedy grouping over a brute-force distance table."""
 
 import json
 
@@ -13,28 +13,24 @@ from tbhcli.dedup import duplicates
 
 
 def reference_groups(codes: np.ndarray, radius: int) -> list[list[int]]:
-    """Components by flood fill over the full N x N distance table, the obvious way."""
+    """In row order, each ungrouped row takes its ungrouped rows within radius: the obvious way."""
     dist = np.bitwise_count(codes[:, None, :] ^ codes[None, :, :]).sum(axis=2)
-    seen, groups = set(), []
-    for start in range(len(codes)):
-        if start in seen:
+    grouped, groups = set(), []
+    for row in range(len(codes)):
+        if row in grouped:
             continue
-        group, todo = {start}, [start]
-        while todo:
-            row = todo.pop()
-            for other in np.flatnonzero(dist[row] <= radius):
-                if int(other) not in group:
-                    group.add(int(other))
-                    todo.append(int(other))
-        seen |= group
-        if len(group) > 1:
-            groups.append(sorted(group))
+        near = [
+            int(j) for j in np.flatnonzero(dist[row] <= radius) if j != row and j not in grouped
+        ]
+        if near:
+            groups.append(sorted([row, *near]))
+            grouped |= set(groups[-1])
     return groups
 
 
 def planted_codes() -> np.ndarray:
     """64-bit codes far apart, plus near copies: rows 3~40 (1 bit), a chain 7~41~42 (2 bits each,
-    7 and 42 differ in 4), and an exact copy 9=43."""
+    7 and 42 differ in 4, so 42 stays out of 7's group), and an exact copy 9=43."""
     codes = np.random.default_rng(0).integers(0, 256, (40, 8), dtype=np.uint8)
     flip = np.zeros(8, np.uint8)
     flip[0] = 0b11
@@ -50,14 +46,15 @@ def test_planted_groups_and_chains(tmp_path):
     codes = planted_codes()
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=16, garbage_rows=5)
     groups = duplicates(store, radius=2)
-    assert [g.rows.tolist() for g in groups] == [[3, 40], [7, 41, 42], [9, 43]]
-    assert [g.distances.tolist() for g in groups] == [[0, 1], [0, 2, 4], [0, 0]]
+    assert [g.rows.tolist() for g in groups] == [[3, 40], [7, 41], [9, 43]]
+    assert [g.distances.tolist() for g in groups] == [[0, 1], [0, 2], [0, 0]]
+    assert [g.rows.tolist() for g in duplicates(store, radius=4)] == [[3, 40], [7, 41, 42], [9, 43]]
     assert groups[0].paths == ["img/00003.jpg", "img/00040.jpg"]
     assert [g.rows.tolist() for g in duplicates(store, radius=0)] == [[9, 43]]
 
 
 @pytest.mark.parametrize("radius", [0, 1, 3])
-def test_groups_equal_reference_components(tmp_path, monkeypatch, radius):
+def test_groups_equal_reference(tmp_path, monkeypatch, radius):
     monkeypatch.setattr(dedup, "QUERY_BATCH", 70)  # several query batches
     codes = random_codes(np.random.default_rng(radius), 300, 32, density=0x21)
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=64)
@@ -77,7 +74,7 @@ def test_cli_json_table_and_errors(tmp_path, monkeypatch):
         ["img/00009.jpg", "img/00043.jpg"],
     ]
     table = CliRunner().invoke(app, ["duplicates"])
-    assert table.exit_code == 0 and "3 groups" in table.stdout and "img/00042.jpg" in table.stdout
+    assert table.exit_code == 0 and "3 groups" in table.stdout and "img/00041.jpg" in table.stdout
     missing = CliRunner().invoke(app, ["duplicates", "--store", "nope.zarr"])
     assert missing.exit_code == 1 and "no code store" in missing.output
     negative = CliRunner().invoke(app, ["duplicates", "--radius", "-1"])
