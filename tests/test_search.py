@@ -14,6 +14,7 @@ from tbhcli.search import (
     topk_reference,
 )
 from tbhcli.search.kernels import TILE
+from tbhcli.store import open_store
 
 WIDTHS = [8, 16, 32, 64, 128, 256]  # bits; 8 and 16 take the zero-padded path
 
@@ -161,7 +162,7 @@ def test_dask_equals_local(tmp_path, monkeypatch):
     assert_same(on_cluster, topk(store, queries, 120))
     for result, reference in zip(found, radius_search(store, queries, 3), strict=True):
         assert_same(result, reference)
-    assert_same(topk(store, queries, 5, dask="local"), topk(store, queries, 5))
+    assert_same(topk(open_store(store), queries, 5, dask="local"), topk(store, queries, 5))
     with pytest.raises(TbhError, match="code store"):
         topk(codes, queries, 3, dask="local")
     with pytest.raises(TbhError, match="cannot reach"):

@@ -68,9 +68,9 @@ class _Source:
         if isinstance(database, str | Path):
             from tbhcli.store import open_store
 
-            self.store_path = Path(database)
             database = open_store(database)
         if hasattr(database, "read_codes"):  # a CodeStore: committed rows only
+            self.store_path = Path(database.path)
             self.n_rows = len(database)
             self.array = database.group["codes"]
         else:  # a zarr array: all of it
