@@ -39,7 +39,7 @@ class TBHConfig:
     adversarial_weight: float = 1.0  # lambda of Eq. 9
     # ablations of the paper (Sec. 4.4); all True/False here means the full model
     single_bottleneck: bool = False  # decoder reads b directly: no z, no graph, no d_z
-    fixed_graph: bool = False  # A from the batch features (cosine), not from the codes
+    fixed_graph: bool = False  # A from the batch features (cosine); the decoder reads [b, z']
     stochastic_neuron: bool = True  # False: b = [logit > 0] with a plain straight-through grad
 
     @staticmethod
@@ -189,6 +189,8 @@ class TwinBottleneck(nn.Module):
             raise ValueError(f"adversarial_form must be saturating or non_saturating: {cfg!r}")
         self.encoder = SignEncoder(cfg)
         bottleneck = cfg.bits if cfg.single_bottleneck else cfg.continuous_dim
+        if cfg.fixed_graph and not cfg.single_bottleneck:
+            bottleneck += cfg.bits  # the codes' only way to the reconstruction (docs/model.md)
         if not cfg.single_bottleneck:
             self.continuous_head = glorot_(nn.Linear(cfg.hidden_dim, cfg.continuous_dim))
             self.graph_weight = glorot_(nn.Linear(cfg.continuous_dim, cfg.continuous_dim))
@@ -230,9 +232,13 @@ class TwinBottleneck(nn.Module):
             z_graph, latent = None, b
         else:
             z = self.continuous_bottleneck(h)  # (N, L)
-            a = feature_graph(x, self.cfg.gamma) if self.cfg.fixed_graph else None
-            a = code_graph(b, self.cfg.gamma) if a is None else a  # (N, N)
+            if self.cfg.fixed_graph:
+                a = feature_graph(x, self.cfg.gamma)  # (N, N), independent of b
+            else:
+                a = code_graph(b, self.cfg.gamma)  # (N, N), Eq. 4
             z_graph = latent = gcn(z, normalize_adjacency(a), self.graph_weight)  # (N, L)
+            if self.cfg.fixed_graph:
+                latent = torch.cat([b, z_graph], dim=1)  # (N, M + L)
         x_hat = self.decoder(latent)  # (N, D)
         if self.cfg.decoder_output == "relu":
             x_hat = F.relu(x_hat)
