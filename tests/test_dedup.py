@@ -53,14 +53,33 @@ def test_planted_groups_and_chains(tmp_path):
     assert [g.rows.tolist() for g in duplicates(store, radius=0)] == [[9, 43]]
 
 
-@pytest.mark.parametrize("radius", [0, 1, 3])
-def test_groups_equal_reference(tmp_path, monkeypatch, radius):
+@pytest.mark.parametrize("join", ["multi-index", "scan"])
+@pytest.mark.parametrize(
+    ("bits", "radius", "density"),
+    [(32, 0, 0x21), (32, 1, 0x21), (32, 3, 0x21), (64, 2, 0x21), (256, 8, 0x01)],
+)
+def test_groups_equal_reference(tmp_path, monkeypatch, join, bits, radius, density):
+    # SCAN_COST 0: the multi-index join always pays; huge: the scan always does
+    monkeypatch.setattr(dedup, "SCAN_COST", 0 if join == "multi-index" else 10**12)
     monkeypatch.setattr(dedup, "QUERY_BATCH", 70)  # several query batches
-    codes = random_codes(np.random.default_rng(radius), 300, 32, density=0x21)
+    codes = random_codes(np.random.default_rng(radius), 300, bits, density)
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=64)
     expected = reference_groups(codes, radius)
     assert expected, "the fixture should contain near duplicates"
     assert [g.rows.tolist() for g in duplicates(store, radius=radius)] == expected
+
+
+@pytest.mark.parametrize("bits", [32, 64, 128])
+def test_near_pairs_equal_brute_force(monkeypatch, bits):
+    rng = np.random.default_rng(bits)
+    codes = np.concatenate([random_codes(rng, 200, bits, 0xFF), random_codes(rng, 200, bits)])
+    dist = np.bitwise_count(codes[:, None, :] ^ codes[None, :, :]).sum(axis=2)
+    for radius in (0, 2, 4, bits):
+        expected = sorted(zip(*np.nonzero(np.triu(dist <= radius, k=1)), strict=True))
+        for cost in (0, 10**12):
+            monkeypatch.setattr(dedup, "SCAN_COST", cost)
+            first, second = dedup.near_pairs(codes, radius)
+            assert sorted(zip(first.tolist(), second.tolist(), strict=True)) == expected
 
 
 def test_cli_json_table_and_errors(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from code_stores import random_codes, write_store
 
 from tbhcli.errors import TbhError
 from tbhcli.search import (
-    _as_words,
+    as_words,
     radius_reference,
     radius_search,
     topk,
@@ -29,7 +29,7 @@ def test_word_view_keeps_popcount():
     rng = np.random.default_rng(0)
     for bits in WIDTHS + [24, 40]:
         codes = rng.integers(0, 256, (5, bits // 8), dtype=np.uint8)
-        words = _as_words(codes)
+        words = as_words(codes)
         assert words.dtype in (np.uint32, np.uint64)
         np.testing.assert_array_equal(
             np.bitwise_count(words).sum(axis=1), np.bitwise_count(codes).sum(axis=1)

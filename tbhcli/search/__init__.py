@@ -39,7 +39,7 @@ def _check_codes(codes: np.ndarray, what: str) -> np.ndarray:
     return codes
 
 
-def _as_words(codes: np.ndarray) -> np.ndarray:
+def as_words(codes: np.ndarray) -> np.ndarray:
     """Packed uint8 [N, B] -> uint64 [N, B/8] (or uint32 [N, B/4]): same popcount, wider words.
 
     Widths that are not a multiple of 4 bytes are zero-padded (a copy); XOR of zeros adds nothing.
@@ -116,7 +116,7 @@ def _open(database, queries: np.ndarray) -> tuple[_Source, np.ndarray]:
         )
     if source.n_rows == 0:
         raise TbhError("the database is empty; index some images with `tbh index` first.")
-    return source, _as_words(queries)
+    return source, as_words(queries)
 
 
 def _check_k(k: int, n_rows: int) -> int:
@@ -222,7 +222,7 @@ def topk(
         return dask_topk(source, query_words, k, bits, dask, threads)
     best, n_threads = None, _n_threads(threads)
     for first, block in source.blocks():
-        parts = block_topk(_as_words(block), query_words, k, first, n_threads)
+        parts = block_topk(as_words(block), query_words, k, first, n_threads)
         best = merge_into(best, parts, k, bits)
     return best
 
@@ -302,7 +302,7 @@ def radius_search(
         return split_csr(dask_radius(source, query_words, radius, dask, threads))
     n_threads = _n_threads(threads)
     pieces = [
-        block_radius(_as_words(block), query_words, radius, first, n_threads)
+        block_radius(as_words(block), query_words, radius, first, n_threads)
         for first, block in source.blocks()
     ]
     return split_csr(pieces)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from tbhcli.errors import TbhError
-from tbhcli.search import _as_words, _n_threads, _Source, block_radius, block_topk, merge_into
+from tbhcli.search import _n_threads, _Source, as_words, block_radius, block_topk, merge_into
 
 CONNECT_TIMEOUT_S = 10  # how long to try a scheduler address before telling the user
 
@@ -51,7 +51,7 @@ def _store_path(source) -> str:
 
 
 def _read_words(path: str, start: int, stop: int) -> np.ndarray:
-    return _as_words(_Source(path).read(start, stop))
+    return as_words(_Source(path).read(start, stop))
 
 
 def _task_topk(path, start, stop, query_words, k, threads):
