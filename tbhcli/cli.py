@@ -96,11 +96,14 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write the PR curve to this image.")] = None,
     threads: Annotated[int | None, typer.Option(help="Search threads (default: all).")] = None,
+    dask: Annotated[
+        str | None, typer.Option(help='Search on a Dask cluster: "local" or a scheduler address.')
+    ] = None,
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
     from tbhcli.evaluation import evaluate as run_evaluate
 
-    result = run_evaluate(metric, model, database, queries, store, plot, threads)
+    result = run_evaluate(metric, model, database, queries, store, plot, threads, dask)
     if json_output:
         typer.echo(result.to_json())
         return
@@ -271,12 +274,15 @@ def query(
         Path | None, typer.Option(help="Write an HTML gallery of the results to this file.")
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")] = "auto",
+    dask: Annotated[
+        str | None, typer.Option(help='Search on a Dask cluster: "local" or a scheduler address.')
+    ] = None,
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
     from tbhcli.querying import print_results, results_json
     from tbhcli.querying import query as run_query
 
-    results = run_query(images, top, store, model, radius, device)
+    results = run_query(images, top, store, model, radius, device, dask=dask)
     if html is not None:
         from tbhcli.gallery import write_gallery
         from tbhcli.store import open_store

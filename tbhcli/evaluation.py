@@ -16,14 +16,15 @@ from tbhcli.errors import TbhError
 from tbhcli.featureset import load_features
 from tbhcli.metrics import distance_histograms, evaluate_codes, parse_metric, pr_curve
 from tbhcli.runs import load_run
+from tbhcli.store import CodeStore, open_store
 from tbhcli.workspace import resolve_run, resolve_store
 
 
 @dataclass
 class LabelledCodes:
-    """Packed codes [N, bits / 8] with labels [N] or [N, C], and where they came from."""
+    """Packed codes [N, bits / 8] (an array or an open CodeStore) with labels, and their source."""
 
-    codes: np.ndarray
+    codes: np.ndarray | CodeStore
     labels: np.ndarray
     source: str
 
@@ -51,8 +52,6 @@ def encode_feature_set(run_path: Path, features_path: Path) -> LabelledCodes:
 
 def store_codes(store_path: Path, queries: Path | None) -> tuple[LabelledCodes, LabelledCodes]:
     """Database and query codes from a store; queries from `queries` (a store) or its query set."""
-    from tbhcli.store import open_store
-
     database = open_store(store_path)
     query_store = open_store(queries) if queries is not None else database.queries
     if query_store is None:
@@ -66,7 +65,7 @@ def store_codes(store_path: Path, queries: Path | None) -> tuple[LabelledCodes, 
         )
     db_labels, q_labels = _shared_label_ids(database, query_store)
     return (
-        LabelledCodes(database.read_codes(), db_labels, str(store_path)),
+        LabelledCodes(database, db_labels, str(store_path)),
         LabelledCodes(query_store.read_codes(), q_labels, f"{queries or store_path} (queries)"),
     )
 
@@ -95,8 +94,12 @@ def evaluate(
     store: Path | None = None,
     plot: Path | None = None,
     threads: int | None = None,
+    dask: str | None = None,
 ) -> Evaluation:
-    """Evaluate retrieval: feature sets when `database` is given, else the code store."""
+    """Evaluate retrieval: feature sets when `database` is given, else the code store.
+
+    `dask` ("local" or a scheduler address) ranks a store's blocks on a Dask cluster.
+    """
     metrics = metric or ["map@1000"]
     for name in metrics:
         parse_metric(name)  # fail on a typo before any work
@@ -110,7 +113,9 @@ def evaluate(
         db, q = store_codes(resolve_store(store), queries)
     if db.labels.ndim != q.labels.ndim:
         raise TbhError("database and query labels differ in kind (single- vs multi-label).")
-    scores = evaluate_codes(db.codes, db.labels, q.codes, q.labels, metrics, threads=threads)
+    scores = evaluate_codes(
+        db.codes, db.labels, q.codes, q.labels, metrics, threads=threads, dask=dask
+    )
     result = Evaluation(scores, db.source, q.source)
     if plot is not None:
         counts = distance_histograms(db.codes, db.labels, q.codes, q.labels)

@@ -70,7 +70,7 @@ def distance_histograms(
     rows = max(1, HISTOGRAM_CHUNK_BYTES // max(1, n_queries * n_bytes))
     offsets = (np.arange(n_queries) * width)[:, None]
     for start in range(0, len(db_codes), rows):
-        block = np.asarray(db_codes[start : start + rows])
+        block = _read_rows(db_codes, start, start + rows)
         dist = np.bitwise_count(query_codes[:, None, :] ^ block[None, :, :]).sum(
             axis=2, dtype=np.int64
         )
@@ -79,6 +79,13 @@ def distance_histograms(
         counts_all += np.bincount(cells, minlength=len(counts_all))
         counts_rel += np.bincount(cells[rel], minlength=len(counts_rel))
     return counts_all.reshape(n_queries, width), counts_rel.reshape(n_queries, width)
+
+
+def _read_rows(db_codes, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a packed-code array or of an open CodeStore (committed rows)."""
+    if hasattr(db_codes, "read_codes"):
+        return db_codes.read_codes(start, stop)
+    return np.asarray(db_codes[start:stop])
 
 
 def precision_within_radius(counts_all: np.ndarray, counts_rel: np.ndarray, radius: int) -> float:
@@ -113,11 +120,14 @@ def evaluate_codes(
     query_labels: np.ndarray,
     metrics: Sequence[str] | Iterable[str] = ("map@1000",),
     threads: int | None = None,
+    dask: str | None = None,
 ) -> dict[str, float]:
     """Compute the named metrics (see `parse_metric`) of packed codes against labels.
 
-    Ranked metrics use `tbhcli.search.topk`, exact with ties broken by database index; k larger
-    than the database is clamped to its size.
+    `db_codes` is a packed uint8 array [N, bits / 8] or an open CodeStore, which is then read
+    block by block (and, with `dask`, searched on a Dask cluster). Ranked metrics use
+    `tbhcli.search.topk`, exact with ties broken by database index; k larger than the database
+    is clamped to its size.
     """
     from tbhcli.search import topk
 
@@ -128,7 +138,7 @@ def evaluate_codes(
     ranked = [(n, kind, k) for n, (kind, k) in parsed.items() if kind in ("map", "p")]
     if ranked:
         deepest = max(min(k or len(db_codes), len(db_codes)) for _, _, k in ranked)
-        _, ids = topk(db_codes, query_codes, deepest, threads=threads)
+        _, ids = topk(db_codes, query_codes, deepest, threads=threads, dask=dask)
         relevant = ranked_relevance(query_labels, db_labels, ids)
         for name, kind, k in ranked:
             top = relevant[:, : min(k or len(db_codes), len(db_codes))]

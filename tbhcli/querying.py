@@ -103,10 +103,12 @@ def query(
     radius: int | None = None,
     device: str = "auto",
     batch_size: int = 256,
+    dask: str | None = None,
 ) -> list[QueryResult]:
     """The `top` nearest store items of each query image (within Hamming `radius` if given).
 
     `model` defaults to the store's own (verified by sha256, so query and database codes match).
+    `dask` ("local" or a scheduler address) searches the store's blocks on a Dask cluster.
     """
     from tbhcli.search import radius_search, topk
 
@@ -127,10 +129,10 @@ def query(
     workers = default_workers() if len(files) > batch_size else 0  # a pool pays off for folders
     codes, kept = encode_images(files, model_path, device, batch_size, workers)
     if radius is None:
-        dists, ids = topk(db, codes, min(top, len(db)))
+        dists, ids = topk(db, codes, min(top, len(db)), dask=dask)
         found = list(zip(dists, ids, strict=True))
     else:
-        found = [(d[:top], i[:top]) for d, i in radius_search(db, codes, radius)]
+        found = [(d[:top], i[:top]) for d, i in radius_search(db, codes, radius, dask=dask)]
     results = []
     for q, (d, i) in zip(kept, found, strict=True):
         paths, labels = db.lookup(i)

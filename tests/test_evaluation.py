@@ -1,6 +1,7 @@
 """`tbh evaluate` on feature sets: the CLI, its JSON and plot outputs, and its user errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +98,43 @@ def test_missing_labels_is_a_user_error(workspace):
     (workspace / "q.labels.npy").unlink()
     result = runner.invoke(app, ["evaluate", "--database", "db.npy", "--queries", "q.npy"])
     assert result.exit_code == 1 and "no labels" in result.output
+
+
+@pytest.fixture
+def image_workspace(tmp_path, monkeypatch):
+    """Tiny PNG classes, their features, an LSH run on the tiny backbone, its ONNX, a store."""
+    from tiny_workspace import make_images, make_lsh_run
+
+    from tbhcli.embedding import features
+    from tbhcli.indexing import index
+    from tbhcli.onnx_export import export
+
+    classes = {"a": 12, "b": 12, "c": 12}
+    make_images(tmp_path / "images", classes, seed=1)
+    make_images(tmp_path / "queries", {"a": 3, "b": 3, "c": 3}, seed=2)
+    for name in ("images", "queries"):
+        features(tmp_path / name, tmp_path / f"{name}.npy", backbone="tiny", workers=0)
+    run = make_lsh_run(tmp_path / "runs" / "lsh-32")
+    model = export(run, out=tmp_path / "onnx" / "lsh-32.onnx")
+    index(
+        tmp_path / "images",
+        store=tmp_path / "codes.zarr",
+        model=model,
+        queries=tmp_path / "queries",
+        workers=0,
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_store_level_equals_feature_level(image_workspace):
+    names = ["map@20", "p@5", "p@r2"]
+    on_store = evaluate(names)  # ./codes.zarr and its recorded query set
+    on_features = evaluate(names, database=Path("images.npy"), queries=Path("queries.npy"))
+    assert on_store.scores == pytest.approx(on_features.scores)
+
+
+def test_dask_evaluation_equals_local(image_workspace):
+    local = evaluate(["map@20", "p@r2"])
+    on_cluster = evaluate(["map@20", "p@r2"], dask="local")
+    assert on_cluster.scores == pytest.approx(local.scores)
