@@ -136,9 +136,9 @@ def train(
         typer.Option("--out", "-o", help="Run directory (default: runs/NAME-METHOD-BITS)."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue the run in --out from its checkpoint.")
+        bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")
     ] = False,
-    force: Annotated[bool, typer.Option(help="Overwrite the run in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the run in --out.")] = False,
     variant: Annotated[
         str, typer.Option(help="code (released code) or paper (paper figure).")
     ] = "code",
@@ -152,13 +152,24 @@ def train(
         str, typer.Option(help="auto (relu for features >= 0), relu or identity.")
     ] = "auto",
     single_bottleneck: Annotated[
-        bool, typer.Option(help="Ablation: decoder reads the codes; no continuous bottleneck.")
+        bool,
+        typer.Option(
+            "--single-bottleneck",
+            help="Ablation: decoder reads the codes; no continuous bottleneck.",
+        ),
     ] = False,
     fixed_graph: Annotated[
-        bool, typer.Option(help="Ablation: graph from the input features instead of the codes.")
+        bool,
+        typer.Option(
+            "--fixed-graph", help="Ablation: graph from the input features instead of the codes."
+        ),
     ] = False,
     deterministic_neuron: Annotated[
-        bool, typer.Option(help="Ablation: b = [logit > 0] with a straight-through gradient.")
+        bool,
+        typer.Option(
+            "--deterministic-neuron",
+            help="Ablation: b = [logit > 0] with a straight-through gradient.",
+        ),
     ] = False,
     eval_every: Annotated[
         int, typer.Option(help="Log mAP@1000 on --eval-queries every N steps (0: never).")
