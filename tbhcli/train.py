@@ -12,6 +12,8 @@ A checkpoint (model, both optimisers, RNG states, data order) makes `--resume` c
 
 import hashlib
 import json
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,6 +228,28 @@ def _progress():
     )
 
 
+class DeferredInterrupt:
+    """Ctrl-C during a step takes effect after it, so a saved checkpoint is always a whole step."""
+
+    def __enter__(self) -> "DeferredInterrupt":
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def fit_tbh(
     out: Path,
     data: FeatureSet,
@@ -251,8 +275,8 @@ def fit_tbh(
     steps, eval_every = config["steps"], config["eval_every"]
     log = open(log_path, "a", buffering=1)  # noqa: SIM115  (line-buffered: `tail -f` works)
     start_step, t0 = trainer.step, time.perf_counter()
-    last_eval = ""
-    with _progress() as bar:
+    last_eval = shown = ""
+    with _progress() as bar, DeferredInterrupt() as interrupt:
         task = bar.add_task(
             f"TBH {config['bits']} bits", total=steps, completed=start_step, rate=0.0, losses=""
         )
@@ -276,8 +300,8 @@ def fit_tbh(
                     last_eval = f" {EVAL_METRIC} {score:.4f}"
                     bar.update(task, losses=shown + last_eval)
                 if checkpoint_every and step % checkpoint_every == 0:
-                    log.flush()
                     trainer.save(ckpt, config)
+                interrupt.check()
         except KeyboardInterrupt:
             log.close()
             trainer.save(ckpt, config)

@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -75,19 +77,23 @@ def test_resume_equals_a_straight_run(feats, tmp_path):
     ]
 
 
-def test_interrupt_saves_a_checkpoint_that_resumes_mid_epoch(feats, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["exception", "sigint"])
+def test_interrupt_saves_a_checkpoint_that_resumes_mid_epoch(feats, tmp_path, monkeypatch, how):
     straight = quick(feats, tmp_path / "straight", steps=30)
     real_step = Trainer.train_step
 
     def interrupted(self):
         if self.step == 17:  # mid-epoch: 200 items are 4 batches of 50
-            raise KeyboardInterrupt
+            if how == "exception":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of a step
         return real_step(self)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         quick(feats, tmp_path / "cut", steps=30)
-    assert (tmp_path / "cut" / CHECKPOINT_FILE).is_file()
+    saved = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
+    assert saved["step"] == (17 if how == "exception" else 18)  # a signal lets the step finish
     assert not (tmp_path / "cut" / runs.ENCODER_FILE).exists()  # not a finished run
     monkeypatch.setattr(Trainer, "train_step", real_step)
     resumed = quick(feats, tmp_path / "cut", steps=30, resume=True)
