@@ -105,25 +105,22 @@ def table(args: argparse.Namespace) -> str:
         "| method | 16 bits | 32 bits | 64 bits | paper, CIFAR-10 16 / 32 / 64 |",
         "|---|---|---|---|---|",
     ]
-    for row in ROWS:
+    for row in args.rows:
         paper = " / ".join(f"{v:.3f}" for v in PAPER[row]) if PAPER[row] else "—"
         cells = " | ".join(cell(row, bits, args) for bits in BITS)
         lines.append(f"| {row} | {cells} | {paper} |")
     lines += ["", "Commands (bits ∈ {16, 32, 64}, seed ∈ {0, 1, 2}); each run is then scored with",
               f"`tbh evaluate --model RUN --database {args.db} --queries {args.queries}"
               f" --metric {METRIC}`:", ""]  # fmt: skip
-    lines += [f"- {row}: `{command(row, args)}`" for row in ROWS]
+    lines += [f"- {row}: `{command(row, args)}`" for row in args.rows]
     return "\n".join(lines) + "\n"
 
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-
-
-def write_report(path: Path, text: str) -> None:
-    """Replace what lies between BEGIN and END in `path` (the rest of the page is prose)."""
-    page = path.read_text()
-    head, rest = page.split(BEGIN, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}")
+def write_report(path: Path, text: str, section: str) -> None:
+    """Replace what lies between the section's markers in `path` (the rest is prose)."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    head, rest = path.read_text().split(begin, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")
 
 
 def main() -> None:
@@ -138,9 +135,10 @@ def main() -> None:
     parser.add_argument(
         "--report", type=Path, help="rewrite the table between the markers in this file and exit"
     )
+    parser.add_argument("--section", default="results", help="marker name used by --report")
     args = parser.parse_args()
     if args.report:
-        write_report(args.report, table(args))
+        write_report(args.report, table(args), args.section)
         return
     db = load_features(args.db, require_labels=True)
     queries = load_features(args.queries, require_labels=True)
