@@ -13,7 +13,7 @@ import time
 import torch
 
 from tbhcli.tbh import TBHConfig
-from tbhcli.train import Trainer
+from tbhcli.trainer import Trainer
 
 
 def gemm_shapes(cfg: TBHConfig, n: int) -> list[tuple[int, int, int]]:

@@ -4,16 +4,13 @@
         --eval-every 500 --eval-queries feats/mnist_q.npy
     tbh train feats/mnist_db.npy --bits 32 --method itq
 
-TBH trains the actor (encoder, continuous head, GCN, decoder) and the critic (two discriminators)
-with two Adam optimisers from one forward pass per step (tbh.losses). The code-driven graph is
-built per batch, so the batch size is part of the model: full batches only, reshuffled every epoch.
-A checkpoint (model, both optimisers, RNG states, data order) makes `--resume` continue bit-exactly.
+This module is the verb: presets, input checks, the run directory and its config. The code-driven
+graph is built per batch, so the batch size is part of the model: fewer items than a batch is an
+error. The TBH loop itself (two Adam optimisers, checkpoints, `--eval-every`) is tbhcli.trainer.
 """
 
 import hashlib
 import json
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,14 +19,13 @@ import torch
 
 import tbhcli
 from tbhcli import runs
-from tbhcli.codes import check_bits, pack_bits
+from tbhcli.codes import check_bits
 from tbhcli.errors import TbhError
-from tbhcli.featureset import FeatureSet, load_features, load_meta
-from tbhcli.tbh import VARIANTS, TBHConfig, TwinBottleneck, decoder_output_for, losses
+from tbhcli.featureset import load_features, load_meta
+from tbhcli.tbh import VARIANTS, TBHConfig, decoder_output_for
+from tbhcli.trainer import CHECKPOINT_FILE, EVAL_METRIC, HeldOut, fit_tbh
 
 METHODS = ("tbh", "itq", "pcah", "lsh")
-CHECKPOINT_FILE = "checkpoint.pt"
-EVAL_METRIC = "map@1000"
 
 
 @dataclass(frozen=True)
@@ -90,236 +86,6 @@ def prepare_out(out: Path, resume: bool, force: bool) -> bool:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     return resume and has_checkpoint
-
-
-# ---- evaluation during training ---------------------------------------------------------------
-
-
-class HeldOut:
-    """mAP@1000 of the current encoder: the training set is the database, `queries` the queries."""
-
-    def __init__(self, train: FeatureSet, queries: Path, device: torch.device):
-        if train.labels is None:
-            raise TbhError(f"--eval-every needs labels for {train.path} (NAME.labels.npy).")
-        q = load_features(queries, require_labels=True)
-        if q.dim != train.dim:
-            raise TbhError(
-                f"--eval-queries have D = {q.dim} but the features have D = {train.dim}."
-            )
-        self.db = torch.from_numpy(train.features).to(device)
-        self.db_labels = train.labels
-        self.q = torch.from_numpy(q.features).to(device)
-        self.q_labels = q.labels
-
-    @torch.no_grad()
-    def __call__(self, encoder: torch.nn.Module) -> float:
-        from tbhcli.metrics import evaluate_codes
-
-        db = pack_bits((encoder(self.db) > 0).cpu().numpy())
-        q = pack_bits((encoder(self.q) > 0).cpu().numpy())
-        return evaluate_codes(db, self.db_labels, q, self.q_labels, (EVAL_METRIC,))[EVAL_METRIC]
-
-
-# ---- TBH training loop ------------------------------------------------------------------------
-
-
-class Trainer:
-    """One TBH model, its two Adam optimisers, its RNG streams and its position in the data."""
-
-    def __init__(self, cfg: TBHConfig, x: torch.Tensor, batch_size: int, lr: float, seed: int):
-        torch.manual_seed(seed)  # the initial weights
-        self.model = TwinBottleneck(cfg).to(x.device)
-        self.actor = self.model.actor_parameters()
-        self.critic = self.model.critic_parameters()
-        self.actor_opt = torch.optim.Adam(self.actor, lr=lr, betas=(0.9, 0.999))
-        self.critic_opt = torch.optim.Adam(self.critic, lr=lr, betas=(0.9, 0.999))
-        self.data_gen = torch.Generator().manual_seed(seed)  # shuffles (CPU)
-        self.noise_gen = torch.Generator(x.device).manual_seed(seed + 1)  # priors, eps
-        self.x, self.batch_size, self.step = x, batch_size, 0
-        self.order = torch.empty(0, dtype=torch.long)
-        self.cursor = 0
-
-    def next_batch(self) -> torch.Tensor:
-        """Full batches of a fresh permutation each epoch; the tail (< batch size) is dropped."""
-        if self.cursor + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(self.x), generator=self.data_gen)
-            self.cursor = 0
-        idx = self.order[self.cursor : self.cursor + self.batch_size]
-        self.cursor += self.batch_size
-        return self.x[idx.to(self.x.device)]
-
-    def train_step(self) -> dict[str, torch.Tensor]:
-        """One actor and one critic update from the same forward pass (as the reference)."""
-        terms = losses(self.model, self.next_batch(), self.noise_gen)
-        critic_grads = torch.autograd.grad(terms["critic"], self.critic, retain_graph=True)
-        actor_grads = torch.autograd.grad(terms["actor"], self.actor)
-        for params, grads in ((self.critic, critic_grads), (self.actor, actor_grads)):
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
-        self.actor_opt.step()
-        self.critic_opt.step()
-        self.step += 1
-        return {k: v.detach() for k, v in terms.items()}
-
-    def state(self, config: dict) -> dict:
-        return {
-            "config": json.dumps(config),
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "data_gen": self.data_gen.get_state(),
-            "noise_gen": self.noise_gen.get_state(),
-            "order": self.order,
-            "cursor": self.cursor,
-        }
-
-    def save(self, path: Path, config: dict) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(config), tmp)
-        tmp.replace(path)
-
-    def load(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.data_gen.set_state(state["data_gen"])
-        self.noise_gen.set_state(state["noise_gen"])
-        self.order, self.cursor, self.step = state["order"], state["cursor"], state["step"]
-
-
-def load_checkpoint(path: Path, config: dict) -> dict:
-    """The checkpoint, after checking it was made with the same settings (`steps` may differ)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    old = json.loads(state["config"])
-    ignore = {"steps", "eval_every", "eval_queries", "device", "tbh_version", "checkpoint_every"}
-    changed = sorted(
-        k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k)
-    )
-    if changed:
-        raise TbhError(
-            f"cannot resume {path.parent}: settings differ from the checkpoint "
-            f"({', '.join(changed)}); rerun with the original settings or start over with --force."
-        )
-    if state["step"] > config["steps"]:
-        raise TbhError(
-            f"{path.parent} is already at step {state['step']} > --steps {config['steps']}."
-        )
-    return state
-
-
-def _progress():
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.1f} step/s"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"),
-        transient=False,
-    )
-
-
-class DeferredInterrupt:
-    """Ctrl-C during a step takes effect after it, so a saved checkpoint is always a whole step."""
-
-    def __enter__(self) -> "DeferredInterrupt":
-        self.requested = False
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._request)
-        return self
-
-    def _request(self, signum, frame) -> None:
-        self.requested = True
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-def fit_tbh(
-    out: Path,
-    data: FeatureSet,
-    config: dict,
-    device: torch.device,
-    resume: bool,
-    held_out: HeldOut | None,
-    log_every: int,
-    checkpoint_every: int,
-    quiet: bool,
-) -> None:
-    """Train TBH to `config["steps"]`, logging to log.jsonl, checkpointing, saving the encoder."""
-    x = torch.from_numpy(data.features).to(device)
-    trainer = Trainer(
-        TBHConfig(**config["model"]), x, config["batch_size"], config["lr"], config["seed"]
-    )
-    ckpt, log_path = out / CHECKPOINT_FILE, out / runs.LOG_FILE
-    if resume:
-        trainer.load(load_checkpoint(ckpt, config))
-        _truncate_log(log_path, trainer.step)
-    else:
-        log_path.write_text("")
-    steps, eval_every = config["steps"], config["eval_every"]
-    log = open(log_path, "a", buffering=1)  # noqa: SIM115  (line-buffered: `tail -f` works)
-    start_step, t0 = trainer.step, time.perf_counter()
-    last_eval = shown = ""
-    with _progress() as bar, DeferredInterrupt() as interrupt:
-        task = bar.add_task(
-            f"TBH {config['bits']} bits", total=steps, completed=start_step, rate=0.0, losses=""
-        )
-        bar.live.transient = quiet
-        try:
-            while trainer.step < steps:
-                terms = trainer.train_step()
-                step = trainer.step
-                if step % log_every == 0 or step == steps:
-                    row = {"step": step, **{k: float(v) for k, v in terms.items()}}
-                    row["time"] = round(time.perf_counter() - t0, 3)
-                    log.write(json.dumps(row) + "\n")
-                    rate = (step - start_step) / max(time.perf_counter() - t0, 1e-9)
-                    shown = (
-                        f"rec {row['rec']:.4g} adv_b {row['adv_b']:.3f} adv_z {row['adv_z']:.3f}"
-                    )
-                    bar.update(task, completed=step, rate=rate, losses=shown + last_eval)
-                if held_out is not None and eval_every and step % eval_every == 0:
-                    score = held_out(trainer.model.encoder)
-                    log.write(json.dumps({"step": step, EVAL_METRIC: score}) + "\n")
-                    last_eval = f" {EVAL_METRIC} {score:.4f}"
-                    bar.update(task, losses=shown + last_eval)
-                if checkpoint_every and step % checkpoint_every == 0:
-                    trainer.save(ckpt, config)
-                interrupt.check()
-        except KeyboardInterrupt:
-            log.close()
-            trainer.save(ckpt, config)
-            bar.console.print(
-                f"[yellow]checkpoint saved at step {trainer.step} in {out}; "
-                "add --resume to the same command to continue."
-            )
-            raise
-    log.close()
-    trainer.save(ckpt, config)
-    runs.save_run(out, config, trainer.model.encoder.cpu())
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint, so a resumed log reads like a straight one."""
-    if path.is_file():
-        rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
 
 
 # ---- the verb ---------------------------------------------------------------------------------
