@@ -42,12 +42,15 @@ def demo(
     workspace: Annotated[Path, typer.Option(help="Folder for images, runs, models, store.")] = Path(
         "demo"
     ),
-    steps: Annotated[int, typer.Option(help="TBH training steps per run.")] = 1500,
+    steps: Annotated[
+        int | None, typer.Option(help="TBH training steps per run (default: 1000, preset fast).")
+    ] = None,
 ) -> None:
     """Offline end-to-end demo on MNIST digits with EfficientNet-Lite0 features."""
+    from tbhcli.demo import TBH_STEPS
     from tbhcli.demo import demo as run_demo
 
-    run_demo(workspace, steps)
+    run_demo(workspace, steps or TBH_STEPS)
 
 
 @app.command()
