@@ -21,8 +21,8 @@ import numpy as np
 from tbhcli import runs
 from tbhcli.featureset import load_features
 from tbhcli.metrics import evaluate_codes
-from tbhcli.train import train
 from tbhcli.trainer import CHECKPOINT_FILE
+from tbhcli.training import train
 
 BITS = (16, 32, 64)
 SEEDS = (0, 1, 2)

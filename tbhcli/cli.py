@@ -183,7 +183,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
 ) -> None:
     """Train TBH (or an LSH / PCAH / ITQ baseline) and write runs/<name>/."""
-    from tbhcli.train import train as run_train
+    from tbhcli.training import train as run_train
 
     path = run_train(
         features,

@@ -43,7 +43,7 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
     from tbhcli.evaluation import evaluate
     from tbhcli.indexing import index
     from tbhcli.onnx_export import export
-    from tbhcli.train import train
+    from tbhcli.training import train
 
     ws = Path(workspace)
     ws.mkdir(parents=True, exist_ok=True)

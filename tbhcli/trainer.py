@@ -2,7 +2,7 @@
 
 One step is one forward pass of a full batch and one update of each optimiser (tbh.losses). The
 checkpoint holds the model, both optimisers, both RNG streams and the position in the epoch's data
-order, so resuming is bit-exact. `tbhcli.train.train` is the verb that sets this up.
+order, so resuming is bit-exact. `tbhcli.training.train` is the verb that sets this up.
 """
 
 import json

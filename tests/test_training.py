@@ -12,8 +12,8 @@ from tbhcli import runs
 from tbhcli.cli import app
 from tbhcli.featureset import labels_path, save_features
 from tbhcli.metrics import evaluate_codes
-from tbhcli.train import eval_curve, read_log, train
 from tbhcli.trainer import CHECKPOINT_FILE, Trainer
+from tbhcli.training import eval_curve, read_log, train
 
 BATCH = 50
 
