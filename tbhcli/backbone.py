@@ -12,7 +12,6 @@ ImageNet mean/std normalisation happens inside `forward`, so an exported ONNX mo
 - `tiny`: a small seeded random CNN (32-d, 32 px) for tests.
 """
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from tbhcli.errors import TbhError
+from tbhcli.files import file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -153,8 +153,4 @@ def weights_id(name: str, weights: Path | None) -> str:
     """Provenance of a backbone's weights: the file's sha256, or where the defaults come from."""
     if weights is None:
         return "random (seed 0)" if name == "tiny" else "imagenet"
-    digest = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + file_sha256(weights)

@@ -5,13 +5,13 @@ came up on CPU is an error, never a silent fallback: callers print which provide
 """
 
 import ctypes
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tbhcli.errors import TbhError
+from tbhcli.files import file_sha256
 
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
@@ -40,14 +40,6 @@ class ModelInfo:
         if self.input == "images":
             return (3, self.image_size, self.image_size)
         return (self.feature_dim,)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_info(path: str | Path) -> ModelInfo:

@@ -9,7 +9,6 @@ graph is built per batch, so the batch size is part of the model: fewer items th
 error. The TBH loop itself (two Adam optimisers, checkpoints, `--eval-every`) is tbhcli.trainer.
 """
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from tbhcli import runs
 from tbhcli.codes import check_bits
 from tbhcli.errors import TbhError
 from tbhcli.featureset import load_features, load_meta
+from tbhcli.files import file_sha256
 from tbhcli.tbh import VARIANTS, TBHConfig, decoder_output_for
 from tbhcli.trainer import CHECKPOINT_FILE, EVAL_METRIC, HeldOut, fit_tbh
 
@@ -43,14 +43,6 @@ PRESETS = {
     # measured in docs/results.md: same model and losses, 10x the learning rate, 30x fewer steps
     "fast": Preset(lr=1e-3, steps=3_000, note="Adam 1e-3, 3k steps (see docs/results.md)"),
 }
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pick_device(device: str) -> torch.device:
@@ -146,7 +138,7 @@ def train(
         "feature_dim": dim,
         "num_items": n,
         "features": str(features),
-        "features_sha256": sha256_of(features),
+        "features_sha256": file_sha256(features),
         "backbone": meta.get("backbone"),
         "image_size": meta.get("image_size"),
         "seed": seed,

@@ -6,7 +6,8 @@ import onnx
 from onnx import TensorProto, helper
 from tbhcli import infer
 from tbhcli.errors import TbhError
-from tbhcli.infer import create_session, file_sha256, model_info, run_codes
+from tbhcli.files import file_sha256
+from tbhcli.infer import create_session, model_info, run_codes
 from tbhcli.onnx_export import export
 
 
