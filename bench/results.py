@@ -1,7 +1,7 @@
 """Reproduce the results table of docs/results.md: mAP@1000 of TBH, its three ablations and the
 LSH / PCAH / ITQ baselines at 16, 32 and 64 bits, mean ± std over 3 seeds.
 
-    .venv/bin/python bench/results.py --db feats/mnist_db.npy --queries feats/mnist_q.npy \\
+    .venv/bin/python bench/results.py --db demo/features.npy --queries demo/queries.npy \\
         --runs runs/results --steps 500 --preset fast [--shard 0/2] [--report docs/results.md]
 
 Every cell is `tbh train` (through the library verb of the same name) followed by mAP@1000 of the
