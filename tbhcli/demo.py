@@ -79,7 +79,7 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
             f"{scores['tbh'][32]:.4f}), precision within radius 2 {stored.scores['p@r2']:.4f}"
         )
     console.print(
-        f"\nTry it:  [bold]cd {ws} && tbh query img.png --top 10[/]   "
+        f"\nTry it (with the virtualenv active):  [bold]cd {ws} && tbh query img.png --top 10[/]   "
         "(also: tbh evaluate --metric map@1000, tbh info, tbh duplicates --radius 0)"
     )
     return scores
