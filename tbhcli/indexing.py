@@ -31,7 +31,7 @@ from tbhcli.infer import (
     run_codes,
 )
 from tbhcli.store import QUERIES, StoreLock, StoreWriter, open_writer
-from tbhcli.workspace import MODELS_DIR, RUNS_DIR, resolve_model, resolve_store
+from tbhcli.workspace import MODELS_DIR, newest_finished_run, resolve_model, resolve_store
 
 console = Console(stderr=True)
 DECODE_TASK = 32  # images per worker task: small, so every worker helps with every batch
@@ -217,11 +217,10 @@ def image_model(model: Path | None) -> Path:
     if not models:
         raise TbhError("no image model in ./onnx; export a run with `tbh export`.")
     newest = max(models, key=lambda p: p.stat().st_mtime)
-    # a run folder's mtime moves when its weights are (re)written
-    runs = [p for p in RUNS_DIR.glob("*") if p.is_dir()]
-    if any(p.stat().st_mtime > newest.stat().st_mtime for p in runs):
+    run = newest_finished_run()
+    if run is not None and run[1] > newest.stat().st_mtime:
         console.print(
-            f"[yellow]note:[/] a run in {RUNS_DIR}/ is newer than {newest}; "
+            f"[yellow]note:[/] run {run[0]} is newer than {newest}; "
             "`tbh export` it to index with it.",
             highlight=False,
         )

@@ -16,9 +16,9 @@ from torch import nn
 
 from tbhcli.codes import pack_bits
 from tbhcli.errors import TbhError
+from tbhcli.workspace import ENCODER_FILE
 
 CONFIG_FILE = "config.json"
-ENCODER_FILE = "encoder.safetensors"
 LOG_FILE = "log.jsonl"
 
 

@@ -11,20 +11,27 @@ from tbhcli.errors import TbhError
 RUNS_DIR = Path("runs")
 MODELS_DIR = Path("onnx")
 STORE_PATH = Path("codes.zarr")
+ENCODER_FILE = "encoder.safetensors"  # written last by `tbh train`: a run that has it is finished
 
 
 def _newest(paths: list[Path]) -> Path | None:
     return max(paths, key=lambda p: p.stat().st_mtime, default=None)
 
 
+def newest_finished_run() -> tuple[Path, float] | None:
+    """(run directory, time its weights were written) of the newest finished run in ./runs."""
+    weights = _newest(list(RUNS_DIR.glob(f"*/{ENCODER_FILE}")))
+    return None if weights is None else (weights.parent, weights.stat().st_mtime)
+
+
 def resolve_run(run: str | Path | None) -> Path:
-    """The given run directory, or the newest `runs/*/` that holds a config.json."""
+    """The given run directory, or the newest finished one under `runs/`."""
     if run is not None:
         return Path(run)
-    newest = _newest([p.parent for p in RUNS_DIR.glob("*/config.json")])
+    newest = newest_finished_run()
     if newest is None:
-        raise TbhError("no run in ./runs; train one with `tbh train FEATURES.npy --bits 32`.")
-    return newest
+        raise TbhError("no trained run in ./runs; train one with `tbh train FEATURES.npy`.")
+    return newest[0]
 
 
 def resolve_model(model: str | Path | None) -> Path:
