@@ -21,7 +21,8 @@ from PIL import Image
 
 from tbhcli.backbone import load_backbone
 from tbhcli.baselines import LinearHash
-from tbhcli.indexing import decode_batches, default_workers, index
+from tbhcli.images import default_workers
+from tbhcli.indexing import decode_batches, index
 from tbhcli.infer import create_session, describe_provider, run_codes
 from tbhcli.onnx_export import export
 from tbhcli.runs import save_run

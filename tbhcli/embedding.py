@@ -6,7 +6,6 @@ Class subfolders give int labels: sorted folder names -> 0..C-1, kept in the met
 Files that cannot be decoded are skipped and counted, never fatal.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import tbhcli
 from tbhcli.backbone import load_backbone, weights_id
 from tbhcli.errors import TbhError
 from tbhcli.featureset import save_features, save_meta
-from tbhcli.images import ImageDecodeError, label_of, list_images, load_image
+from tbhcli.images import ImageDecodeError, default_workers, label_of, list_images, load_image
 
 console = Console(stderr=True)
 
@@ -39,11 +38,6 @@ class ImageFolder(Dataset):
         except ImageDecodeError:
             return torch.zeros((3, self.size, self.size), dtype=torch.uint8), False
         return torch.from_numpy(pixels), True
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core, at most 8 (the backbone needs the rest)."""
-    return min(8, len(os.sched_getaffinity(0)))
 
 
 def class_labels(paths: list[Path]) -> tuple[np.ndarray | None, list[str]]:

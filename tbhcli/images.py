@@ -7,6 +7,7 @@ equal to codes from `tbh features` + a run. The functions are top-level and take
 they can run in worker processes.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.Decompressio
 
 class ImageDecodeError(TbhError):
     """A file that looks like an image but cannot be decoded (corrupt, truncated, empty)."""
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core, at most 8 (the model needs the rest of the cores)."""
+    return min(8, len(os.sched_getaffinity(0)))
 
 
 def list_images(root: Path) -> list[Path]:

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tbhcli.errors import TbhError
-from tbhcli.images import ImageDecodeError, label_of, list_images, load_image
+from tbhcli.images import ImageDecodeError, default_workers, label_of, list_images, load_image
 from tbhcli.infer import (
     FEATURES_SUFFIX,
     ModelInfo,
@@ -86,14 +86,6 @@ def decode_batch(files: list[Path], size: int) -> DecodedBatch:
             errors.append((i, str(exc).removeprefix(f"cannot decode image {path}: ")))
     stacked = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), np.uint8)
     return DecodedBatch(stacked, ok, errors)
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core, at most 8 (inference and writing need the rest).
-
-    Kept here rather than imported from features.py, which pulls in torch (seconds of start-up).
-    """
-    return min(8, len(os.sched_getaffinity(0)))
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -13,8 +13,8 @@ import numpy as np
 from rich.console import Console
 
 from tbhcli.errors import TbhError
-from tbhcli.images import list_images
-from tbhcli.indexing import decode_batches, default_workers
+from tbhcli.images import default_workers, list_images
+from tbhcli.indexing import decode_batches
 from tbhcli.infer import create_session, describe_provider, model_info, run_codes
 from tbhcli.store import CodeStore, open_store
 from tbhcli.workspace import MODELS_DIR, resolve_store
