@@ -18,7 +18,14 @@ import tbhcli
 from tbhcli.backbone import load_backbone, weights_id
 from tbhcli.errors import TbhError
 from tbhcli.featureset import save_features, save_meta
-from tbhcli.images import ImageDecodeError, default_workers, label_of, list_images, load_image
+from tbhcli.images import (
+    ImageDecodeError,
+    check_workers,
+    default_workers,
+    label_of,
+    list_images,
+    load_image,
+)
 
 console = Console(stderr=True)
 
@@ -112,8 +119,7 @@ def features(
         raise TbhError(f"output must be a .npy file (got {out}); try -o {out.with_suffix('.npy')}.")
     if batch_size <= 0:
         raise TbhError(f"--batch-size must be positive (got {batch_size}).")
-    if workers is not None and workers < 0:
-        raise TbhError(f"--workers must be 0 (decode in this process) or more (got {workers}).")
+    workers = check_workers(workers)
     paths = list_images(images)
     if not paths:
         raise TbhError(f"no images found in {images} (looked for jpg, png, bmp, gif, webp, tiff).")

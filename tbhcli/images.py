@@ -30,6 +30,15 @@ def default_workers() -> int:
     return min(8, len(os.sched_getaffinity(0)))
 
 
+def check_workers(workers: int | None) -> int:
+    """A `--workers` value: 0 (decode in this process) or more; None -> `default_workers()`."""
+    if workers is None:
+        return default_workers()
+    if workers < 0:
+        raise TbhError(f"--workers must be 0 (decode in this process) or more (got {workers}).")
+    return workers
+
+
 def list_images(root: Path) -> list[Path]:
     """All image files under `root`, recursively, sorted, as paths relative to `root`.
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tbhcli.errors import TbhError
-from tbhcli.images import ImageDecodeError, default_workers, label_of, list_images, load_image
+from tbhcli.images import ImageDecodeError, check_workers, label_of, list_images, load_image
 from tbhcli.infer import (
     FEATURES_SUFFIX,
     ModelInfo,
@@ -251,7 +251,7 @@ def index(
             "(--input images) and pass that file as --model."
         )
     store_path = resolve_store(store, must_exist=False)
-    workers = default_workers() if workers is None else workers
+    workers = check_workers(workers)
     folders = [(images, None)] + ([(Path(queries), QUERIES)] if queries is not None else [])
     for folder, _ in folders:
         list_images(folder)  # a missing folder is a user error before any work starts

@@ -108,6 +108,13 @@ def test_features_model_cannot_index_images(workspace, tmp_path):
         _index(ws, features_model, tmp_path / "s.zarr")
 
 
+def test_negative_workers_is_a_user_error(workspace, tmp_path):
+    ws, _, model, _ = workspace
+    with pytest.raises(TbhError, match="--workers"):
+        _index(ws, model, tmp_path / "s.zarr", workers=-1)
+    assert not (tmp_path / "s.zarr").exists()
+
+
 class Killed(Exception):
     """Stands in for the process dying at a given point."""
 
