@@ -24,7 +24,11 @@ def parse_metric(name: str) -> tuple[str, int | None]:
     kind, k, radius = match.groups()
     if radius is not None:
         return "p@r", int(radius)
-    return kind, None if k == "all" else int(k)
+    if k == "all":
+        return kind, None
+    if int(k) == 0:  # would otherwise read as "all" wherever k is tested for truth
+        raise TbhError(f"{name!r} ranks no items; use K >= 1 or {kind}@all.")
+    return kind, int(k)
 
 
 def relevance(query_labels: np.ndarray, db_labels: np.ndarray) -> np.ndarray:

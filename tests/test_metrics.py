@@ -127,7 +127,7 @@ def test_parse_metric(name, parsed):
     assert metrics.parse_metric(name) == parsed
 
 
-@pytest.mark.parametrize("name", ["map", "map@", "recall@10", "p@r", "map@-1"])
+@pytest.mark.parametrize("name", ["map", "map@", "recall@10", "p@r", "map@-1", "map@0", "p@0"])
 def test_parse_metric_rejects_unknown(name):
     with pytest.raises(TbhError):
         metrics.parse_metric(name)
