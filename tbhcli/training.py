@@ -157,6 +157,10 @@ def train(
         runs.save_run(out, config, encoder)
         return out
 
+    if batch_size < 1:
+        raise TbhError(f"--batch-size must be at least 1 (got {batch_size}).")
+    if lr is not None and not lr > 0:
+        raise TbhError(f"--lr must be positive (got {lr}).")
     if n < batch_size:
         raise TbhError(
             f"{features} has {n} items, fewer than --batch-size {batch_size}; the per-batch graph "

@@ -181,6 +181,8 @@ def bad_inputs(tmp_path):
         "N < batch": ([tmp_path / "few.npy"], "fewer than --batch-size"),
         "labels": ([tmp_path / "mismatch.npy"], "99 rows"),
         "eval without queries": ([tmp_path / "ok.npy", "--eval-every", 5], "--eval-queries"),
+        "batch 0": ([tmp_path / "ok.npy", "--batch-size", 0], "--batch-size"),
+        "lr 0": ([tmp_path / "ok.npy", "--lr", 0], "--lr"),
     }
 
 
