@@ -1,11 +1,10 @@
 """`tbh info`: what a workspace holds — runs, exported models, and the code store."""
 
-import json
 from pathlib import Path
 
 from tbhcli.errors import TbhError
 from tbhcli.infer import model_info
-from tbhcli.runs import CONFIG_FILE
+from tbhcli.runs import CONFIG_FILE, load_config
 from tbhcli.store import open_store
 from tbhcli.workspace import MODELS_DIR, RUNS_DIR, STORE_PATH
 
@@ -20,7 +19,11 @@ def _size(path: Path) -> int:
 def _runs(workspace: Path) -> list[dict]:
     runs = []
     for cfg in sorted((workspace / RUNS_DIR).glob(f"*/{CONFIG_FILE}")):
-        config = json.loads(cfg.read_text())
+        try:
+            config = load_config(cfg.parent)
+        except TbhError as exc:
+            runs.append({"name": cfg.parent.name, "error": str(exc)})
+            continue
         runs.append(
             {
                 "name": cfg.parent.name,
@@ -103,10 +106,11 @@ def print_info(result: dict, console) -> None:
 
     console.print(f"workspace {result['workspace']}", highlight=False)
     runs = Table(title="runs (runs/)", title_justify="left")
-    for column in ("name", "method", "bits", "feature_dim", "backbone"):
+    run_columns = ("name", "method", "bits", "feature_dim", "backbone")
+    for column in run_columns:
         runs.add_column(column)
     for run in result["runs"]:
-        runs.add_row(*(str(run[c]) for c in ("name", "method", "bits", "feature_dim", "backbone")))
+        runs.add_row(*(str(run.get(c, "")) for c in run_columns))
     console.print(runs if result["runs"] else "runs: none (tbh train FEATURES.npy --bits 32)")
     models = Table(title="models (onnx/)", title_justify="left")
     columns = ("file", "method", "bits", "input", "backbone", "image_size")

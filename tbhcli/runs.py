@@ -77,10 +77,14 @@ def save_run(path: Path, config: dict, encoder: nn.Module) -> None:
 
 
 def load_config(path: str | Path) -> dict:
+    """The settings a run was trained with (its config.json)."""
     cfg = Path(path) / CONFIG_FILE
     if not cfg.is_file():
         raise TbhError(f"{path} is not a tbh run (no {CONFIG_FILE}); train one with `tbh train`.")
-    return json.loads(cfg.read_text())
+    try:
+        return json.loads(cfg.read_text())
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise TbhError(f"cannot read {cfg} ({exc}); retrain with `tbh train --force`.") from None
 
 
 def load_run(path: str | Path) -> Run:
@@ -91,6 +95,12 @@ def load_run(path: str | Path) -> Run:
     if not weights.is_file():
         raise TbhError(f"run {path} has no weights ({ENCODER_FILE}); it did not finish training.")
     encoder = build_encoder(config)
-    encoder.load_state_dict(load_file(str(weights)))
+    try:
+        encoder.load_state_dict(load_file(str(weights)))
+    except Exception as exc:  # safetensors and torch raise several types for a bad file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TbhError(
+            f"cannot load the weights of run {path} ({first}); retrain with `tbh train --force`."
+        ) from None
     encoder.eval()
     return Run(path, config, encoder)

@@ -40,3 +40,12 @@ def test_info_lists_runs_models_and_store(tmp_path, monkeypatch):
     assert (
         printed.exit_code == 0 and "lsh16.onnx" in printed.stdout and "5 images" in printed.stdout
     )
+
+
+def test_a_run_with_a_corrupt_config_is_listed_with_its_error(tmp_path):
+    make_lsh_run(tmp_path / "runs" / "good", bits=8)
+    make_lsh_run(tmp_path / "runs" / "bad", bits=8)
+    (tmp_path / "runs" / "bad" / "config.json").write_text("{not json")
+    bad, good = info(tmp_path)["runs"]
+    assert bad["name"] == "bad" and "cannot read" in bad["error"]
+    assert (good["name"], good["bits"]) == ("good", 8)

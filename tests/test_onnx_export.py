@@ -112,6 +112,16 @@ def test_unknown_input_is_a_user_error(tmp_path):
         export(make_lsh_run(tmp_path / "r"), input="pixels")
 
 
+def test_corrupt_run_files_are_user_errors(tmp_path):
+    run = make_lsh_run(tmp_path / "r", bits=8)
+    (run / "encoder.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(TbhError, match="cannot load the weights"):
+        export(run)
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(TbhError, match="cannot read"):
+        export(run)
+
+
 def test_cli_export_prints_the_verification(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_lsh_run(tmp_path / "runs" / "r8", bits=8)
