@@ -72,7 +72,8 @@ def store_codes(store_path: Path, queries: Path | None) -> tuple[LabelledCodes, 
 
 def _shared_label_ids(database, queries) -> tuple[np.ndarray, np.ndarray]:
     """Labels of both stores as ids in one class list (each store numbers its own classes)."""
-    if database.labels is None or queries.labels is None:
+    db_labels, q_labels = database.labels, queries.labels  # (N,), (Q,) int32; -1: no class
+    if not (db_labels >= 0).any() or not (q_labels >= 0).any():
         raise TbhError("evaluation needs labels: index images in class subfolders (DIR/CLASS/img).")
     names = sorted(set(database.classes) | set(queries.classes))
     ids = {name: i for i, name in enumerate(names)}
@@ -82,8 +83,8 @@ def _shared_label_ids(database, queries) -> tuple[np.ndarray, np.ndarray]:
         return table[np.where(labels < 0, len(classes), labels)]
 
     # Unlabelled items are -1 in the database and -2 among queries: relevant to nothing.
-    q = remap(queries.labels, queries.classes)
-    return remap(database.labels, database.classes), np.where(q < 0, -2, q)
+    q = remap(q_labels, queries.classes)
+    return remap(db_labels, database.classes), np.where(q < 0, -2, q)
 
 
 def evaluate(

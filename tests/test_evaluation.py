@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from tbhcli.baselines import fit_baseline
 from tbhcli.cli import app
+from tbhcli.errors import TbhError
 from tbhcli.evaluation import evaluate
 from tbhcli.featureset import save_features
 from tbhcli.metrics import evaluate_codes
@@ -98,6 +99,16 @@ def test_missing_labels_is_a_user_error(workspace):
     (workspace / "q.labels.npy").unlink()
     result = runner.invoke(app, ["evaluate", "--database", "db.npy", "--queries", "q.npy"])
     assert result.exit_code == 1 and "no labels" in result.output
+
+
+def test_store_without_labels_is_a_user_error(tmp_path):
+    from code_stores import random_codes, write_store
+
+    codes = random_codes(np.random.default_rng(0), 40, 16)
+    write_store(tmp_path / "db.zarr", codes, chunk_rows=16)
+    write_store(tmp_path / "q.zarr", codes[:5], chunk_rows=16)
+    with pytest.raises(TbhError, match="needs labels"):
+        evaluate(store=tmp_path / "db.zarr", queries=tmp_path / "q.zarr")
 
 
 @pytest.fixture
