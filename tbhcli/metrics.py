@@ -6,7 +6,7 @@ and every number here is reproducible (the paper's reference code used an unstab
 """
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -122,7 +122,7 @@ def evaluate_codes(
     db_labels: np.ndarray,
     query_codes: np.ndarray,
     query_labels: np.ndarray,
-    metrics: Sequence[str] | Iterable[str] = ("map@1000",),
+    metrics: Iterable[str] = ("map@1000",),
     threads: int | None = None,
     dask: str | None = None,
 ) -> dict[str, float]:

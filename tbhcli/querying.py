@@ -1,8 +1,8 @@
 """`tbh query`: images -> codes with the store's own model -> exact Hamming neighbours in the store.
 
 Query images (files, or folders expanded to their images) are decoded and encoded in batches with
-the ONNX model the store was built with, then searched by XOR + popcount (`search.py`): exact, ties
-broken by database row. Results print as a table, as JSON, or as an HTML gallery (gallery.py).
+the ONNX model the store was built with, then searched by XOR + popcount (`tbhcli.search`): exact,
+ties broken by database row. Results print as a table, as JSON, or as an HTML gallery (gallery.py).
 """
 
 import json

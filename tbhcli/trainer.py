@@ -123,7 +123,7 @@ def load_checkpoint(path: Path, config: dict) -> dict:
     """The checkpoint, after checking it was made with the same settings (`steps` may differ)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     old = json.loads(state["config"])
-    ignore = {"steps", "eval_every", "eval_queries", "device", "tbh_version", "checkpoint_every"}
+    ignore = {"steps", "eval_every", "eval_queries", "device", "tbh_version"}
     changed = sorted(
         k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k)
     )
