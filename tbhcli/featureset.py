@@ -108,7 +108,12 @@ def meta_path(path: Path) -> Path:
 def load_meta(path: str | Path) -> dict:
     """The feature set's provenance (`{}` for features made outside tbh)."""
     mpath = meta_path(Path(path))
-    return json.loads(mpath.read_text()) if mpath.is_file() else {}
+    if not mpath.is_file():
+        return {}
+    try:
+        return json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise TbhError(f"cannot read {mpath} ({exc}); fix or delete it.") from None
 
 
 def save_meta(path: str | Path, meta: dict) -> None:

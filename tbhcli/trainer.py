@@ -121,8 +121,13 @@ class Trainer:
 
 def load_checkpoint(path: Path, config: dict) -> dict:
     """The checkpoint, after checking it was made with the same settings (`steps` may differ)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    old = json.loads(state["config"])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        old = json.loads(state["config"])
+    except Exception as exc:  # torch and json raise several types for a bad or foreign file
+        raise TbhError(
+            f"cannot read the checkpoint {path} ({exc}); start over with --force."
+        ) from None
     ignore = {"steps", "eval_every", "eval_queries", "device", "tbh_version"}
     changed = sorted(
         k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k)

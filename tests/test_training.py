@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from tbhcli import runs
 from tbhcli.cli import app
+from tbhcli.errors import TbhError
 from tbhcli.featureset import labels_path, save_features
 from tbhcli.metrics import evaluate_codes
 from tbhcli.trainer import CHECKPOINT_FILE, Trainer
@@ -118,6 +119,16 @@ def test_resume_without_a_checkpoint_starts_the_run(feats, tmp_path):
     assert (run / runs.ENCODER_FILE).is_file()
     itq = quick(feats, tmp_path / "itq", method="itq")
     quick(feats, itq, method="itq", resume=True)  # a baseline is simply refitted
+
+
+def test_corrupt_checkpoint_or_meta_is_a_user_error(feats, tmp_path):
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(TbhError, match="cannot read the checkpoint"):
+        quick(feats, tmp_path / "killed", resume=True)
+    (tmp_path / "db.meta.json").write_text("{not json")
+    with pytest.raises(TbhError, match="db.meta.json"):
+        quick(feats, tmp_path / "run")
 
 
 def test_tbh_learns_codes_that_retrieve_the_clusters(tmp_path):
