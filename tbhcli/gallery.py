@@ -66,5 +66,6 @@ def write_gallery(results: list[QueryResult], root: Path, out: Path) -> Path:
         f"<style>{_STYLE}</style></head><body><h1>tbh query</h1>{''.join(sections)}</body></html>\n"
     )
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # found missing only after the search
     out.write_text(page, encoding="utf-8")
     return out

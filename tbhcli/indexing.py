@@ -222,6 +222,7 @@ def image_model(model: Path | None) -> Path:
 def write_errors(path: Path, tables: list[TableReport]) -> None:
     """One line per skipped file: `<folder>/<relative path>\t<reason>`."""
     lines = [f"{t.folder / p}\t{why}\n" for t in tables for p, why in t.errors]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # found missing only after the work
     Path(path).write_text("".join(lines))
 
 

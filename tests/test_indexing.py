@@ -80,11 +80,12 @@ def test_unreadable_files_are_skipped_counted_and_listed(tmp_path):
     (bad / "text.png").write_text("not an image")
     (bad / "truncated.png").write_bytes(good[0].read_bytes()[:200])
     (bad / "notes.txt").write_text("not an image extension: ignored")
-    report = _index(tmp_path, model, tmp_path / "s.zarr", errors=tmp_path / "errors.txt")
+    errors = tmp_path / "logs" / "errors.txt"  # a folder that --errors creates
+    report = _index(tmp_path, model, tmp_path / "s.zarr", errors=errors)
     assert report.added == 3
     skipped = sorted(p for p, _ in report.tables[0].errors)
     assert skipped == ["a/empty.jpg", "a/text.png", "a/truncated.png"]
-    listed = (tmp_path / "errors.txt").read_text().splitlines()
+    listed = errors.read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in listed) == [
         str(tmp_path / "images" / p) for p in skipped
     ]

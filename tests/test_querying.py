@@ -87,7 +87,7 @@ def test_cli_json_and_html_gallery(workspace, monkeypatch, tmp_path):
     monkeypatch.chdir(ws)
     odd = tmp_path / 'a<b>&"c.png'  # a path that must be escaped in HTML
     shutil.copy(queries[0], odd)
-    html_out = tmp_path / "gallery.html"
+    html_out = tmp_path / "out" / "gallery.html"  # a folder that --html creates
     result = CliRunner().invoke(
         app, ["query", str(odd), str(queries[1]), "--top", "5", "--json", "--html", str(html_out)]
     )
