@@ -240,6 +240,8 @@ class StoreLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "StoreLock":
+        if self.path.exists() and not self.path.is_dir():
+            raise TbhError(f"{self.path} is a file, not a code store; pass another --store.")
         self.path.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDONLY)
         if fcntl is not None:

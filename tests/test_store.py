@@ -119,6 +119,9 @@ def test_not_a_store(tmp_path):
     (tmp_path / "junk" / "file.txt").write_text("x")
     with pytest.raises(TbhError, match="not a code store"):
         _writer(tmp_path / "junk", tmp_path)
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(TbhError, match="not a code store"), StoreLock(tmp_path / "file.zarr"):
+        pass
 
 
 def test_lock_keeps_a_second_writer_out(tmp_path):
