@@ -48,8 +48,10 @@ def check_features(features: np.ndarray, where: str = "features") -> np.ndarray:
     """Validate a feature matrix (2-D, numeric, finite) and return it as float32."""
     if features.ndim != 2:
         raise TbhError(f"{where} must be a 2-D array [N, D], got shape {features.shape}.")
-    if not np.issubdtype(features.dtype, np.number):
-        raise TbhError(f"{where} must be numeric, got dtype {features.dtype}.")
+    kind = features.dtype
+    if not (np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)):
+        # complex is a number too, but float32 would silently drop its imaginary part
+        raise TbhError(f"{where} must be real numbers (int or float), got dtype {kind}.")
     features = np.ascontiguousarray(features, dtype=np.float32)
     bad = ~np.isfinite(features)
     if bad.any():

@@ -181,6 +181,8 @@ def bad_inputs(tmp_path):
     nan = np.ones((100, 4), np.float32)
     nan[3, 1] = np.nan
     np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "complex.npy", np.ones((100, 4), np.complex64))
+    np.save(tmp_path / "text.npy", np.full((100, 4), "x"))
     save_features(tmp_path / "few.npy", np.ones((30, 4)))
     save_features(tmp_path / "mismatch.npy", np.ones((100, 4)), np.zeros(99, np.int64))
     save_features(tmp_path / "ok.npy", np.random.default_rng(0).random((100, 4)))
@@ -188,6 +190,8 @@ def bad_inputs(tmp_path):
         "missing": ([tmp_path / "missing.npy"], "not found"),
         "1-D": ([tmp_path / "flat.npy"], "2-D"),
         "NaN": ([tmp_path / "nan.npy"], "NaN"),
+        "complex": ([tmp_path / "complex.npy"], "real numbers"),
+        "text": ([tmp_path / "text.npy"], "real numbers"),
         "bits 12": ([tmp_path / "ok.npy", "--bits", 12], "multiple of 8"),
         "N < batch": ([tmp_path / "few.npy"], "fewer than --batch-size"),
         "labels": ([tmp_path / "mismatch.npy"], "99 rows"),
