@@ -252,7 +252,17 @@ def fit_tbh(
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint, so a resumed log reads like a straight one."""
-    if path.is_file():
-        rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+    """Drop log rows written after the checkpoint, so a resumed log reads like a straight one.
+
+    A row that does not parse is dropped too: a kill can cut the last line short.
+    """
+    if not path.is_file():
+        return
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                rows.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    path.write_text("".join(r + "\n" for r in rows))
