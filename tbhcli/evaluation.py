@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tbhcli.errors import TbhError
-from tbhcli.featureset import load_features
+from tbhcli.featureset import check_label_kinds, load_features
 from tbhcli.metrics import distance_histograms, evaluate_codes, parse_metric, pr_curve
 from tbhcli.runs import load_run
 from tbhcli.store import CodeStore, open_store
@@ -112,8 +112,7 @@ def evaluate(
         q = encode_feature_set(run, queries)
     else:
         db, q = store_codes(resolve_store(store), queries)
-    if db.labels.ndim != q.labels.ndim:
-        raise TbhError("database and query labels differ in kind (single- vs multi-label).")
+    check_label_kinds(db.labels, q.labels)
     scores = evaluate_codes(
         db.codes, db.labels, q.codes, q.labels, metrics, threads=threads, dask=dask
     )

@@ -78,6 +78,17 @@ def check_labels(labels: np.ndarray, n: int, where: str = "labels") -> np.ndarra
     return labels.astype(np.int64)
 
 
+def check_label_kinds(db_labels: np.ndarray, query_labels: np.ndarray) -> None:
+    """Database and query labels must be comparable: both int [N], or both 0/1 [N, C], same C."""
+    if db_labels.ndim != query_labels.ndim:
+        raise TbhError("database and query labels differ in kind (single- vs multi-label).")
+    if db_labels.ndim == 2 and db_labels.shape[1] != query_labels.shape[1]:
+        raise TbhError(
+            f"database labels have {db_labels.shape[1]} classes but query labels have "
+            f"{query_labels.shape[1]}; label both with the same class list."
+        )
+
+
 def load_features(path: str | Path, require_labels: bool = False) -> FeatureSet:
     """Load and validate `NAME.npy` (+ `NAME.labels.npy` when present)."""
     path = Path(path)

@@ -16,7 +16,7 @@ import torch
 from tbhcli import runs
 from tbhcli.codes import pack_bits
 from tbhcli.errors import TbhError
-from tbhcli.featureset import FeatureSet, load_features
+from tbhcli.featureset import FeatureSet, check_label_kinds, load_features
 from tbhcli.tbh import TBHConfig, TwinBottleneck, losses
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -37,6 +37,7 @@ class HeldOut:
             raise TbhError(
                 f"--eval-queries have D = {q.dim} but the features have D = {train.dim}."
             )
+        check_label_kinds(train.labels, q.labels)
         self.db = torch.from_numpy(train.features).to(device)
         self.db_labels = train.labels
         self.q = torch.from_numpy(q.features).to(device)

@@ -111,6 +111,17 @@ def test_store_without_labels_is_a_user_error(tmp_path):
         evaluate(store=tmp_path / "db.zarr", queries=tmp_path / "q.zarr")
 
 
+def test_multi_labels_with_other_classes_are_a_user_error(workspace):
+    for name, classes in (("db", 3), ("q", 4)):
+        n = len(np.load(workspace / f"{name}.npy"))
+        np.save(workspace / f"{name}.labels.npy", np.eye(classes, dtype=np.int64)[np.arange(n) % 3])
+    with pytest.raises(TbhError, match="3 classes but query labels have 4"):
+        evaluate(database=workspace / "db.npy", queries=workspace / "q.npy")
+    np.save(workspace / "q.labels.npy", np.zeros(40, np.int64))
+    with pytest.raises(TbhError, match="differ in kind"):
+        evaluate(database=workspace / "db.npy", queries=workspace / "q.npy")
+
+
 @pytest.fixture
 def image_workspace(tmp_path, monkeypatch):
     """Tiny PNG classes, their features, an LSH run on the tiny backbone, its ONNX, a store."""
