@@ -57,18 +57,23 @@ def model_info(path: str | Path) -> ModelInfo:
     if "tbh.bits" not in props:
         raise TbhError(f"{path} has no tbh metadata; export the model with `tbh export`.")
     size = props.get("tbh.image_size")
-    return ModelInfo(
-        path=path,
-        sha256=file_sha256(path),
-        bits=int(props["tbh.bits"]),
-        input=props["tbh.input"],
-        image_size=int(size) if size else None,
-        feature_dim=int(props["tbh.feature_dim"]),
-        backbone=props.get("tbh.backbone") or None,
-        method=props["tbh.method"],
-        config_sha256=props["tbh.config_sha256"],
-        version=props["tbh.version"],
-    )
+    try:
+        return ModelInfo(
+            path=path,
+            sha256=file_sha256(path),
+            bits=int(props["tbh.bits"]),
+            input=props["tbh.input"],
+            image_size=int(size) if size else None,
+            feature_dim=int(props["tbh.feature_dim"]),
+            backbone=props.get("tbh.backbone") or None,
+            method=props["tbh.method"],
+            config_sha256=props["tbh.config_sha256"],
+            version=props["tbh.version"],
+        )
+    except (KeyError, ValueError) as exc:  # a missing key, or a number that is not one
+        raise TbhError(
+            f"{path} has incomplete tbh metadata ({exc}); export the model again with `tbh export`."
+        ) from None
 
 
 def gpu_count() -> int:

@@ -73,3 +73,8 @@ def test_model_info_rejects_foreign_files(tmp_path):
     onnx.save(helper.make_model(graph), str(tmp_path / "plain.onnx"))
     with pytest.raises(TbhError, match="no tbh metadata"):
         model_info(tmp_path / "plain.onnx")
+    partial = helper.make_model(graph)
+    helper.set_model_props(partial, {"tbh.bits": "8"})
+    onnx.save(partial, str(tmp_path / "partial.onnx"))
+    with pytest.raises(TbhError, match="incomplete tbh metadata"):
+        model_info(tmp_path / "partial.onnx")
