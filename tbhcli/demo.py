@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tbhcli.runs import ENCODER_FILE
+from tbhcli.workspace import ENCODER_FILE, MODELS_DIR, RUNS_DIR, STORE_PATH
 
 BITS = (16, 32, 64)
 METHODS = ("tbh", "itq", "pcah", "lsh")
@@ -61,7 +61,7 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
         # The run the query commands use is trained last, so it is the workspace's newest run.
         order = [(m, b) for b in BITS for m in METHODS if (m, b) != QUERY_RUN] + [QUERY_RUN]
         for method, bits in order:
-            run = ws / "runs" / f"{method}-{bits}"
+            run = ws / RUNS_DIR / f"{method}-{bits}"
             if not (run / ENCODER_FILE).is_file():
                 options = {"steps": steps, "preset": TBH_PRESET} if method == "tbh" else {}
                 train(db_features, bits, method, out=run, resume=run.exists(), **options)
@@ -69,11 +69,13 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
             scores[method][bits] = result.scores["map@1000"]
     print_table(scores, steps)
     with step("4/6 export: TBH-32 as ONNX (uint8 images -> packed codes)"):
-        model = export(ws / "runs" / "{}-{}".format(*QUERY_RUN), out=ws / "onnx" / "tbh-32.onnx")
+        model = export(
+            ws / RUNS_DIR / "{}-{}".format(*QUERY_RUN), out=ws / MODELS_DIR / "tbh-32.onnx"
+        )
     with step("5/6 index: database images into codes.zarr, query images as its query set"):
-        index(images, store=ws / "codes.zarr", model=model, queries=queries)
+        index(images, store=ws / STORE_PATH, model=model, queries=queries)
     with step("6/6 evaluate the store"):
-        stored = evaluate(["map@1000", "p@r2"], store=ws / "codes.zarr")
+        stored = evaluate(["map@1000", "p@r2"], store=ws / STORE_PATH)
         console.print(
             f"store: mAP@1000 {stored.scores['map@1000']:.4f} (feature level "
             f"{scores['tbh'][32]:.4f}), precision within radius 2 {stored.scores['p@r2']:.4f}"

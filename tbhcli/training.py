@@ -24,6 +24,7 @@ from tbhcli.featureset import load_features, load_meta
 from tbhcli.files import file_sha256
 from tbhcli.tbh import VARIANTS, TBHConfig, decoder_output_for
 from tbhcli.trainer import CHECKPOINT_FILE, EVAL_METRIC, HeldOut, fit_tbh
+from tbhcli.workspace import RUNS_DIR
 
 METHODS = ("tbh", "itq", "pcah", "lsh")
 
@@ -57,7 +58,7 @@ def pick_device(device: str) -> torch.device:
 
 
 def default_out(features: Path, method: str, bits: int) -> Path:
-    return Path("runs") / f"{features.name.removesuffix('.npy')}-{method}-{bits}"
+    return RUNS_DIR / f"{features.name.removesuffix('.npy')}-{method}-{bits}"
 
 
 def prepare_out(out: Path, resume: bool, force: bool) -> bool:
