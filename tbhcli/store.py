@@ -39,7 +39,7 @@ def _now() -> str:
 
 
 def code_chunk_rows(bits: int) -> int:
-    """Rows per `codes` chunk: a power of two near `CODE_CHUNK_BYTES`."""
+    """Rows per `codes` chunk: a power of two (>= 1024) of about `CODE_CHUNK_BYTES` of codes."""
     return 1 << max(10, (CODE_CHUNK_BYTES // (bits // 8)).bit_length() - 1)
 
 
