@@ -104,6 +104,8 @@ def evaluate(
     metrics = metric or ["map@1000"]
     for name in metrics:
         parse_metric(name)  # fail on a typo before any work
+    if plot is not None:
+        check_plot_path(plot)
     if database is not None:
         if queries is None:
             raise TbhError("--database needs --queries FEATURES.npy (labelled held-out queries).")
@@ -122,6 +124,15 @@ def evaluate(
         result.precision, result.recall = pr_curve(*counts)
         save_pr_plot(plot, result.precision, result.recall)
     return result
+
+
+def check_plot_path(path: Path) -> None:
+    """Refuse an image type matplotlib cannot write before the search runs, not after it."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix and suffix not in FigureCanvasBase.get_supported_filetypes():
+        raise TbhError(f"--plot {path}: unknown image type .{suffix}; use .png, .svg or .pdf.")
 
 
 def save_pr_plot(path: Path, precision: np.ndarray, recall: np.ndarray) -> None:

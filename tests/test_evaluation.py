@@ -85,6 +85,7 @@ def test_cli_json_and_plot(workspace):
         (["--database", "db.npy"], "--queries"),
         (["--database", "missing.npy", "--queries", "q.npy"], "not found"),
         (["--store", "nothing.zarr"], "no code store"),
+        (["--database", "db.npy", "--queries", "q.npy", "--plot", "pr.xyz"], "unknown image type"),
     ],
 )
 def test_cli_user_errors_are_one_line(workspace, args, message):
