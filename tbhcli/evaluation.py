@@ -63,6 +63,13 @@ def store_codes(store_path: Path, queries: Path | None) -> tuple[LabelledCodes, 
         raise TbhError(
             f"query codes have {query_store.bits} bits but the store has {database.bits}."
         )
+    # A recorded query set has no model of its own (it is the store's); a separate store does.
+    q_model = query_store.attrs.get("model_sha256")
+    if q_model is not None and q_model != database.attrs.get("model_sha256"):
+        raise TbhError(
+            f"query store {queries} was built with another model ({query_store.attrs.get('model')})"
+            f" than {store_path} ({database.attrs.get('model')}); index both with the same model."
+        )
     db_labels, q_labels = _shared_label_ids(database, query_store)
     return (
         LabelledCodes(database, db_labels, str(store_path)),

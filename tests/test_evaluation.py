@@ -112,6 +112,18 @@ def test_store_without_labels_is_a_user_error(tmp_path):
         evaluate(store=tmp_path / "db.zarr", queries=tmp_path / "q.zarr")
 
 
+def test_query_store_of_another_model_is_a_user_error(tmp_path):
+    import zarr
+    from code_stores import random_codes, write_store
+
+    codes = random_codes(np.random.default_rng(0), 40, 16)
+    for name, sha in (("db", "aaaa"), ("q", "bbbb")):
+        write_store(tmp_path / f"{name}.zarr", codes, chunk_rows=16)
+        zarr.open_group(tmp_path / f"{name}.zarr", mode="r+").attrs["model_sha256"] = sha
+    with pytest.raises(TbhError, match="another model"):
+        evaluate(store=tmp_path / "db.zarr", queries=tmp_path / "q.zarr")
+
+
 def test_multi_labels_with_other_classes_are_a_user_error(workspace):
     for name, classes in (("db", 3), ("q", 4)):
         n = len(np.load(workspace / f"{name}.npy"))
