@@ -98,3 +98,5 @@ def test_cli_json_table_and_errors(tmp_path, monkeypatch):
     assert missing.exit_code == 1 and "no code store" in missing.output
     negative = CliRunner().invoke(app, ["duplicates", "--radius", "-1"])
     assert negative.exit_code == 1 and "radius" in negative.output
+    no_threads = CliRunner().invoke(app, ["duplicates", "--threads", "0"])
+    assert no_threads.exit_code == 1 and "--threads" in no_threads.output
