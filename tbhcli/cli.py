@@ -260,15 +260,19 @@ def index(
             f"{table.folder}: {table.added} added, {table.already} already indexed, "
             f"{len(table.errors)} skipped (unreadable)",
             highlight=False,
+            soft_wrap=True,
         )
         for path, why in table.errors[:5]:
-            err_console.print(f"  [yellow]skipped[/] {path}: {why}", highlight=False)
+            err_console.print(
+                f"  [yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True
+            )
     if any(len(t.errors) > 5 for t in report.tables) and errors is None:
         err_console.print("  ... pass --errors FILE for the full list", highlight=False)
     err_console.print(
         f"store {report.store}: {report.rows} images; {report.added} added in "
         f"{report.seconds:.1f} s ({report.images_per_s:.0f} images/s)",
         highlight=False,
+        soft_wrap=True,
     )
 
 
