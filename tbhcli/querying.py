@@ -17,7 +17,7 @@ from tbhcli.images import default_workers, list_images
 from tbhcli.indexing import decode_batches
 from tbhcli.infer import create_session, describe_provider, model_info, run_codes
 from tbhcli.store import CodeStore, open_store
-from tbhcli.workspace import MODELS_DIR, resolve_store
+from tbhcli.workspace import MODELS_DIR, resolve_model, resolve_store
 
 console = Console(stderr=True)
 
@@ -60,10 +60,9 @@ def expand_images(items: list[Path]) -> list[Path]:
 def store_model(store: CodeStore, model: Path | None) -> Path:
     """`model`, or the file the store was built with: onnx/<name> here or beside the store."""
     if model is not None:
-        candidates = [Path(model)]
-    else:
-        name = store.attrs["model"]
-        candidates = [MODELS_DIR / name, store.path.parent / MODELS_DIR / name]
+        return resolve_model(model)  # "not found", not "the store was built with another"
+    name = store.attrs["model"]
+    candidates = [MODELS_DIR / name, store.path.parent / MODELS_DIR / name]
     for path in candidates:
         if path.is_file():
             return path

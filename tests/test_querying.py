@@ -80,6 +80,8 @@ def test_refuses_a_model_the_store_was_not_built_with(workspace, monkeypatch, tm
     monkeypatch.chdir(moved)
     with pytest.raises(TbhError, match="pass it with --model"):
         query(queries, device="cpu")
+    with pytest.raises(TbhError, match="model file not found"):
+        query(queries, model=tmp_path / "typo.onnx", device="cpu")
 
 
 def test_cli_json_and_html_gallery(workspace, monkeypatch, tmp_path):
