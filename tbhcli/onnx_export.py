@@ -37,6 +37,8 @@ VERIFY_BATCH = 16
 # the largest logit magnitude in the batch (float32 sums reordered across a deep backbone).
 LOGIT_RTOL = 1e-4
 
+MIN_OPSET = 11  # the oldest opset checked to export and verify (opset 5 cannot cast uint8)
+
 
 class Hasher(nn.Module):
     """Inputs -> packed codes uint8 [B, bits/8]; `logits` gives the pre-sign values [B, bits]."""
@@ -175,6 +177,8 @@ def export(
     """Export `run` (default: the newest under runs/) to ONNX, verify it against torch, and
     return the model path (default `onnx/<run>.onnx`). The verification is printed to stderr.
     """
+    if opset < MIN_OPSET:
+        raise TbhError(f"--opset must be at least {MIN_OPSET} (got {opset}); the default is 17.")
     trained = load_run(resolve_run(run))
     hasher = build_hasher(trained, input, backbone_weights)
     out = Path(out) if out is not None else default_out(trained, input)
@@ -182,7 +186,12 @@ def export(
     batch = sample_batch(trained, input)
     # Written beside the target and renamed, so a half-written file is never the newest model.
     tmp = out.with_name(out.name + ".tmp")
-    model = _to_onnx(hasher, batch[:2], tmp, input, opset)
+    try:
+        model = _to_onnx(hasher, batch[:2], tmp, input, opset)
+    except RuntimeError as exc:
+        if "opset" not in str(exc):
+            raise
+        raise TbhError(f"--opset {opset} is not supported by this torch ({exc}); try 17.") from None
     model.doc_string = f"tbh {tbhcli.__version__}: {input} -> packed {trained.bits}-bit codes"
     for key, value in metadata(trained, input).items():
         model.metadata_props.add(key=key, value=value)

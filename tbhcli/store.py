@@ -117,6 +117,8 @@ class CodeStore:
 def _open_group(path: Path, mode: str) -> zarr.Group:
     try:
         group = zarr.open_group(path, mode=mode, zarr_format=3)
+    except PermissionError as exc:
+        raise TbhError(f"cannot open the code store {path}: {exc.strerror}.") from None
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise TbhError(
             f"{path} is not a zarr v3 code store ({exc}); build one with `tbh index`."

@@ -131,3 +131,11 @@ def test_cli_export_prints_the_verification(tmp_path, monkeypatch):
     assert (tmp_path / "onnx" / "r8.onnx").is_file()
     missing = CliRunner().invoke(app, ["export", "runs/nope"])
     assert missing.exit_code == 1 and "not a tbh run" in missing.output
+
+
+@pytest.mark.parametrize("opset, message", [(5, "at least"), (99, "not supported")])
+def test_unusable_opset_is_a_user_error(tmp_path, opset, message):
+    run = make_lsh_run(tmp_path / "runs" / "lsh")
+    with pytest.raises(TbhError, match=message):
+        export(run, out=tmp_path / "m.onnx", opset=opset)
+    assert not (tmp_path / "m.onnx").exists()

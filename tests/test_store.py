@@ -157,3 +157,18 @@ def test_interrupted_creation_starts_over(tmp_path, monkeypatch):
     q.append(codes[:1], paths[:1], q.label_ids([None]))
     s = open_store(tmp_path / "s.zarr")
     assert len(s) == 2 and len(s.queries) == 1
+
+
+def test_unreadable_store_is_a_user_error(tmp_path, monkeypatch):
+    store = tmp_path / "s.zarr"
+    writer = _writer(store, tmp_path)
+    codes, paths = _rows(3)
+    writer.append(codes, paths, writer.label_ids([p.split("/")[0] for p in paths]))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    # Root reads any file, so the refusal is simulated where zarr opens the group.
+    monkeypatch.setattr(zarr, "open_group", denied)
+    with pytest.raises(TbhError, match="Permission denied"):
+        open_store(store)
