@@ -15,7 +15,7 @@ from rich.console import Console
 from tbhcli.errors import TbhError
 from tbhcli.images import default_workers, list_images
 from tbhcli.indexing import decode_batches
-from tbhcli.infer import create_session, describe_provider, model_info, run_codes
+from tbhcli.infer import ModelInfo, create_session, describe_provider, model_info, run_codes
 from tbhcli.store import CodeStore, open_store
 from tbhcli.workspace import MODELS_DIR, resolve_model, resolve_store
 
@@ -73,10 +73,18 @@ def store_model(store: CodeStore, model: Path | None) -> Path:
 
 
 def encode_images(
-    files: list[Path], model: Path, device: str = "auto", batch_size: int = 256, workers: int = 0
+    files: list[Path],
+    model: Path,
+    device: str = "auto",
+    batch_size: int = 256,
+    workers: int = 0,
+    info: ModelInfo | None = None,
 ) -> tuple[np.ndarray, list[Path]]:
-    """Codes uint8 [n, bits/8] of the decodable `files`, and those files (others are reported)."""
-    info = model_info(model)
+    """Codes uint8 [n, bits/8] of the decodable `files`, and those files (others are reported).
+
+    `info` is the model's metadata when the caller already read it (reading hashes the file).
+    """
+    info = info or model_info(model)
     if info.input != "images":
         raise TbhError(f"{model} takes {info.input}, not images; pass the images model (--model).")
     session, provider = create_session(model, device)
@@ -119,14 +127,15 @@ def query(
     if not len(db):
         raise TbhError(f"store {db.path} is empty; index images with `tbh index IMAGES_DIR`.")
     model_path = store_model(db, model)
-    if model_info(model_path).sha256 != db.attrs["model_sha256"]:
+    info = model_info(model_path)
+    if info.sha256 != db.attrs["model_sha256"]:
         raise TbhError(
             f"{model_path} is not the model store {db.path} was built with "
             f"({db.attrs['model']}); pass that file with --model."
         )
     files = expand_images(images)
     workers = default_workers() if len(files) > batch_size else 0  # a pool pays off for folders
-    codes, kept = encode_images(files, model_path, device, batch_size, workers)
+    codes, kept = encode_images(files, model_path, device, batch_size, workers, info)
     if radius is None:
         dists, ids = topk(db, codes, min(top, len(db)), dask=dask)
         found = list(zip(dists, ids, strict=True))
