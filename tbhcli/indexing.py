@@ -23,7 +23,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tbhcli.errors import TbhError
 from tbhcli.images import ImageDecodeError, check_workers, label_of, list_images, load_image
 from tbhcli.infer import (
-    FEATURES_SUFFIX,
     ModelInfo,
     create_session,
     describe_provider,
@@ -31,7 +30,7 @@ from tbhcli.infer import (
     run_codes,
 )
 from tbhcli.store import QUERIES, StoreLock, StoreWriter, open_writer
-from tbhcli.workspace import MODELS_DIR, newest_finished_run, resolve_model, resolve_store
+from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
 console = Console(stderr=True)
 DECODE_TASK = 32  # images per worker task: small, so every worker helps with every batch
@@ -202,13 +201,10 @@ def index_folder(
 
 
 def image_model(model: Path | None) -> Path:
-    """`model`, or the newest onnx/*.onnx that takes images (feature models end .features.onnx)."""
+    """`model`, or the newest images model, with a note when a newer run was not exported yet."""
     if model is not None:
         return resolve_model(model)
-    models = [p for p in MODELS_DIR.glob("*.onnx") if not p.name.endswith(FEATURES_SUFFIX)]
-    if not models:
-        raise TbhError("no image model in ./onnx; export a run with `tbh export`.")
-    newest = max(models, key=lambda p: p.stat().st_mtime)
+    newest = resolve_model(None)
     run = newest_finished_run()
     if run is not None and run[1] > newest.stat().st_mtime:
         console.print(

@@ -16,7 +16,6 @@ from tbhcli.files import file_sha256
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-FEATURES_SUFFIX = ".features.onnx"  # file suffix of features -> codes models; plain .onnx: images
 
 
 @dataclass(frozen=True)

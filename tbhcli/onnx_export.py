@@ -26,9 +26,9 @@ import onnx
 import tbhcli
 from tbhcli.codes import pack_bits_torch, unpack_bits
 from tbhcli.errors import TbhError
-from tbhcli.infer import FEATURES_SUFFIX, create_session, run_codes
+from tbhcli.infer import create_session, run_codes
 from tbhcli.runs import Run, load_run
-from tbhcli.workspace import MODELS_DIR, resolve_run
+from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, resolve_run
 
 console = Console(stderr=True)
 INPUTS = ("images", "features")

@@ -11,6 +11,7 @@ from tbhcli.errors import TbhError
 RUNS_DIR = Path("runs")
 MODELS_DIR = Path("onnx")
 STORE_PATH = Path("codes.zarr")
+FEATURES_SUFFIX = ".features.onnx"  # features -> codes models; a plain .onnx takes images
 ENCODER_FILE = "encoder.safetensors"  # written last by `tbh train`: a run that has it is finished
 
 
@@ -35,15 +36,16 @@ def resolve_run(run: str | Path | None) -> Path:
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """The given ONNX file, or the newest `onnx/*.onnx`."""
+    """The given ONNX file, or the newest `onnx/*.onnx` that takes images."""
     if model is not None:
         path = Path(model)
         if not path.is_file():
             raise TbhError(f"model file not found: {path}")
         return path
-    newest = _newest(list(MODELS_DIR.glob("*.onnx")))
+    models = [p for p in MODELS_DIR.glob("*.onnx") if not p.name.endswith(FEATURES_SUFFIX)]
+    newest = _newest(models)
     if newest is None:
-        raise TbhError("no model in ./onnx; export one with `tbh export`.")
+        raise TbhError("no image model in ./onnx; export a run with `tbh export`.")
     return newest
 
 
