@@ -34,6 +34,18 @@ app = typer.Typer(
 )
 
 
+# Options that several commands share.
+StoreOption = Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")]
+ThreadsOption = Annotated[int | None, typer.Option(help="Search threads (default: all).")]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Decoding processes (default: one per core, at most 8).")
+]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")]
+DaskOption = Annotated[
+    str | None, typer.Option(help='Search on a Dask cluster: "local" or a scheduler address.')
+]
+
+
 # ---- commands: each block is owned by the module it calls --------------------------------------
 
 
@@ -69,9 +81,7 @@ def features(
         int | None, typer.Option(help="Square input side in pixels (default: the backbone's).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
-    workers: Annotated[
-        int | None, typer.Option(help="Decoding processes (default: one per core, at most 8).")
-    ] = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
     from tbhcli.embedding import features as run_features
@@ -95,13 +105,11 @@ def evaluate(
         Path | None,
         typer.Option(help="Query features .npy (with --database), or a query store."),
     ] = None,
-    store: Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")] = None,
+    store: StoreOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write the PR curve to this image.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Search threads (default: all).")] = None,
-    dask: Annotated[
-        str | None, typer.Option(help='Search on a Dask cluster: "local" or a scheduler address.')
-    ] = None,
+    threads: ThreadsOption = None,
+    dask: DaskOption = None,
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
     from tbhcli.evaluation import evaluate as run_evaluate
@@ -180,7 +188,7 @@ def train(
     eval_queries: Annotated[
         Path | None, typer.Option(help="Held-out queries NAME.npy with NAME.labels.npy.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Train TBH (or an LSH / PCAH / ITQ baseline) and write runs/<name>/."""
     from tbhcli.training import train as run_train
@@ -235,7 +243,7 @@ def export(
 @app.command()
 def index(
     images: Annotated[Path, typer.Argument(help="Image folder (recursive; class subfolders).")],
-    store: Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")] = None,
+    store: StoreOption = None,
     model: Annotated[
         Path | None, typer.Option(help="ONNX model (default: the newest in onnx/).")
     ] = None,
@@ -243,13 +251,11 @@ def index(
         Path | None, typer.Option(help="Folder of query images recorded for `tbh evaluate`.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 256,
-    workers: Annotated[
-        int | None, typer.Option(help="Decoding processes (default: one per core, at most 8).")
-    ] = None,
+    workers: WorkersOption = None,
     errors: Annotated[
         Path | None, typer.Option(help="Write the skipped (unreadable) files to this file.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
     from tbhcli.indexing import index as run_index
@@ -283,7 +289,7 @@ def query(
     radius: Annotated[
         int | None, typer.Option(help="Only neighbours within this Hamming distance.")
     ] = None,
-    store: Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")] = None,
+    store: StoreOption = None,
     model: Annotated[
         Path | None, typer.Option(help="ONNX model (default: the one the store was built with).")
     ] = None,
@@ -291,10 +297,8 @@ def query(
     html: Annotated[
         Path | None, typer.Option(help="Write an HTML gallery of the results to this file.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")] = "auto",
-    dask: Annotated[
-        str | None, typer.Option(help='Search on a Dask cluster: "local" or a scheduler address.')
-    ] = None,
+    device: DeviceOption = "auto",
+    dask: DaskOption = None,
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
     from tbhcli.querying import print_results, results_json
@@ -317,8 +321,8 @@ def query(
 @app.command()
 def duplicates(
     radius: Annotated[int, typer.Option(help="Most bits two near duplicates may differ in.")] = 2,
-    store: Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")] = None,
-    threads: Annotated[int | None, typer.Option(help="Search threads (default: all).")] = None,
+    store: StoreOption = None,
+    threads: ThreadsOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON groups.")] = False,
 ) -> None:
     """List groups of indexed images whose codes are within --radius bits of each other."""
