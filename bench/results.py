@@ -2,7 +2,8 @@
 LSH / PCAH / ITQ baselines at 16, 32 and 64 bits, mean ± std over 3 seeds.
 
     .venv/bin/python bench/results.py --db demo/features.npy --queries demo/queries.npy \\
-        --runs runs/results --steps 500 --preset fast [--shard 0/2] [--report docs/results.md]
+        --runs runs/results --steps 500 --preset fast [--gamma G] [--shard 0/2] \\
+        [--report docs/results.md]
 
 Every cell is `tbh train` (through the library verb of the same name) followed by mAP@1000 of the
 queries against the training set as the database (`tbh evaluate --model RUN --database DB
@@ -57,9 +58,16 @@ def is_tbh(row: str) -> bool:
     return "method" not in ROWS[row][0]
 
 
+def has_graph(row: str) -> bool:
+    """TBH rows whose model builds a per-batch graph, the rows --gamma applies to."""
+    return is_tbh(row) and "single_bottleneck" not in ROWS[row][0]
+
+
 def command(row: str, args: argparse.Namespace, bits: str = "{bits}", seed: str = "{seed}") -> str:
     """The `tbh train` command of one cell."""
     schedule = f" --steps {args.steps} --preset {args.preset}" if is_tbh(row) else ""
+    if args.gamma is not None and has_graph(row):
+        schedule += f" --gamma {args.gamma:g}"
     out = args.runs / f"{slug(row)}-{bits}-s{seed}"
     return f"tbh train {args.db} --bits {bits} --seed {seed}{ROWS[row][1]}{schedule} --out {out}"
 
@@ -76,6 +84,8 @@ def run_cell(row: str, bits: int, seed: int, args: argparse.Namespace, db, queri
         # resuming is bit-exact, so extending a cell equals training it straight to --steps
         resume = bool(done) and (out / CHECKPOINT_FILE).is_file() and done["steps"] < steps
         kwargs |= {"steps": steps, "preset": args.preset, "resume": resume}
+    if args.gamma is not None and has_graph(row):
+        kwargs["gamma"] = args.gamma
     t0 = time.perf_counter()
     train(
         args.db, bits=bits, seed=seed, out=out, force=not kwargs.get("resume"), quiet=True, **kwargs
@@ -131,6 +141,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/results"))
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--gamma", type=float, help="graph exponent of the TBH rows (tbh --gamma)")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
     parser.add_argument("--rows", nargs="*", default=list(ROWS), help="subset of row names")
     parser.add_argument(

@@ -162,6 +162,13 @@ def train(
     decoder_output: Annotated[
         str, typer.Option(help="auto (relu for features >= 0), relu or identity.")
     ] = "auto",
+    gamma: Annotated[
+        float | None,
+        typer.Option(
+            help="Exponent of the code-driven graph A = (1 - Dh/M)^gamma (default: 1.4, "
+            "paper 1.0); larger = a more local graph. See docs/results.md."
+        ),
+    ] = None,
     single_bottleneck: Annotated[
         bool,
         typer.Option(
@@ -207,6 +214,7 @@ def train(
         preset=preset,
         lr=lr,
         decoder_output=decoder_output,
+        gamma=gamma,
         single_bottleneck=single_bottleneck,
         fixed_graph=fixed_graph,
         stochastic_neuron=not deterministic_neuron,

@@ -98,6 +98,7 @@ def train(
     preset: str = "faithful",
     lr: float | None = None,
     decoder_output: str = "auto",
+    gamma: float | None = None,
     single_bottleneck: bool = False,
     fixed_graph: bool = False,
     stochastic_neuron: bool = True,
@@ -111,6 +112,7 @@ def train(
 ) -> Path:
     """Train a hasher on `features` (NAME.npy [N, D]) and return its run directory.
 
+    `gamma` is the graph's exponent (Eq. 4; default: the variant's, 1.4 code / 1.0 paper).
     `model_fields` sets any other `TBHConfig` field (e.g. `{"adversarial_weight": 10.0}`); it is
     recorded in the run's config like every other setting.
     """
@@ -162,6 +164,8 @@ def train(
         raise TbhError(f"--batch-size must be at least 1 (got {batch_size}).")
     if lr is not None and not lr > 0:
         raise TbhError(f"--lr must be positive (got {lr}).")
+    if gamma is not None and not gamma > 0:
+        raise TbhError(f"--gamma must be positive (got {gamma}).")
     if n < batch_size:
         raise TbhError(
             f"{features} has {n} items, fewer than --batch-size {batch_size}; the per-batch graph "
@@ -174,6 +178,8 @@ def train(
         "fixed_graph": fixed_graph,
         "stochastic_neuron": stochastic_neuron,
     }
+    if gamma is not None:
+        model_fields["gamma"] = gamma
     if decoder_output != "auto":
         model_fields["decoder_output"] = decoder_output
     elif variant == "code":  # the paper's decoder is linear; the code's follows the data's sign

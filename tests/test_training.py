@@ -174,6 +174,10 @@ def test_cli_trains_tbh_and_a_baseline(feats, tmp_path):
     res = cli(feats, "--bits", 8, "--steps", 10, "--batch-size", BATCH, "--out", tmp_path / "t")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "t" / runs.ENCODER_FILE).is_file()
+    args = ("--bits", 8, "--steps", 10, "--batch-size", BATCH, "--gamma", 8)
+    res = cli(feats, *args, "--variant", "paper", "--out", tmp_path / "g")
+    assert res.exit_code == 0, res.output
+    assert runs.load_config(tmp_path / "g")["model"]["gamma"] == 8  # --gamma beats the variant's
     res = cli(feats, "--method", "itq", "--bits", 8, "--out", tmp_path / "i")
     assert res.exit_code == 0, res.output
 
@@ -200,6 +204,7 @@ def bad_inputs(tmp_path):
         "eval without queries": ([tmp_path / "ok.npy", "--eval-every", 5], "--eval-queries"),
         "batch 0": ([tmp_path / "ok.npy", "--batch-size", 0], "--batch-size"),
         "lr 0": ([tmp_path / "ok.npy", "--lr", 0], "--lr"),
+        "gamma 0": ([tmp_path / "ok.npy", "--gamma", 0], "--gamma"),
     }
 
 
