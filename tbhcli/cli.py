@@ -315,11 +315,8 @@ def query(
     results = run_query(images, top, store, model, radius, device, dask=dask)
     if html is not None:
         from tbhcli.gallery import write_gallery
-        from tbhcli.store import open_store
-        from tbhcli.workspace import resolve_store
 
-        root = open_store(resolve_store(store)).root
-        err_console.print(f"gallery written to {write_gallery(results, root, html)}")
+        err_console.print(f"gallery written to {write_gallery(results, html)}")
     if json_output:
         typer.echo(results_json(results))
     else:

@@ -46,8 +46,8 @@ def _figure(path: Path, caption: str, css: str = "") -> str:
     return f'<figure class="{css}">{picture}<figcaption>{caption}</figcaption></figure>'
 
 
-def write_gallery(results: list[QueryResult], root: Path, out: Path) -> Path:
-    """Write the gallery of `results` (neighbour paths relative to the store's `root`) to `out`."""
+def write_gallery(results: list[QueryResult], out: Path) -> Path:
+    """Write the gallery of `results` (thumbnails read from each result's `root`) to `out`."""
     sections = []
     for result in results:
         figures = [
@@ -56,7 +56,7 @@ def write_gallery(results: list[QueryResult], root: Path, out: Path) -> Path:
         for row in result.rows():
             label = f" · {html.escape(row['label'])}" if row["label"] is not None else ""
             caption = f"#{row['rank']} · d={row['distance']}{label}<br>{html.escape(row['path'])}"
-            figures.append(_figure(root / row["path"], caption))
+            figures.append(_figure(result.root / row["path"], caption))
         sections.append(
             f"<section><h2>{html.escape(result.query.name)}</h2>"
             f'<div class="grid">{"".join(figures)}</div></section>'

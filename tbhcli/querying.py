@@ -29,8 +29,9 @@ class QueryResult:
     query: Path
     distances: np.ndarray  # int32 [k] Hamming distances
     ids: np.ndarray  # int64 [k] database rows
-    paths: list[str]  # relative to the store's root
+    paths: list[str]  # relative to `root`
     labels: list[str | None]
+    root: Path  # the indexed folder (the store's `root` attribute)
 
     def rows(self) -> list[dict]:
         """One dict per neighbour: rank, distance, id, path, label."""
@@ -145,7 +146,7 @@ def query(
     for q, (d, i) in zip(kept, found, strict=True):
         paths, labels = db.lookup(i)
         results.append(
-            QueryResult(q, np.asarray(d, np.int32), np.asarray(i, np.int64), paths, labels)
+            QueryResult(q, np.asarray(d, np.int32), np.asarray(i, np.int64), paths, labels, db.root)
         )
     return results
 
