@@ -69,7 +69,8 @@ def main() -> None:
         ld, lq = logits(run, db.features), logits(run, queries.features)
         bits = ld > 0
         median = np.median(ld, axis=0)
-        corr = np.corrcoef(bits.T.astype(np.float64))
+        with np.errstate(invalid="ignore"):  # a constant bit has no correlation (nan, skipped)
+            corr = np.corrcoef(bits.T.astype(np.float64))
         off = np.abs(corr[~np.eye(m, dtype=bool)])
         ones = bits.mean(axis=0)
         row = [
@@ -78,12 +79,9 @@ def main() -> None:
             score(*itq_bits(m, ld, lq), db, queries),
             reference[m],
         ]
-        cells = " | ".join(f"{v:.3f}" for v in row)
-        print(
-            f"| {path.name} | {m} | {cells} | {ones.min():.2f}–{ones.max():.2f} | "
-            f"{np.nanmean(off):.2f} |",
-            flush=True,
-        )
+        cells = [f"{path.parent.name}/{path.name}", str(m), *(f"{v:.3f}" for v in row)]
+        cells += [f"{ones.min():.2f}–{ones.max():.2f}", f"{np.nanmean(off):.2f}"]
+        print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
