@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
 import tbhcli
@@ -22,6 +21,7 @@ from tbhcli.images import (
     ImageDecodeError,
     check_workers,
     default_workers,
+    image_progress,
     label_of,
     list_images,
     load_image,
@@ -81,14 +81,7 @@ def embed_images(
     )
     features = np.zeros((len(paths), backbone.feature_dim), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
-    columns = (
-        TextColumn("[bold]embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8.0f} images/s"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with image_progress("embedding", console) as progress:
         task = progress.add_task("embed", total=len(paths), rate=0.0)
         start = 0
         for pixels, good in loader:

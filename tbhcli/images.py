@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tbhcli.errors import TbhError
 
@@ -37,6 +38,21 @@ def check_workers(workers: int | None) -> int:
     if workers < 0:
         raise TbhError(f"--workers must be 0 (decode in this process) or more (got {workers}).")
     return workers
+
+
+def image_progress(label: str, console) -> Progress:
+    """The progress bar of `tbh features` and `tbh index`: done / total, images/s, time left.
+
+    Tasks carry a `rate` field (images/s) that the caller updates.
+    """
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} images/s"),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 def list_images(root: Path) -> list[Path]:

@@ -18,10 +18,16 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tbhcli.errors import TbhError
-from tbhcli.images import ImageDecodeError, check_workers, label_of, list_images, load_image
+from tbhcli.images import (
+    ImageDecodeError,
+    check_workers,
+    image_progress,
+    label_of,
+    list_images,
+    load_image,
+)
 from tbhcli.infer import (
     ModelInfo,
     create_session,
@@ -176,15 +182,8 @@ def index_folder(
     todo = [p for p in relpaths if p.as_posix() not in done]
     report.already = len(relpaths) - len(todo)
     labels = writer.label_ids([label_of(p) for p in todo])  # (N,) registers new classes up front
-    columns = (
-        TextColumn(f"[bold]indexing {folder}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8.0f} images/s"),
-        TimeRemainingColumn(),
-    )
     batches = decode_batches([folder / p for p in todo], info.image_size, batch_size, workers)
-    with Progress(*columns, console=console) as progress:
+    with image_progress(f"indexing {folder}", console) as progress:
         task = progress.add_task("index", total=len(todo), rate=0.0)
         start = 0
         for batch in batches:
