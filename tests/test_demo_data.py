@@ -1,6 +1,8 @@
 import numpy as np
 from PIL import Image
+from typer.testing import CliRunner
 
+from tbhcli.cli import app
 from tbhcli.demo_data import read_mnist, stratified_split, write_mnist_images
 from tbhcli.images import label_of, list_images
 
@@ -45,3 +47,10 @@ def test_write_mnist_images_small_subset(tmp_path):
     # Another split replaces the old one instead of mixing with it.
     write_mnist_images(tmp_path, n_queries=20, seed=1, n=300)
     assert len(list_images(queries)) == 20 and len(list_images(database)) == 280
+
+
+def test_demo_refuses_zero_steps_before_any_work(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--steps", "0", "--workspace", str(tmp_path / "w")])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --steps must be at least 1 (got 0)."
+    assert not (tmp_path / "w").exists()  # nothing written: no images, no features
