@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from tbhcli.errors import TbhError
-from tbhcli.search import _n_threads, as_words, radius_search
+from tbhcli.search import as_words, check_threads, radius_search
 from tbhcli.search.kernels import popcount
 from tbhcli.store import open_store
 from tbhcli.workspace import resolve_store
@@ -158,7 +158,7 @@ def near_pairs(codes: np.ndarray, radius: int, threads: int | None = None):
     """Every pair of rows of codes uint8 [N, B] within `radius` bits: (i, j) int64 [P], i < j."""
     if radius < 0:
         raise TbhError(f"--radius must be 0 or more bits (got {radius}).")
-    _n_threads(threads)  # checked here too: the multi-index path does not use it
+    check_threads(threads)  # checked here too: the multi-index path does not use it
     return _multi_index_pairs(codes, radius) or _scan_pairs(codes, radius, threads)
 
 

@@ -126,7 +126,7 @@ def _check_k(k: int, n_rows: int) -> int:
     return min(int(k), n_rows)
 
 
-def _n_threads(threads: int | None) -> int:
+def check_threads(threads: int | None) -> int:
     """Worker threads for the kernels (they release the GIL): `threads`, or the usable cores."""
     if threads is not None and threads < 1:
         raise TbhError(f"--threads must be at least 1 (got {threads}).")
@@ -220,7 +220,7 @@ def topk(
         from tbhcli.search.cluster import dask_topk
 
         return dask_topk(source, query_words, k, bits, dask, threads)
-    best, n_threads = None, _n_threads(threads)
+    best, n_threads = None, check_threads(threads)
     for first, block in source.blocks():
         parts = block_topk(as_words(block), query_words, k, first, n_threads)
         best = merge_into(best, parts, k, bits)
@@ -300,7 +300,7 @@ def radius_search(
         from tbhcli.search.cluster import dask_radius
 
         return split_csr(dask_radius(source, query_words, radius, dask, threads))
-    n_threads = _n_threads(threads)
+    n_threads = check_threads(threads)
     pieces = [
         block_radius(as_words(block), query_words, radius, first, n_threads)
         for first, block in source.blocks()

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from tbhcli.errors import TbhError
-from tbhcli.search import _n_threads, _Source, as_words, block_radius, block_topk, merge_into
+from tbhcli.search import _Source, as_words, block_radius, block_topk, check_threads, merge_into
 
 CONNECT_TIMEOUT_S = 10  # how long to try a scheduler address before telling the user
 
@@ -55,12 +55,12 @@ def _read_words(path: str, start: int, stop: int) -> np.ndarray:
 
 
 def _task_topk(path, start, stop, query_words, k, threads):
-    return block_topk(_read_words(path, start, stop), query_words, k, start, _n_threads(threads))
+    return block_topk(_read_words(path, start, stop), query_words, k, start, check_threads(threads))
 
 
 def _task_radius(path, start, stop, query_words, radius, threads):
     words = _read_words(path, start, stop)
-    return block_radius(words, query_words, radius, start, _n_threads(threads))
+    return block_radius(words, query_words, radius, start, check_threads(threads))
 
 
 def _run(source, task, query_words, argument, address: str, threads: int | None):
