@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tbhcli import runs
-from tbhcli.baselines import fit_baseline
-from tbhcli.codes import pack_bits
-from tbhcli.featureset import load_features
-from tbhcli.metrics import average_precision, evaluate_codes, ranked_relevance
+from tbhcli.evaluation.metrics import average_precision, evaluate_codes, ranked_relevance
+from tbhcli.hashing import runs
+from tbhcli.hashing.baselines import fit_baseline
+from tbhcli.hashing.codes import pack_bits
+from tbhcli.imaging.featureset import load_features
 
 METRIC = "map@1000"
 TOP = 1000

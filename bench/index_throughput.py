@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tbhcli.backbone import load_backbone
-from tbhcli.baselines import LinearHash
-from tbhcli.images import default_workers
-from tbhcli.indexing import decode_batches, index
-from tbhcli.infer import create_session, describe_provider, run_codes
-from tbhcli.onnx_export import export
-from tbhcli.runs import save_run
+from tbhcli.deploy.export import export
+from tbhcli.deploy.runtime import create_session, describe_provider, run_codes
+from tbhcli.hashing.baselines import LinearHash
+from tbhcli.hashing.runs import save_run
+from tbhcli.imaging.backbones import load_backbone
+from tbhcli.imaging.images import default_workers
+from tbhcli.storage.indexing import decode_batches, index
 
 
 def write_jpegs(folder: Path, n: int, side: int = 256, seed: int = 0) -> list[Path]:

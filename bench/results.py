@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tbhcli import runs
-from tbhcli.featureset import load_features
-from tbhcli.metrics import evaluate_codes
-from tbhcli.trainer import CHECKPOINT_FILE
-from tbhcli.training import train
+from tbhcli.evaluation.metrics import evaluate_codes
+from tbhcli.hashing import runs
+from tbhcli.imaging.featureset import load_features
+from tbhcli.training.fit import train
+from tbhcli.training.loop import CHECKPOINT_FILE
 
 BITS = (16, 32, 64)
 SEEDS = (0, 1, 2)

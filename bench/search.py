@@ -124,7 +124,7 @@ def store_benchmark(rows: int, n_queries: int, k: int, threads: int) -> None:
     """Write a `rows` x 64-bit store, search it in a fresh process; report time and peak RSS."""
     import zarr
 
-    from tbhcli.store import code_chunk_rows
+    from tbhcli.storage.store import code_chunk_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "codes.zarr"

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from tbhcli.tbh import TBHConfig
-from tbhcli.trainer import Trainer
+from tbhcli.hashing.tbh import TBHConfig
+from tbhcli.training.loop import Trainer
 
 ROUNDS = 3
 

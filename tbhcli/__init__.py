@@ -3,8 +3,8 @@
 The CLI verbs are plain functions here, with the same names and arguments:
 `tbhcli.features`, `tbhcli.train`, `tbhcli.export`, `tbhcli.index`, `tbhcli.query`,
 `tbhcli.evaluate`, `tbhcli.duplicates`. They are imported on first use, so `import tbhcli` stays
-cheap. (Their modules are named for the stage, not the verb, so that importing a module never
-replaces the verb of the same name on the package.)
+cheap. The package's layout is the data path: imaging/ -> hashing/ + training/ -> deploy/ ->
+storage/ -> search/ -> evaluation/, with apps/ (query, duplicates, info, demo) and cli.py on top.
 """
 
 from importlib import import_module
@@ -13,13 +13,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _VERBS = {
-    "features": "tbhcli.embedding",
-    "train": "tbhcli.training",
-    "export": "tbhcli.onnx_export",
-    "index": "tbhcli.indexing",
-    "query": "tbhcli.querying",
-    "evaluate": "tbhcli.evaluation",
-    "duplicates": "tbhcli.dedup",
+    "features": "tbhcli.imaging.embed",
+    "train": "tbhcli.training.fit",
+    "export": "tbhcli.deploy.export",
+    "index": "tbhcli.storage.indexing",
+    "query": "tbhcli.apps.query",
+    "evaluate": "tbhcli.evaluation.evaluate",
+    "duplicates": "tbhcli.apps.duplicates",
 }
 __all__ = [*_VERBS, "__version__"]
 

@@ -59,8 +59,8 @@ def demo(
     ] = None,
 ) -> None:
     """Offline end-to-end demo on MNIST digits with EfficientNet-Lite0 features."""
-    from tbhcli.demo import TBH_STEPS
-    from tbhcli.demo import demo as run_demo
+    from tbhcli.apps.demo import TBH_STEPS
+    from tbhcli.apps.demo import demo as run_demo
 
     run_demo(workspace, TBH_STEPS if steps is None else steps)
 
@@ -84,7 +84,7 @@ def features(
     workers: WorkersOption = None,
 ) -> None:
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
-    from tbhcli.embedding import features as run_features
+    from tbhcli.imaging.embed import features as run_features
 
     run_features(images, out, backbone, weights, image_size, batch_size, workers)
 
@@ -112,7 +112,7 @@ def evaluate(
     dask: DaskOption = None,
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
-    from tbhcli.evaluation import evaluate as run_evaluate
+    from tbhcli.evaluation.evaluate import evaluate as run_evaluate
 
     result = run_evaluate(metric, model, database, queries, store, plot, threads, dask)
     if json_output:
@@ -198,7 +198,7 @@ def train(
     device: DeviceOption = "auto",
 ) -> None:
     """Train TBH (or an LSH / PCAH / ITQ baseline) and write runs/<name>/."""
-    from tbhcli.training import train as run_train
+    from tbhcli.training.fit import train as run_train
 
     path = run_train(
         features,
@@ -243,7 +243,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
 ) -> None:
     """Export a run to one ONNX file (images or features -> packed codes), checked against torch."""
-    from tbhcli.onnx_export import export as run_export
+    from tbhcli.deploy.export import export as run_export
 
     run_export(run, out, input, backbone_weights, opset)
 
@@ -266,7 +266,7 @@ def index(
     device: DeviceOption = "auto",
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
-    from tbhcli.indexing import index as run_index
+    from tbhcli.storage.indexing import index as run_index
 
     report = run_index(images, store, model, queries, batch_size, workers, errors, device)
     for table in report.tables:
@@ -309,12 +309,12 @@ def query(
     dask: DaskOption = None,
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
-    from tbhcli.querying import print_results, results_json
-    from tbhcli.querying import query as run_query
+    from tbhcli.apps.query import print_results, results_json
+    from tbhcli.apps.query import query as run_query
 
     results = run_query(images, top, store, model, radius, device, dask=dask)
     if html is not None:
-        from tbhcli.gallery import write_gallery
+        from tbhcli.apps.gallery import write_gallery
 
         err_console.print(f"gallery written to {write_gallery(results, html)}")
     if json_output:
@@ -331,8 +331,8 @@ def duplicates(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON groups.")] = False,
 ) -> None:
     """List groups of indexed images whose codes are within --radius bits of each other."""
-    from tbhcli.dedup import duplicates as run_duplicates
-    from tbhcli.dedup import groups_json, print_groups
+    from tbhcli.apps.duplicates import duplicates as run_duplicates
+    from tbhcli.apps.duplicates import groups_json, print_groups
 
     groups = run_duplicates(store, radius, threads)
     if json_output:
@@ -347,8 +347,8 @@ def info(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show the runs, ONNX models and code store in a workspace."""
-    from tbhcli.info import info as run_info
-    from tbhcli.info import print_info
+    from tbhcli.apps.info import info as run_info
+    from tbhcli.apps.info import print_info
 
     result = run_info(workspace)
     if json_output:

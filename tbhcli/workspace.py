@@ -1,9 +1,11 @@
-"""Workspace defaults: the newest run under `runs/`, the newest model under `onnx/`, `codes.zarr`.
+"""Workspace defaults (newest run under `runs/`, newest model under `onnx/`, `codes.zarr`) and
+the sha256 by which runs, models and stores name the files they were made from.
 
 Every verb takes an explicit path; these helpers fill in the ones a user left out, relative to the
 current directory, and say what to do when nothing is there yet.
 """
 
+import hashlib
 from pathlib import Path
 
 from tbhcli.errors import TbhError
@@ -55,3 +57,9 @@ def resolve_store(store: str | Path | None, must_exist: bool = True) -> Path:
     if must_exist and not path.exists():
         raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes: how runs, models and stores name their inputs."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tbhcli.baselines import BASELINES, fit_baseline, itq_rotation
 from tbhcli.errors import TbhError
+from tbhcli.hashing.baselines import BASELINES, fit_baseline, itq_rotation
 
 
 @pytest.fixture

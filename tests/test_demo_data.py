@@ -2,9 +2,9 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
+from tbhcli.apps.demo_data import read_mnist, stratified_split, write_mnist_images
 from tbhcli.cli import app
-from tbhcli.demo_data import read_mnist, stratified_split, write_mnist_images
-from tbhcli.images import label_of, list_images
+from tbhcli.imaging.images import label_of, list_images
 
 
 def test_read_mnist_layout():

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tbhcli.baselines import fit_baseline
 from tbhcli.cli import app
 from tbhcli.errors import TbhError
-from tbhcli.evaluation import evaluate
-from tbhcli.featureset import save_features
-from tbhcli.metrics import evaluate_codes
-from tbhcli.runs import load_run, save_run
+from tbhcli.evaluation.evaluate import evaluate
+from tbhcli.evaluation.metrics import evaluate_codes
+from tbhcli.hashing.baselines import fit_baseline
+from tbhcli.hashing.runs import load_run, save_run
+from tbhcli.imaging.featureset import save_features
 
 runner = CliRunner()
 
@@ -140,9 +140,9 @@ def image_workspace(tmp_path, monkeypatch):
     """Tiny PNG classes, their features, an LSH run on the tiny backbone, its ONNX, a store."""
     from tiny_workspace import make_images, make_lsh_run
 
-    from tbhcli.embedding import features
-    from tbhcli.indexing import index
-    from tbhcli.onnx_export import export
+    from tbhcli.deploy.export import export
+    from tbhcli.imaging.embed import features
+    from tbhcli.storage.indexing import index
 
     classes = {"a": 12, "b": 12, "c": 12}
     make_images(tmp_path / "images", classes, seed=1)

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from tbhcli.errors import TbhError
-from tbhcli.images import ImageDecodeError, label_of, list_images, load_image
+from tbhcli.imaging.images import ImageDecodeError, label_of, list_images, load_image
 
 
 def _save(path: Path, pixels: np.ndarray, **kwargs) -> Path:

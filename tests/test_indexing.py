@@ -10,10 +10,10 @@ from tiny_workspace import make_images, make_lsh_run, reference_codes
 from typer.testing import CliRunner
 
 from tbhcli.cli import app
+from tbhcli.deploy.export import export
 from tbhcli.errors import TbhError
-from tbhcli.indexing import decode_batches, index
-from tbhcli.onnx_export import export
-from tbhcli.store import StoreWriter, open_store
+from tbhcli.storage.indexing import decode_batches, index
+from tbhcli.storage.store import StoreWriter, open_store
 
 CLASSES = {"cat": 9, "dog": 8, "emu": 7}  # 24 images
 
@@ -170,8 +170,8 @@ def test_resume_after_sigkill(workspace, tmp_path, kill_in):
         f"""
         import os, signal
         from pathlib import Path
-        from tbhcli.indexing import index
-        from tbhcli.store import StoreWriter
+        from tbhcli.storage.indexing import index
+        from tbhcli.storage.store import StoreWriter
 
         original, calls = StoreWriter.{kill_in}, []
 

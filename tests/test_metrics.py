@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tbhcli import metrics
-from tbhcli.codes import pack_bits
 from tbhcli.errors import TbhError
+from tbhcli.evaluation import metrics
+from tbhcli.hashing.codes import pack_bits
 
 
 def slow_ranking(db_bits, q_bits):
@@ -80,7 +80,7 @@ def test_map_all_and_k_beyond_database_are_clamped():
 def test_radius_precision_and_pr_curve_match_textbook(multilabel):
     db_bits, q_bits, db_labels, q_labels = make_case(11, multilabel=multilabel)
     bits = db_bits.shape[1]
-    counts_all, counts_rel = metrics.distance_histograms(
+    counts_all, counts_rel = metrics.label_histograms(
         pack_bits(db_bits), db_labels, pack_bits(q_bits), q_labels
     )
     precision, recall = metrics.pr_curve(counts_all, counts_rel)

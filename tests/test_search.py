@@ -14,7 +14,7 @@ from tbhcli.search import (
     topk_reference,
 )
 from tbhcli.search.kernels import TILE
-from tbhcli.store import open_store
+from tbhcli.storage.store import open_store
 
 WIDTHS = [8, 16, 32, 64, 128, 256]  # bits; 8 and 16 take the zero-padded path
 
@@ -103,9 +103,9 @@ def test_empty_store_is_an_error(tmp_path):
 @pytest.mark.parametrize("bits", [32, 64, 256])
 def test_store_blocks_merge_exactly(tmp_path, monkeypatch, bits):
     """Tiny blocks put block boundaries inside every top-k; rows past rows_committed are ignored."""
-    import tbhcli.search as search
+    import tbhcli.search.scan as scan
 
-    monkeypatch.setattr(search, "BLOCK_BYTES", 1)  # one 97-row chunk per block
+    monkeypatch.setattr(scan, "BLOCK_BYTES", 1)  # one 97-row chunk per block
     rng = np.random.default_rng(bits)
     codes = random_codes(rng, 1000, bits)
     queries = random_codes(rng, 11, bits)
@@ -131,9 +131,9 @@ def test_radius_matches_reference(bits):
 
 
 def test_radius_over_store_blocks(tmp_path, monkeypatch):
-    import tbhcli.search as search
+    import tbhcli.search.scan as scan
 
-    monkeypatch.setattr(search, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(scan, "BLOCK_BYTES", 1)
     rng = np.random.default_rng(5)
     codes, queries = random_codes(rng, 700, 64), random_codes(rng, 6, 64)
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=64, garbage_rows=30)
@@ -148,10 +148,10 @@ def test_radius_over_store_blocks(tmp_path, monkeypatch):
 def test_dask_equals_local(tmp_path, monkeypatch):
     from distributed import LocalCluster
 
-    import tbhcli.search as search
     import tbhcli.search.cluster as cluster
+    import tbhcli.search.scan as scan
 
-    monkeypatch.setattr(search, "BLOCK_BYTES", 2000)  # 200-row blocks: ten tasks
+    monkeypatch.setattr(scan, "BLOCK_BYTES", 2000)  # 200-row blocks: ten tasks
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1)
     rng = np.random.default_rng(6)
     codes, queries = random_codes(rng, 2000, 64), random_codes(rng, 7, 64)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import zarr
 
-from tbhcli import store as store_mod
 from tbhcli.errors import TbhError
-from tbhcli.store import StoreLock, open_store, open_writer
+from tbhcli.storage import store as store_mod
+from tbhcli.storage.store import StoreLock, open_store, open_writer
 
 
 def _writer(path, root, sha="a" * 64, table=None, bits=16):

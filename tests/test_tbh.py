@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tbhcli.tbh import (
+from tbhcli.hashing.tbh import (
     SignEncoder,
     StochasticBinaryNeuron,
     StraightThroughSign,

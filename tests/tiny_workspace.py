@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tbhcli.backbone import load_backbone
-from tbhcli.baselines import LinearHash
-from tbhcli.images import load_image
-from tbhcli.runs import load_run, save_run
+from tbhcli.hashing.baselines import LinearHash
+from tbhcli.hashing.runs import load_run, save_run
+from tbhcli.imaging.backbones import load_backbone
+from tbhcli.imaging.images import load_image
 
 IMAGE_SIZE = 32
 FEATURE_DIM = 32  # the tiny backbone's

@@ -11,7 +11,14 @@ from contextlib import contextmanager
 import numpy as np
 
 from tbhcli.errors import TbhError
-from tbhcli.search import _Source, as_words, block_radius, block_topk, check_threads, merge_into
+from tbhcli.search.scan import (
+    CodeSource,
+    as_words,
+    block_radius,
+    block_topk,
+    check_threads,
+    merge_into,
+)
 
 CONNECT_TIMEOUT_S = 10  # how long to try a scheduler address before telling the user
 
@@ -51,7 +58,7 @@ def _store_path(source) -> str:
 
 
 def _read_words(path: str, start: int, stop: int) -> np.ndarray:
-    return as_words(_Source(path).read(start, stop))
+    return as_words(CodeSource(path).read(start, stop))
 
 
 def _task_topk(path, start, stop, query_words, k, threads):

@@ -19,8 +19,15 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from tbhcli.deploy.runtime import (
+    ModelInfo,
+    create_session,
+    describe_provider,
+    model_info,
+    run_codes,
+)
 from tbhcli.errors import TbhError
-from tbhcli.images import (
+from tbhcli.imaging.images import (
     ImageDecodeError,
     check_workers,
     image_progress,
@@ -28,14 +35,7 @@ from tbhcli.images import (
     list_images,
     load_image,
 )
-from tbhcli.infer import (
-    ModelInfo,
-    create_session,
-    describe_provider,
-    model_info,
-    run_codes,
-)
-from tbhcli.store import QUERIES, StoreLock, StoreWriter, open_writer
+from tbhcli.storage.store import QUERIES, StoreLock, StoreWriter, open_writer
 from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
 console = Console(stderr=True)

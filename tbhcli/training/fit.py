@@ -6,7 +6,7 @@
 
 This module is the verb: presets, input checks, the run directory and its config. The code-driven
 graph is built per batch, so the batch size is part of the model: fewer items than a batch is an
-error. The TBH loop itself (two Adam optimisers, checkpoints, `--eval-every`) is tbhcli.trainer.
+error. The TBH loop itself (two Adam optimisers, checkpoints, `--eval-every`) is in loop.py.
 """
 
 import json
@@ -17,14 +17,13 @@ from pathlib import Path
 import torch
 
 import tbhcli
-from tbhcli import runs
-from tbhcli.codes import check_bits
 from tbhcli.errors import TbhError
-from tbhcli.featureset import load_features, load_meta
-from tbhcli.files import file_sha256
-from tbhcli.tbh import VARIANTS, TBHConfig, decoder_output_for
-from tbhcli.trainer import CHECKPOINT_FILE, EVAL_METRIC, HeldOut, fit_tbh
-from tbhcli.workspace import RUNS_DIR
+from tbhcli.hashing import runs
+from tbhcli.hashing.codes import check_bits
+from tbhcli.hashing.tbh import VARIANTS, TBHConfig, decoder_output_for
+from tbhcli.imaging.featureset import load_features, load_meta
+from tbhcli.training.loop import CHECKPOINT_FILE, EVAL_METRIC, HeldOut, fit_tbh
+from tbhcli.workspace import RUNS_DIR, file_sha256
 
 METHODS = ("tbh", "itq", "pcah", "lsh")
 
@@ -150,7 +149,7 @@ def train(
     out = Path(out) if out is not None else default_out(features, method, bits)
     if method != "tbh":
         prepare_out(out, resume=False, force=force or resume)  # refitting is cheap and exact
-        from tbhcli.baselines import fit_baseline
+        from tbhcli.hashing.baselines import fit_baseline
 
         t0 = time.perf_counter()
         encoder = fit_baseline(method, data.features, bits, seed)

@@ -2,7 +2,7 @@
 
 One step is one forward pass of a full batch and one update of each optimiser (tbh.losses). The
 checkpoint holds the model, both optimisers, both RNG streams and the position in the epoch's data
-order, so resuming is bit-exact. `tbhcli.training.train` is the verb that sets this up.
+order, so resuming is bit-exact. `tbhcli.training.fit.train` is the verb that sets this up.
 """
 
 import json
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from tbhcli import runs
-from tbhcli.codes import pack_bits
 from tbhcli.errors import TbhError
-from tbhcli.featureset import FeatureSet, check_label_kinds, load_features
-from tbhcli.tbh import TBHConfig, TwinBottleneck, losses
+from tbhcli.hashing import runs
+from tbhcli.hashing.codes import pack_bits
+from tbhcli.hashing.tbh import TBHConfig, TwinBottleneck, losses
+from tbhcli.imaging.featureset import FeatureSet, check_label_kinds, load_features
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_METRIC = "map@1000"
@@ -45,7 +45,7 @@ class HeldOut:
 
     @torch.no_grad()
     def __call__(self, encoder: torch.nn.Module) -> float:
-        from tbhcli.metrics import evaluate_codes
+        from tbhcli.evaluation.metrics import evaluate_codes
 
         db = pack_bits((encoder(self.db) > 0).cpu().numpy())
         q = pack_bits((encoder(self.q) > 0).cpu().numpy())

@@ -40,12 +40,12 @@ def step(title: str) -> Iterator[None]:
 
 def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, dict[int, float]]:
     """Run the demo in `workspace`; returns mAP@1000 by method and bits (feature level)."""
-    from tbhcli.demo_data import write_mnist_images
-    from tbhcli.embedding import features
-    from tbhcli.evaluation import evaluate
-    from tbhcli.indexing import index
-    from tbhcli.onnx_export import export
-    from tbhcli.training import train
+    from tbhcli.apps.demo_data import write_mnist_images
+    from tbhcli.deploy.export import export
+    from tbhcli.evaluation.evaluate import evaluate
+    from tbhcli.imaging.embed import features
+    from tbhcli.storage.indexing import index
+    from tbhcli.training.fit import train
 
     if steps < 1:  # refused before minutes of image work, not when training starts
         raise TbhError(f"--steps must be at least 1 (got {steps}).")

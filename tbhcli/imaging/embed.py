@@ -14,10 +14,10 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
 import tbhcli
-from tbhcli.backbone import load_backbone, weights_id
 from tbhcli.errors import TbhError
-from tbhcli.featureset import save_features, save_meta
-from tbhcli.images import (
+from tbhcli.imaging.backbones import load_backbone, weights_id
+from tbhcli.imaging.featureset import save_features, save_meta
+from tbhcli.imaging.images import (
     ImageDecodeError,
     check_workers,
     default_workers,

@@ -8,13 +8,13 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from tbhcli import runs
 from tbhcli.cli import app
 from tbhcli.errors import TbhError
-from tbhcli.featureset import labels_path, save_features
-from tbhcli.metrics import evaluate_codes
-from tbhcli.trainer import CHECKPOINT_FILE, Trainer
-from tbhcli.training import eval_curve, read_log, train
+from tbhcli.evaluation.metrics import evaluate_codes
+from tbhcli.hashing import runs
+from tbhcli.imaging.featureset import labels_path, save_features
+from tbhcli.training.fit import eval_curve, read_log, train
+from tbhcli.training.loop import CHECKPOINT_FILE, Trainer
 
 BATCH = 50
 

@@ -6,11 +6,11 @@ import pytest
 from tiny_workspace import hamming, make_images, make_lsh_run, reference_codes
 from typer.testing import CliRunner
 
+from tbhcli.apps.query import query
 from tbhcli.cli import app
+from tbhcli.deploy.export import export
 from tbhcli.errors import TbhError
-from tbhcli.indexing import index
-from tbhcli.onnx_export import export
-from tbhcli.querying import query
+from tbhcli.storage.indexing import index
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tbhcli.errors import TbhError
-from tbhcli.files import file_sha256
+from tbhcli.workspace import file_sha256
 
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"

@@ -6,14 +6,14 @@ import torch
 import torchvision
 from torchvision.models._api import WeightsEnum
 
-from tbhcli.backbone import (
+from tbhcli.errors import TbhError
+from tbhcli.imaging.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     list_backbones,
     load_backbone,
     weights_id,
 )
-from tbhcli.errors import TbhError
 
 
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:

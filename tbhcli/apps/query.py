@@ -12,11 +12,17 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from tbhcli.deploy.runtime import (
+    ModelInfo,
+    create_session,
+    describe_provider,
+    model_info,
+    run_codes,
+)
 from tbhcli.errors import TbhError
-from tbhcli.images import default_workers, list_images
-from tbhcli.indexing import decode_batches
-from tbhcli.infer import ModelInfo, create_session, describe_provider, model_info, run_codes
-from tbhcli.store import CodeStore, open_store
+from tbhcli.imaging.images import default_workers, list_images
+from tbhcli.storage.indexing import decode_batches
+from tbhcli.storage.store import CodeStore, open_store
 from tbhcli.workspace import MODELS_DIR, resolve_model, resolve_store
 
 console = Console(stderr=True)

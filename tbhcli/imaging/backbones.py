@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tbhcli.errors import TbhError
-from tbhcli.files import file_sha256
+from tbhcli.workspace import file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

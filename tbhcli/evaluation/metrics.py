@@ -13,7 +13,6 @@ import numpy as np
 from tbhcli.errors import TbhError
 
 METRIC_PATTERN = re.compile(r"^(map|p)@(\d+|all)$|^p@r(\d+)$")
-HISTOGRAM_CHUNK_BYTES = 64 << 20  # bound on the [Q, rows, bytes] XOR block in distance_histograms
 
 
 def parse_metric(name: str) -> tuple[str, int | None]:
@@ -57,39 +56,13 @@ def average_precision(relevant: np.ndarray) -> np.ndarray:
     return np.divide(precision_at_hits, found, out=np.zeros(len(relevant)), where=found > 0)
 
 
-def distance_histograms(
-    db_codes: np.ndarray,
-    db_labels: np.ndarray,
-    query_codes: np.ndarray,
-    query_labels: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per query and Hamming distance d: (all items at d, relevant items at d), each [Q, M + 1].
+def label_histograms(db_codes, db_labels, query_codes, query_labels):
+    """`distance_histograms` with relevance = sharing a label: (all, relevant) counts [Q, M + 1]."""
+    from tbhcli.search.histograms import distance_histograms
 
-    One exhaustive pass over the database in chunks; it drives the radius metrics and the PR curve.
-    """
-    n_queries, n_bytes = query_codes.shape
-    width = 8 * n_bytes + 1
-    counts_all = np.zeros(n_queries * width, np.int64)
-    counts_rel = np.zeros(n_queries * width, np.int64)
-    rows = max(1, HISTOGRAM_CHUNK_BYTES // max(1, n_queries * n_bytes))
-    offsets = (np.arange(n_queries) * width)[:, None]
-    for start in range(0, len(db_codes), rows):
-        block = _read_rows(db_codes, start, start + rows)
-        dist = np.bitwise_count(query_codes[:, None, :] ^ block[None, :, :]).sum(
-            axis=2, dtype=np.int64
-        )
-        cells = (offsets + dist).ravel()
-        rel = relevance(query_labels, db_labels[start : start + rows]).ravel()
-        counts_all += np.bincount(cells, minlength=len(counts_all))
-        counts_rel += np.bincount(cells[rel], minlength=len(counts_rel))
-    return counts_all.reshape(n_queries, width), counts_rel.reshape(n_queries, width)
-
-
-def _read_rows(db_codes, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a packed-code array or of an open CodeStore (committed rows)."""
-    if hasattr(db_codes, "read_codes"):
-        return db_codes.read_codes(start, stop)
-    return np.asarray(db_codes[start:stop])
+    return distance_histograms(
+        db_codes, query_codes, lambda start, stop: relevance(query_labels, db_labels[start:stop])
+    )
 
 
 def precision_within_radius(counts_all: np.ndarray, counts_rel: np.ndarray, radius: int) -> float:
@@ -150,7 +123,7 @@ def evaluate_codes(
             results[name] = float(score.mean())
     radii = [(n, r) for n, (kind, r) in parsed.items() if kind == "p@r"]
     if radii:
-        counts_all, counts_rel = distance_histograms(db_codes, db_labels, query_codes, query_labels)
+        counts_all, counts_rel = label_histograms(db_codes, db_labels, query_codes, query_labels)
         for name, radius in radii:
             results[name] = precision_within_radius(counts_all, counts_rel, radius)
     return {name: results[name] for name in parsed}

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
+from tbhcli.deploy.runtime import model_info
 from tbhcli.errors import TbhError
-from tbhcli.infer import model_info
-from tbhcli.runs import CONFIG_FILE, load_config
-from tbhcli.store import open_store
+from tbhcli.hashing.runs import CONFIG_FILE, load_config
+from tbhcli.storage.store import open_store
 from tbhcli.workspace import MODELS_DIR, RUNS_DIR, STORE_PATH
 
 

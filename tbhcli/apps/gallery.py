@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from tbhcli.querying import QueryResult
+from tbhcli.apps.query import QueryResult
 
 THUMB = 128  # px, longer side
 

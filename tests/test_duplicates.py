@@ -1,4 +1,4 @@
-"""tbhcli.dedup: groups equal a greedy grouping over a brute-force distance table."""
+"""tbhcli.apps.duplicates: groups equal a greedy grouping over a brute-force distance table."""
 
 import json
 
@@ -7,9 +7,9 @@ import pytest
 from code_stores import random_codes, write_store
 from typer.testing import CliRunner
 
-import tbhcli.dedup as dedup
+from tbhcli.apps.duplicates import duplicates
 from tbhcli.cli import app
-from tbhcli.dedup import duplicates
+from tbhcli.search import pairs
 
 
 def reference_groups(codes: np.ndarray, radius: int) -> list[list[int]]:
@@ -60,26 +60,13 @@ def test_planted_groups_and_chains(tmp_path):
 )
 def test_groups_equal_reference(tmp_path, monkeypatch, join, bits, radius, density):
     # SCAN_COST 0: the multi-index join always pays; huge: the scan always does
-    monkeypatch.setattr(dedup, "SCAN_COST", 0 if join == "multi-index" else 10**12)
-    monkeypatch.setattr(dedup, "QUERY_BATCH", 70)  # several query batches
+    monkeypatch.setattr(pairs, "SCAN_COST", 0 if join == "multi-index" else 10**12)
+    monkeypatch.setattr(pairs, "QUERY_BATCH", 70)  # several query batches
     codes = random_codes(np.random.default_rng(radius), 300, bits, density)
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=64)
     expected = reference_groups(codes, radius)
     assert expected, "the fixture should contain near duplicates"
     assert [g.rows.tolist() for g in duplicates(store, radius=radius)] == expected
-
-
-@pytest.mark.parametrize("bits", [32, 64, 128])
-def test_near_pairs_equal_brute_force(monkeypatch, bits):
-    rng = np.random.default_rng(bits)
-    codes = np.concatenate([random_codes(rng, 200, bits, 0xFF), random_codes(rng, 200, bits)])
-    dist = np.bitwise_count(codes[:, None, :] ^ codes[None, :, :]).sum(axis=2)
-    for radius in (0, 2, 4, bits):
-        expected = sorted(zip(*np.nonzero(np.triu(dist <= radius, k=1)), strict=True))
-        for cost in (0, 10**12):
-            monkeypatch.setattr(dedup, "SCAN_COST", cost)
-            first, second = dedup.near_pairs(codes, radius)
-            assert sorted(zip(first.tolist(), second.tolist(), strict=True)) == expected
 
 
 def test_cli_json_table_and_errors(tmp_path, monkeypatch):

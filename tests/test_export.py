@@ -8,13 +8,13 @@ from typer.testing import CliRunner
 
 import onnx
 import tbhcli
-from tbhcli.baselines import LinearHash
 from tbhcli.cli import app
+from tbhcli.deploy.export import build_hasher, config_sha256, export, verify
+from tbhcli.deploy.runtime import create_session, model_info, run_codes
 from tbhcli.errors import TbhError
-from tbhcli.infer import create_session, model_info, run_codes
-from tbhcli.onnx_export import build_hasher, config_sha256, export, verify
-from tbhcli.runs import load_run, save_run
-from tbhcli.tbh import SignEncoder, TBHConfig
+from tbhcli.hashing.baselines import LinearHash
+from tbhcli.hashing.runs import load_run, save_run
+from tbhcli.hashing.tbh import SignEncoder, TBHConfig
 
 
 def _ort_codes(model, batch: np.ndarray) -> np.ndarray:

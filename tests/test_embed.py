@@ -8,12 +8,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import tbhcli
-from tbhcli.backbone import load_backbone
 from tbhcli.cli import app
-from tbhcli.embedding import class_labels, features
 from tbhcli.errors import TbhError
-from tbhcli.featureset import load_features, load_meta
-from tbhcli.images import load_image
+from tbhcli.imaging.backbones import load_backbone
+from tbhcli.imaging.embed import class_labels, features
+from tbhcli.imaging.featureset import load_features, load_meta
+from tbhcli.imaging.images import load_image
 
 
 def _folder(root: Path, layout: dict[str, int], seed: int = 0) -> Path:

@@ -1,6 +1,6 @@
 """`tbh evaluate`: retrieval quality of a trained hasher, on feature sets or on a code store.
 
-Two sources of codes, one set of metrics (tbhcli.metrics):
+Two sources of codes, one set of metrics (tbhcli.evaluation.metrics):
 - feature level: `--model runs/NAME --database db.npy --queries q.npy` encodes both with the run;
 - store level (the default): the store's codes against its recorded query set.
 Both give the same number for the same model and images, since the store holds the same codes.
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from tbhcli.errors import TbhError
-from tbhcli.featureset import check_label_kinds, load_features
-from tbhcli.metrics import distance_histograms, evaluate_codes, parse_metric, pr_curve
-from tbhcli.runs import load_run
-from tbhcli.store import CodeStore, open_store
+from tbhcli.evaluation.metrics import evaluate_codes, label_histograms, parse_metric, pr_curve
+from tbhcli.hashing.runs import load_run
+from tbhcli.imaging.featureset import check_label_kinds, load_features
+from tbhcli.storage.store import CodeStore, open_store
 from tbhcli.workspace import resolve_run, resolve_store
 
 
@@ -127,7 +127,7 @@ def evaluate(
     )
     result = Evaluation(scores, db.source, q.source)
     if plot is not None:
-        counts = distance_histograms(db.codes, db.labels, q.codes, q.labels)
+        counts = label_histograms(db.codes, db.labels, q.codes, q.labels)
         result.precision, result.recall = pr_curve(*counts)
         save_pr_plot(plot, result.precision, result.recall)
     return result

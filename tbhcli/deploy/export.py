@@ -24,10 +24,10 @@ from torch import nn
 
 import onnx
 import tbhcli
-from tbhcli.codes import pack_bits_torch, unpack_bits
+from tbhcli.deploy.runtime import create_session, run_codes
 from tbhcli.errors import TbhError
-from tbhcli.infer import create_session, run_codes
-from tbhcli.runs import Run, load_run
+from tbhcli.hashing.codes import pack_bits_torch, unpack_bits
+from tbhcli.hashing.runs import Run, load_run
 from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, resolve_run
 
 console = Console(stderr=True)
@@ -85,7 +85,7 @@ def build_hasher(run: Run, input: str, backbone_weights: Path | None = None) -> 
             f"run {run.path} was trained on features without a recorded backbone, so it can only "
             "be exported with --input features."
         )
-    from tbhcli.backbone import load_backbone
+    from tbhcli.imaging.backbones import load_backbone
 
     backbone = load_backbone(name, backbone_weights)
     if backbone.feature_dim != int(run.config["feature_dim"]):

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tbhcli.codes import pack_bits
 from tbhcli.errors import TbhError
+from tbhcli.hashing.codes import pack_bits
 from tbhcli.workspace import ENCODER_FILE
 
 CONFIG_FILE = "config.json"
@@ -58,10 +58,10 @@ def build_encoder(config: dict) -> nn.Module:
     """The (untrained) encoder module that a run's config describes."""
     method = config["method"]
     if method == "tbh":
-        from tbhcli.tbh import SignEncoder, TBHConfig
+        from tbhcli.hashing.tbh import SignEncoder, TBHConfig
 
         return SignEncoder(TBHConfig(**config["model"]))
-    from tbhcli.baselines import LinearHash
+    from tbhcli.hashing.baselines import LinearHash
 
     return LinearHash(int(config["feature_dim"]), int(config["bits"]))
 

@@ -4,11 +4,11 @@ from tiny_workspace import make_lsh_run
 
 import onnx
 from onnx import TensorProto, helper
-from tbhcli import infer
+from tbhcli.deploy import runtime as infer
+from tbhcli.deploy.export import export
+from tbhcli.deploy.runtime import create_session, model_info, run_codes
 from tbhcli.errors import TbhError
-from tbhcli.files import file_sha256
-from tbhcli.infer import create_session, model_info, run_codes
-from tbhcli.onnx_export import export
+from tbhcli.workspace import file_sha256
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Runs in, ONNX sign encoders out (`tbh export`), and the onnxruntime sessions that run them."""

@@ -1,0 +1,1 @@
+"""Retrieval quality: metrics as pure functions over rankings, and `tbh evaluate`."""

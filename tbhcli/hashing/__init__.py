@@ -1,0 +1,1 @@
+"""Features in, binary codes out: the TBH model, LSH/PCAH/ITQ, bit packing, saved runs."""

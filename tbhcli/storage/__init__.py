@@ -1,0 +1,1 @@
+"""Codes on disk: the zarr store (layout, commits, lock) and `tbh index` (image folder -> store)."""
