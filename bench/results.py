@@ -6,9 +6,9 @@ LSH / PCAH / ITQ baselines at 16, 32 and 64 bits, mean ± std over 3 seeds.
         [--report docs/results.md]
 
 Every cell is `tbh train` (through the library verb of the same name) followed by mAP@1000 of the
-queries against the training set as the database (`tbh evaluate --model RUN --database DB
---queries Q`). A finished cell leaves `score.json` in its run directory and is skipped next time,
-so the table can be built in pieces (`--shard i/n` in parallel processes) and `--report` alone
+queries against the training set as the database (`tbh evaluate --run RUN --database DB
+--query-features Q`). A finished cell leaves `score.json` in its run directory and is skipped next
+time, so the table can be built in pieces (`--shard i/n` in parallel processes) and `--report` alone
 rewrites the table from the scores on disk.
 """
 
@@ -121,7 +121,7 @@ def table(args: argparse.Namespace) -> str:
         cells = " | ".join(cell(row, bits, args) for bits in BITS)
         lines.append(f"| {row} | {cells} | {paper} |")
     lines += ["", "Commands (bits ∈ {16, 32, 64}, seed ∈ {0, 1, 2}); each run is then scored with",
-              f"`tbh evaluate --model RUN --database {args.db} --queries {args.queries}"
+              f"`tbh evaluate --run RUN --database {args.db} --query-features {args.queries}"
               f" --metric {METRIC}`:", ""]  # fmt: skip
     lines += [f"- {row}: `{command(row, args)}`" for row in args.rows]
     return "\n".join(lines) + "\n"

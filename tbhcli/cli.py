@@ -8,6 +8,24 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+import tbhcli
+from tbhcli.cli_options import (
+    Backbone,
+    BackboneWeightsOption,
+    DaskOption,
+    Device,
+    DeviceOption,
+    ImageBatchOption,
+    JsonOption,
+    ModelInput,
+    ModelOption,
+    RunOption,
+    StoreOption,
+    TbhCommand,
+    ThreadsOption,
+    WorkersOption,
+    examples,
+)
 from tbhcli.errors import TbhError
 
 err_console = Console(stderr=True)
@@ -26,36 +44,47 @@ class _UserErrorsAsOneLine(TyperGroup):
 
 app = typer.Typer(
     cls=_UserErrorsAsOneLine,
-    help="Twin-Bottleneck Hashing: train, export, index, query and evaluate binary image codes.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # typer's own: tbh --install-completion / --show-completion
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts are plain: "[logit > 0]" must print as written
 )
 
 
-# Options that several commands share.
-StoreOption = Annotated[Path | None, typer.Option(help="Code store (default: codes.zarr).")]
-ThreadsOption = Annotated[int | None, typer.Option(help="Search threads (default: all).")]
-WorkersOption = Annotated[
-    int | None, typer.Option(help="Decoding processes (default: one per core, at most 8).")
-]
-DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cuda or cpu.")]
-DaskOption = Annotated[
-    str | None, typer.Option(help='Search on a Dask cluster: "local" or a scheduler address.')
-]
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tbh {tbhcli.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _tbh(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Twin-Bottleneck Hashing: train, export, index, query and evaluate binary image codes."""
+
+
+def command(*lines: str):
+    """`app.command` for a tbh command: old option names accepted, examples in the help."""
+    return app.command(cls=TbhCommand, epilog=examples(*lines))
 
 
 # ---- commands: each block is owned by the module it calls --------------------------------------
 
 
-@app.command()
+@command("tbh demo", "tbh demo --workspace /tmp/tbh-demo --steps 200")
 def demo(
-    workspace: Annotated[Path, typer.Option(help="Folder for images, runs, models, store.")] = Path(
-        "demo"
-    ),
+    workspace: Annotated[
+        Path, typer.Option(metavar="DIR", help="Folder for images, runs, models, store.")
+    ] = Path("demo"),
     steps: Annotated[
-        int | None, typer.Option(help="TBH training steps per run (default: 1000, preset fast).")
+        int | None,
+        typer.Option(metavar="N", help="TBH training steps per run (default: 1000, preset fast)."),
     ] = None,
 ) -> None:
     """Offline end-to-end demo on MNIST digits with EfficientNet-Lite0 features."""
@@ -65,56 +94,90 @@ def demo(
     run_demo(workspace, TBH_STEPS if steps is None else steps)
 
 
-@app.command()
+@command(
+    "tbh features ./images -o features.npy",
+    "tbh features ./images -o r50.npy --backbone resnet50 --backbone-weights r50.pth",
+)
 def features(
-    images: Annotated[Path, typer.Argument(help="Image folder; class subfolders become labels.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output feature file NAME.npy.")],
+    images: Annotated[
+        Path,
+        typer.Argument(metavar="IMAGES_DIR", help="Image folder; class subfolders become labels."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="NAME.npy", help="Output feature file.")
+    ],
     backbone: Annotated[
-        str,
-        typer.Option(help="efficientnet-lite0 (offline), resnet50, vgg16-fc7 or tiny (tests)."),
-    ] = "efficientnet-lite0",
-    weights: Annotated[
-        Path | None,
-        typer.Option(help="Local state-dict file for the backbone (default: ImageNet weights)."),
-    ] = None,
+        Backbone, typer.Option(help="efficientnet-lite0 works offline; tiny is for tests.")
+    ] = Backbone.efficientnet_lite0,
+    backbone_weights: BackboneWeightsOption = None,
     image_size: Annotated[
-        int | None, typer.Option(help="Square input side in pixels (default: the backbone's).")
+        int | None,
+        typer.Option(metavar="PX", help="Square input side in pixels (default: the backbone's)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    batch_size: ImageBatchOption = 256,
     workers: WorkersOption = None,
 ) -> None:
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
     from tbhcli.imaging.embed import features as run_features
 
-    run_features(images, out, backbone, weights, image_size, batch_size, workers)
+    run_features(images, out, backbone, backbone_weights, image_size, batch_size, workers)
 
 
-@app.command()
+@command(
+    "tbh evaluate --metric map@1000 --metric p@r2",
+    "tbh evaluate --run runs/db-tbh-32 --database db.npy --query-features q.npy --json",
+    "tbh evaluate --store codes.zarr --query-store queries.zarr --plot pr.png",
+)
 def evaluate(
     metric: Annotated[
         list[str] | None,
-        typer.Option(help="map@K, map@all, p@K or p@rR (precision within radius R); repeatable."),
+        typer.Option(
+            metavar="METRIC",
+            help="map@K, map@all, p@K or p@rR (precision within radius R); repeatable "
+            "(default: map@1000).",
+        ),
     ] = None,
-    model: Annotated[
-        Path | None, typer.Option(help="Run for feature-level evaluation (default: newest run).")
-    ] = None,
+    run: RunOption = None,
     database: Annotated[
-        Path | None, typer.Option(help="Database features NAME.npy (with NAME.labels.npy).")
-    ] = None,
-    queries: Annotated[
         Path | None,
-        typer.Option(help="Query features .npy (with --database), or a query store."),
+        typer.Option(
+            metavar="DB.npy",
+            help="Database features (with DB.labels.npy): evaluate --run on feature sets.",
+        ),
+    ] = None,
+    query_features: Annotated[
+        Path | None,
+        typer.Option(metavar="Q.npy", help="Query features with labels (with --database)."),
     ] = None,
     store: StoreOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    plot: Annotated[Path | None, typer.Option(help="Write the PR curve to this image.")] = None,
+    query_store: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="STORE", help="Store of query codes (default: the store's query set)."
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(metavar="IMAGE", help="Write the PR curve to this image (png, svg, pdf)."),
+    ] = None,
     threads: ThreadsOption = None,
     dask: DaskOption = None,
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
     from tbhcli.evaluation.evaluate import evaluate as run_evaluate
 
-    result = run_evaluate(metric, model, database, queries, store, plot, threads, dask)
+    result = run_evaluate(
+        metric,
+        run=run,
+        database=database,
+        query_features=query_features,
+        store=store,
+        query_store=query_store,
+        plot=plot,
+        threads=threads,
+        dask=dask,
+    )
     if json_output:
         typer.echo(result.to_json())
         return
@@ -130,7 +193,11 @@ def evaluate(
         Console().print(f"precision-recall curve written to {plot}")
 
 
-@app.command()
+@command(
+    "tbh train features.npy --bits 32",
+    "tbh train features.npy --bits 64 --method itq",
+    "tbh train features.npy --resume --out runs/features-tbh-32",
+)
 def train(
     features: Annotated[Path, typer.Argument(help="Training features NAME.npy [N, D].")],
     bits: Annotated[int, typer.Option(help="Code length M (a multiple of 8).")] = 32,
@@ -195,7 +262,7 @@ def train(
     eval_queries: Annotated[
         Path | None, typer.Option(help="Held-out queries NAME.npy with NAME.labels.npy.")
     ] = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = Device.auto,
 ) -> None:
     """Train TBH (or an LSH / PCAH / ITQ baseline) and write runs/<name>/."""
     from tbhcli.training.fit import train as run_train
@@ -225,22 +292,28 @@ def train(
     err_console.print(f"run written to {path}")
 
 
-@app.command()
+@command(
+    "tbh export",
+    "tbh export runs/db-tbh-32 -o onnx/tbh-32.onnx",
+    "tbh export runs/db-itq-32 --input features",
+)
 def export(
     run: Annotated[
-        Path | None, typer.Argument(help="Run directory (default: the newest under runs/).")
+        Path | None,
+        typer.Argument(metavar="RUN_DIR", help="Run folder (default: the newest under runs/)."),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="ONNX file (default: onnx/<run>.onnx)."),
+        typer.Option(
+            "--out", "-o", metavar="MODEL.onnx", help="ONNX file (default: onnx/<run>.onnx)."
+        ),
     ] = None,
     input: Annotated[
-        str, typer.Option(help="images (uint8 pixels, with the backbone) or features.")
-    ] = "images",
-    backbone_weights: Annotated[
-        Path | None, typer.Option(help="Local state dict for the run's backbone.")
-    ] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+        ModelInput,
+        typer.Option(help="images: uint8 pixels through the run's backbone; features: rows."),
+    ] = ModelInput.images,
+    backbone_weights: BackboneWeightsOption = None,
+    opset: Annotated[int, typer.Option(metavar="N", help="ONNX opset version.")] = 17,
 ) -> None:
     """Export a run to one ONNX file (images or features -> packed codes), checked against torch."""
     from tbhcli.deploy.export import export as run_export
@@ -248,27 +321,34 @@ def export(
     run_export(run, out, input, backbone_weights, opset)
 
 
-@app.command()
+@command(
+    "tbh index ./images",
+    "tbh index ./images --query-images ./queries --errors skipped.txt",
+    "tbh index ./more-images --store codes.zarr --model onnx/db-tbh-32.onnx --device cpu",
+)
 def index(
-    images: Annotated[Path, typer.Argument(help="Image folder (recursive; class subfolders).")],
+    images: Annotated[
+        Path,
+        typer.Argument(metavar="IMAGES_DIR", help="Image folder (recursive; class subfolders)."),
+    ],
     store: StoreOption = None,
-    model: Annotated[
-        Path | None, typer.Option(help="ONNX model (default: the newest in onnx/).")
+    model: ModelOption = None,
+    query_images: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Folder of query images recorded for `tbh evaluate`."),
     ] = None,
-    queries: Annotated[
-        Path | None, typer.Option(help="Folder of query images recorded for `tbh evaluate`.")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 256,
+    batch_size: ImageBatchOption = 256,
     workers: WorkersOption = None,
     errors: Annotated[
-        Path | None, typer.Option(help="Write the skipped (unreadable) files to this file.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Write the skipped (unreadable) files to this file."),
     ] = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = Device.auto,
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
     from tbhcli.storage.indexing import index as run_index
 
-    report = run_index(images, store, model, queries, batch_size, workers, errors, device)
+    report = run_index(images, store, model, query_images, batch_size, workers, errors, device)
     for table in report.tables:
         err_console.print(
             f"{table.folder}: {table.added} added, {table.already} already indexed, "
@@ -290,22 +370,34 @@ def index(
     )
 
 
-@app.command()
+@command(
+    "tbh query img.jpg --top 100",
+    "tbh query ./queries --radius 2 --json",
+    "tbh query img.jpg --html gallery.html",
+)
 def query(
-    images: Annotated[list[Path], typer.Argument(help="Query images or folders of images.")],
-    top: Annotated[int, typer.Option(help="Neighbours per query.")] = 10,
+    images: Annotated[
+        list[Path],
+        typer.Argument(metavar="IMAGE_OR_DIR", help="Query images or folders of images."),
+    ],
+    top: Annotated[int, typer.Option(metavar="K", help="Neighbours per query.")] = 10,
     radius: Annotated[
-        int | None, typer.Option(help="Only neighbours within this Hamming distance.")
+        int | None,
+        typer.Option(metavar="R", help="Only neighbours within this Hamming distance."),
     ] = None,
     store: StoreOption = None,
     model: Annotated[
-        Path | None, typer.Option(help="ONNX model (default: the one the store was built with).")
+        Path | None,
+        typer.Option(
+            metavar="MODEL.onnx", help="ONNX model file (default: the store's own model)."
+        ),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
+    json_output: JsonOption = False,
     html: Annotated[
-        Path | None, typer.Option(help="Write an HTML gallery of the results to this file.")
+        Path | None,
+        typer.Option(metavar="FILE.html", help="Write an HTML gallery of the results here."),
     ] = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = Device.auto,
     dask: DaskOption = None,
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
@@ -323,12 +415,14 @@ def query(
         print_results(results, Console())
 
 
-@app.command()
+@command("tbh duplicates", "tbh duplicates --radius 0 --json", "tbh duplicates --store other.zarr")
 def duplicates(
-    radius: Annotated[int, typer.Option(help="Most bits two near duplicates may differ in.")] = 2,
+    radius: Annotated[
+        int, typer.Option(metavar="R", help="Most bits two near duplicates may differ in.")
+    ] = 2,
     store: StoreOption = None,
     threads: ThreadsOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON groups.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """List groups of indexed images whose codes are within --radius bits of each other."""
     from tbhcli.apps.duplicates import duplicates as run_duplicates
@@ -341,10 +435,12 @@ def duplicates(
         print_groups(groups, Console())
 
 
-@app.command()
+@command("tbh info", "tbh info demo --json")
 def info(
-    workspace: Annotated[Path, typer.Argument(help="Workspace folder.")] = Path("."),
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    workspace: Annotated[
+        Path, typer.Argument(metavar="WORKSPACE", help="Workspace folder.")
+    ] = Path("."),
+    json_output: JsonOption = False,
 ) -> None:
     """Show the runs, ONNX models and code store in a workspace."""
     from tbhcli.apps.info import info as run_info

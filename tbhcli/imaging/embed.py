@@ -98,7 +98,7 @@ def features(
     images: Path,
     out: Path,
     backbone: str = "efficientnet-lite0",
-    weights: Path | None = None,
+    backbone_weights: Path | None = None,
     image_size: int | None = None,
     batch_size: int = 256,
     workers: int | None = None,
@@ -116,7 +116,7 @@ def features(
     paths = list_images(images)
     if not paths:
         raise TbhError(f"no images found in {images} (looked for jpg, png, bmp, gif, webp, tiff).")
-    model = load_backbone(backbone, weights)
+    model = load_backbone(backbone, backbone_weights)
     size = image_size or model.image_size
     if size < 32:
         raise TbhError(f"--image-size must be at least 32 pixels (got {size}).")
@@ -137,7 +137,7 @@ def features(
         {
             "backbone": model.name,
             "image_size": size,
-            "weights": weights_id(model.name, weights),
+            "weights": weights_id(model.name, backbone_weights),
             "classes": classes,
             "images": str(images.resolve()),
             "paths": [p.as_posix() for p in kept],

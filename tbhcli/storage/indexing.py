@@ -225,7 +225,7 @@ def index(
     images: Path,
     store: Path | None = None,
     model: Path | None = None,
-    queries: Path | None = None,
+    query_images: Path | None = None,
     batch_size: int = 256,
     workers: int | None = None,
     errors: Path | None = None,
@@ -233,8 +233,8 @@ def index(
 ) -> IndexReport:
     """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
 
-    `model` defaults to the newest onnx/*.onnx; `queries` is a folder recorded as the store's query
-    set (for `tbh evaluate`); `errors` receives the list of skipped files.
+    `model` defaults to the newest onnx/*.onnx; `query_images` is a folder recorded as the store's
+    query set (for `tbh evaluate`); `errors` receives the list of skipped files.
     """
     images = Path(images)
     if batch_size <= 0:
@@ -248,7 +248,7 @@ def index(
         )
     store_path = resolve_store(store, must_exist=False)
     workers = check_workers(workers)
-    folders = [(images, None)] + ([(Path(queries), QUERIES)] if queries is not None else [])
+    folders = [(images, None)] + ([(Path(query_images), QUERIES)] if query_images else [])
     for folder, _ in folders:
         list_images(folder)  # a missing folder is a user error before any work starts
     session, provider = create_session(model_path, device)

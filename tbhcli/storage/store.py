@@ -108,7 +108,7 @@ class CodeStore:
 
     @property
     def queries(self) -> "CodeStore | None":
-        """The query set recorded with `tbh index --queries`, or None."""
+        """The query set recorded with `tbh index --query-images`, or None."""
         if QUERIES not in self.group.group_keys():
             return None
         return CodeStore(self.group[QUERIES], self.path / QUERIES, self.classes)

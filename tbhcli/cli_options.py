@@ -1,0 +1,147 @@
+"""The `tbh` options several commands share, each defined once, and the renamed options' old names.
+
+One concept, one name: `--run` is a run folder (runs/NAME), `--model` an ONNX file, `--store` a
+code store, `--query-images` a folder of query images, `--query-features` a labelled .npy and
+`--query-store` a store of query codes. Old names keep working for one release as hidden aliases
+that print one deprecation line on stderr (`RENAMED`). Nothing heavy is imported here, so
+`tbh --help` stays fast.
+"""
+
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand
+
+
+class Device(StrEnum):
+    """Where models run: CUDA when a GPU is present (auto), or forced."""
+
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+class Backbone(StrEnum):
+    """Image backbones (tbhcli.imaging.backbones; a test keeps both lists equal)."""
+
+    efficientnet_lite0 = "efficientnet-lite0"
+    resnet50 = "resnet50"
+    vgg16_fc7 = "vgg16-fc7"
+    tiny = "tiny"
+
+
+class ModelInput(StrEnum):
+    """What an exported model takes: uint8 images (with the backbone) or features."""
+
+    images = "images"
+    features = "features"
+
+
+StoreOption = Annotated[
+    Path | None, typer.Option(metavar="STORE", help="Code store (default: codes.zarr).")
+]
+ModelOption = Annotated[
+    Path | None,
+    typer.Option(metavar="MODEL.onnx", help="ONNX model file (default: the newest in onnx/)."),
+]
+RunOption = Annotated[
+    Path | None,
+    typer.Option(metavar="RUN_DIR", help="Run folder runs/NAME (default: the newest run)."),
+]
+BackboneWeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="Local state-dict file for the backbone (default: its ImageNet weights).",
+    ),
+]
+ThreadsOption = Annotated[
+    int | None, typer.Option(metavar="N", help="Search threads (default: all).")
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(metavar="N", help="Decoding processes (default: one per core, at most 8)."),
+]
+ImageBatchOption = Annotated[
+    int, typer.Option(metavar="N", help="Images per model batch (features, index).")
+]
+DeviceOption = Annotated[
+    Device, typer.Option(help="auto: CUDA when a GPU is present, else CPU.", show_default=True)
+]
+DaskOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ADDRESS", help='Search on a Dask cluster: "local" or a scheduler address.'
+    ),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document on stdout (schema in docs/usage.md)."),
+]
+OutOption = Annotated[Path, typer.Option("--out", "-o", metavar="PATH", help="Output file.")]
+
+
+def _query_codes(value: str) -> str:
+    """Old `evaluate --queries`: a .npy file was query features, anything else a query store."""
+    return "--query-features" if value.endswith(".npy") else "--query-store"
+
+
+# command -> old option -> new option (or a function of the value that picks it)
+RENAMED: dict[str, dict[str, str | Callable[[str], str]]] = {
+    "evaluate": {"--model": "--run", "--queries": _query_codes},
+    "index": {"--queries": "--query-images"},
+    "features": {"--weights": "--backbone-weights"},
+}
+
+
+def _rename(command: str, args: list[str]) -> list[str]:
+    """`args` with the old option names of `command` replaced, one warning line per rename."""
+    renamed = RENAMED.get(command, {})
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            out += args[i:]
+            break
+        name, eq, value = token.partition("=")
+        if name in renamed:
+            new = renamed[name]
+            if callable(new):
+                value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+                new = new(value)
+            print(
+                f"warning: `tbh {command} {name}` is deprecated and will be removed in the next "
+                f"release; use {new}.",
+                file=sys.stderr,
+            )
+            token = new + eq + (value if eq else "")
+        out.append(token)
+        i += 1
+    return out
+
+
+class TbhCommand(TyperCommand):
+    """A command that accepts its renamed options' old names and shows no Python type names."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            # Values are named, not typed: "--steps STEPS", not "--steps <int>" or "<list[Path]>";
+            # choices keep typer's "<auto|cuda|cpu>".
+            if param.metavar is None and not param.type_descriptor.is_choice:
+                param.metavar = (param.name or "").upper()
+            if param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _rename(self.name or "", args))
+
+
+def examples(*lines: str) -> str:
+    """A help epilog listing example command lines, one per line as typed (\\b: not rewrapped)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)

@@ -1,0 +1,87 @@
+"""The Typer layer: names, help texts, version, completion and the renamed options' old names."""
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+import tbhcli
+from tbhcli.cli import app
+from tbhcli.cli_options import RENAMED, Backbone, _rename
+
+runner = CliRunner()
+COMMANDS = sorted(app.registered_commands, key=lambda c: c.callback.__name__)
+NAMES = [c.name or c.callback.__name__ for c in COMMANDS]
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"tbh {tbhcli.__version__}"
+
+
+def test_shell_completion_is_offered():
+    result = runner.invoke(app, ["--help"])
+    assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_has_examples_and_no_type_names(name):
+    result = runner.invoke(app, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    examples = text.split("Examples:")[1].strip().splitlines()
+    assert 1 <= len(examples) <= 3 and all(line.strip().startswith("tbh ") for line in examples)
+    # values are named (STORE, N), choices listed (<auto|cuda|cpu>); no Python type names
+    assert not re.search(r"<(int|str|float|bool|path|Path|text)>|list\[", text), text
+
+
+def test_choices_are_shown_as_choices():
+    assert "<auto|cuda|cpu>" in runner.invoke(app, ["index", "--help"]).stdout
+    assert "<images|features>" in runner.invoke(app, ["export", "--help"]).stdout
+    bad = runner.invoke(app, ["query", "x.png", "--device", "gpu"])
+    assert bad.exit_code == 2 and "gpu" in bad.output
+
+
+def test_backbone_choices_are_the_registry():
+    from tbhcli.imaging.backbones import list_backbones
+
+    assert [b.value for b in Backbone] == list_backbones()
+
+
+@pytest.mark.parametrize(
+    "command, old, new",
+    [
+        ("evaluate", ["--model", "runs/a"], ["--run", "runs/a"]),
+        ("evaluate", ["--model=runs/a"], ["--run=runs/a"]),
+        ("evaluate", ["--queries", "q.npy"], ["--query-features", "q.npy"]),
+        ("evaluate", ["--queries", "q.zarr"], ["--query-store", "q.zarr"]),
+        ("index", ["dir", "--queries", "qdir"], ["dir", "--query-images", "qdir"]),
+        ("features", ["--weights", "w.pt"], ["--backbone-weights", "w.pt"]),
+        ("query", ["--model", "m.onnx"], ["--model", "m.onnx"]),  # --model is the ONNX file here
+        ("index", ["--", "--queries"], ["--", "--queries"]),  # after "--", values stay as typed
+    ],
+)
+def test_old_option_names_map_to_the_new(command, old, new, capsys):
+    assert _rename(command, old) == new
+    warned = capsys.readouterr().err
+    assert (old != new) == ("deprecated" in warned)
+    assert len(warned.splitlines()) == (old != new)
+
+
+def test_old_name_works_end_to_end_with_one_warning_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["evaluate", "--model", "runs/none", "--database", "db.npy"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert "`tbh evaluate --model` is deprecated" in lines[0] and "--run" in lines[0]
+    assert "--query-features" in lines[1] and len(lines) == 2
+
+
+def test_every_renamed_command_exists_and_the_new_names_are_its_options():
+    for command, renames in RENAMED.items():
+        help_text = runner.invoke(app, [command, "--help"]).stdout
+        for old, new in renames.items():
+            targets = [new] if isinstance(new, str) else [new("x.npy"), new("x.zarr")]
+            assert all(t in help_text for t in targets)
+            assert f"{old} " not in help_text  # hidden
