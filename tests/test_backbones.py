@@ -116,7 +116,7 @@ def test_offline_download_is_a_user_error(monkeypatch):
         raise URLError("no network")
 
     monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
-    with pytest.raises(TbhError, match="--weights FILE"):
+    with pytest.raises(TbhError, match="--backbone-weights FILE"):
         load_backbone("resnet50")
 
 
