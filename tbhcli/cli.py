@@ -5,7 +5,6 @@ from typing import Annotated
 
 import click
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 import tbhcli
@@ -27,8 +26,9 @@ from tbhcli.cli_options import (
     examples,
 )
 from tbhcli.errors import TbhError
+from tbhcli.terminal import make_console, shown
 
-err_console = Console(stderr=True)
+err_console = make_console(stderr=True)
 
 
 class _UserErrorsAsOneLine(TyperGroup):
@@ -38,7 +38,7 @@ class _UserErrorsAsOneLine(TyperGroup):
         try:
             return super().invoke(ctx)
         except TbhError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {shown(exc)}", soft_wrap=True)
             raise typer.Exit(1) from None
 
 
@@ -183,14 +183,14 @@ def evaluate(
         return
     from rich.table import Table
 
-    table = Table(title=f"{result.queries} against {result.database}")
+    table = Table(title=f"{shown(result.queries)} against {shown(result.database)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in result.scores.items():
         table.add_row(name, f"{value:.4f}")
-    Console().print(table)
+    make_console().print(table)
     if plot is not None:
-        Console().print(f"precision-recall curve written to {plot}")
+        make_console().print(f"precision-recall curve written to {shown(plot)}")
 
 
 @command(
@@ -289,7 +289,7 @@ def train(
         eval_queries=eval_queries,
         device=device,
     )
-    err_console.print(f"run written to {path}")
+    err_console.print(f"run written to {shown(path)}")
 
 
 @command(
@@ -351,21 +351,17 @@ def index(
     report = run_index(images, store, model, query_images, batch_size, workers, errors, device)
     for table in report.tables:
         err_console.print(
-            f"{table.folder}: {table.added} added, {table.already} already indexed, "
+            f"{shown(table.folder)}: {table.added} added, {table.already} already indexed, "
             f"{len(table.errors)} skipped (unreadable)",
-            highlight=False,
             soft_wrap=True,
         )
         for path, why in table.errors[:5]:
-            err_console.print(
-                f"  [yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True
-            )
+            err_console.print(f"  [yellow]skipped[/] {shown(path)}: {shown(why)}", soft_wrap=True)
     if any(len(t.errors) > 5 for t in report.tables) and errors is None:
-        err_console.print("  ... pass --errors FILE for the full list", highlight=False)
+        err_console.print("  ... pass --errors FILE for the full list")
     err_console.print(
-        f"store {report.store}: {report.rows} images; {report.added} added in "
+        f"store {shown(report.store)}: {report.rows} images; {report.added} added in "
         f"{report.seconds:.1f} s ({report.images_per_s:.0f} images/s)",
-        highlight=False,
         soft_wrap=True,
     )
 
@@ -408,11 +404,11 @@ def query(
     if html is not None:
         from tbhcli.apps.gallery import write_gallery
 
-        err_console.print(f"gallery written to {write_gallery(results, html)}")
+        err_console.print(f"gallery written to {shown(write_gallery(results, html))}")
     if json_output:
         typer.echo(results_json(results))
     else:
-        print_results(results, Console())
+        print_results(results, make_console())
 
 
 @command("tbh duplicates", "tbh duplicates --radius 0 --json", "tbh duplicates --store other.zarr")
@@ -432,7 +428,7 @@ def duplicates(
     if json_output:
         typer.echo(groups_json(groups))
     else:
-        print_groups(groups, Console())
+        print_groups(groups, make_console())
 
 
 @command("tbh info", "tbh info demo --json")
@@ -452,7 +448,7 @@ def info(
 
         typer.echo(json.dumps(result, indent=2))
     else:
-        print_info(result, Console())
+        print_info(result, make_console())
 
 
 def main() -> None:

@@ -57,6 +57,21 @@ def test_load_image_grayscale_and_rgba_become_rgb(tmp_path):
     assert (red[0] == 255).all() and (red[1:] == 0).all()
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped(tmp_path, suffix):
+    # Every 16-bit value from 0 to 65535 once (a 256 x 256 gradient), including each value whose
+    # 8-bit rounding flips (257 k +- 128): clipping would turn all but 256 of them into 255.
+    wide = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    path = _save(tmp_path / f"g16{suffix}", wide)
+    assert Image.open(path).mode.startswith("I")  # really decoded as 16-bit
+    out = load_image(path, 256)  # same size: no resampling
+    expected = np.round(wide / 257).astype(np.uint8)  # the slow obvious reference
+    assert np.abs(expected.astype(int) - (wide >> 8)).max() <= 1  # and close to value >> 8
+    for channel in out:
+        np.testing.assert_array_equal(channel, expected)
+    assert len(np.unique(out)) == 256
+
+
 def test_load_image_center_crops_the_longer_side(tmp_path):
     # 10 x 30 (h x w): left and right thirds are black, the middle square is white.
     wide = np.zeros((10, 30, 3), np.uint8)

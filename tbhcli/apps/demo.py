@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from tbhcli.errors import TbhError
+from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import ENCODER_FILE, MODELS_DIR, RUNS_DIR, STORE_PATH
 
 BITS = (16, 32, 64)
@@ -26,7 +26,7 @@ TBH_PRESET = "fast"
 TBH_GAMMA = 8.0  # a local code graph: the best exponent measured on these features (results.md)
 QUERY_RUN = ("tbh", 32)
 
-console = Console()
+console = make_console()
 
 
 @contextmanager
@@ -89,7 +89,8 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
             f"{scores['tbh'][32]:.4f}), precision within radius 2 {stored.scores['p@r2']:.4f}"
         )
     console.print(
-        f"\nTry it (with the virtualenv active):  [bold]cd {ws} && tbh query img.png --top 10[/]   "
+        "\nTry it (with the virtualenv active):  "
+        f"[bold]cd {shown(ws)} && tbh query img.png --top 10[/]   "
         "(also: tbh evaluate --metric map@1000, tbh info, tbh duplicates --radius 0)"
     )
     return scores

@@ -18,6 +18,7 @@ from numba import njit
 from tbhcli.errors import TbhError
 from tbhcli.search import near_pairs
 from tbhcli.storage.store import open_store
+from tbhcli.terminal import shown
 from tbhcli.workspace import resolve_store
 
 
@@ -96,7 +97,7 @@ def print_groups(groups: list[DuplicateGroup], console) -> None:
             table.add_row(
                 str(number) if i == 0 else "",
                 str(distance),
-                path,
+                shown(path),
                 style=style,
                 end_section=i == len(group.paths) - 1,
             )

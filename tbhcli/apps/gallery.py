@@ -12,6 +12,14 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from tbhcli.apps.query import QueryResult
+from tbhcli.imaging.images import to_rgb
+from tbhcli.terminal import printable
+
+
+def _text(value: object) -> str:
+    """User text (a path, a label) as inert HTML: control characters escaped, then HTML-escaped."""
+    return html.escape(printable(value))
+
 
 THUMB = 128  # px, longer side
 
@@ -31,7 +39,7 @@ def thumbnail(path: Path) -> str | None:
     """A data URI of a small JPEG of `path`, or None if it cannot be read."""
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
+            img = to_rgb(ImageOps.exif_transpose(img))
             img.thumbnail((THUMB, THUMB))
             buf = io.BytesIO()
             img.save(buf, format="JPEG", quality=80)
@@ -50,15 +58,13 @@ def write_gallery(results: list[QueryResult], out: Path) -> Path:
     """Write the gallery of `results` (thumbnails read from each result's `root`) to `out`."""
     sections = []
     for result in results:
-        figures = [
-            _figure(result.query, f"<b>query</b><br>{html.escape(str(result.query))}", "query")
-        ]
+        figures = [_figure(result.query, f"<b>query</b><br>{_text(result.query)}", "query")]
         for row in result.rows():
-            label = f" · {html.escape(row['label'])}" if row["label"] is not None else ""
-            caption = f"#{row['rank']} · d={row['distance']}{label}<br>{html.escape(row['path'])}"
+            label = f" · {_text(row['label'])}" if row["label"] is not None else ""
+            caption = f"#{row['rank']} · d={row['distance']}{label}<br>{_text(row['path'])}"
             figures.append(_figure(result.root / row["path"], caption))
         sections.append(
-            f"<section><h2>{html.escape(result.query.name)}</h2>"
+            f"<section><h2>{_text(result.query.name)}</h2>"
             f'<div class="grid">{"".join(figures)}</div></section>'
         )
     page = (

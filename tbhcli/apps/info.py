@@ -6,6 +6,7 @@ from tbhcli.deploy.runtime import model_info
 from tbhcli.errors import TbhError
 from tbhcli.hashing.runs import CONFIG_FILE, load_config
 from tbhcli.storage.store import open_store
+from tbhcli.terminal import shown
 from tbhcli.workspace import MODELS_DIR, RUNS_DIR, STORE_PATH
 
 
@@ -104,30 +105,29 @@ def print_info(result: dict, console) -> None:
     """Rich tables of `info()`'s runs and models, and a summary line of the store."""
     from rich.table import Table
 
-    console.print(f"workspace {result['workspace']}", highlight=False)
+    console.print(f"workspace {shown(result['workspace'])}")
     runs = Table(title="runs (runs/)", title_justify="left")
     run_columns = ("name", "method", "bits", "feature_dim", "backbone")
     for column in run_columns:
         runs.add_column(column)
     for run in result["runs"]:
-        runs.add_row(*(str(run.get(c, "")) for c in run_columns))
+        runs.add_row(*(shown(run.get(c, "")) for c in run_columns))
     console.print(runs if result["runs"] else "runs: none (tbh train FEATURES.npy --bits 32)")
     models = Table(title="models (onnx/)", title_justify="left")
     columns = ("file", "method", "bits", "input", "backbone", "image_size")
     for column in columns:
         models.add_column(column)
     for model in result["models"]:
-        models.add_row(*(str(model.get(c, "")) for c in columns))
+        models.add_row(*(shown(model.get(c, "")) for c in columns))
     console.print(models if result["models"] else "models: none (tbh export)")
     if not result["stores"]:
         console.print("stores: none (tbh index IMAGES_DIR)")
     for store in result["stores"]:
         if "error" in store:
-            console.print(f"store {store['path']}: {store['error']}", highlight=False)
+            console.print(f"store {shown(store['path'])}: {shown(store['error'])}")
             continue
         console.print(
-            f"store {store['path']}: {store['rows']} images ({store['queries']} queries), "
-            f"{store['bits']} bits, model {store['model']}, {store['classes']} classes, "
-            f"{store['size_bytes'] / 1e6:.1f} MB, updated {store['updated']}",
-            highlight=False,
+            f"store {shown(store['path'])}: {store['rows']} images ({store['queries']} queries), "
+            f"{store['bits']} bits, model {shown(store['model'])}, {store['classes']} classes, "
+            f"{store['size_bytes'] / 1e6:.1f} MB, updated {shown(store['updated'])}"
         )

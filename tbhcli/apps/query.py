@@ -23,9 +23,10 @@ from tbhcli.errors import TbhError
 from tbhcli.imaging.images import default_workers, list_images
 from tbhcli.storage.indexing import decode_batches
 from tbhcli.storage.store import CodeStore, open_store
+from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import MODELS_DIR, resolve_model, resolve_store
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 @dataclass
@@ -95,11 +96,11 @@ def encode_images(
     if info.input != "images":
         raise TbhError(f"{model} takes {info.input}, not images; pass the images model (--model).")
     session, provider = create_session(model, device)
-    console.print(f"model {model} on [bold]{describe_provider(provider)}[/]", highlight=False)
+    console.print(f"model {shown(model)} on [bold]{describe_provider(provider)}[/]")
     codes, kept, start = [], [], 0
     for batch in decode_batches(files, info.image_size, batch_size, workers):
         for i, why in batch.errors:
-            console.print(f"[yellow]skipped[/] {files[start + i]}: {why}", highlight=False)
+            console.print(f"[yellow]skipped[/] {shown(files[start + i])}: {shown(why)}")
         if batch.ok:
             codes.append(run_codes(session, batch.pixels))
             kept += [files[start + i] for i in batch.ok]
@@ -162,13 +163,14 @@ def print_results(results: list[QueryResult], console: Console) -> None:
     from rich.table import Table
 
     for result in results:
-        table = Table(title=str(result.query), title_justify="left")
+        table = Table(title=shown(result.query), title_justify="left")
         table.add_column("rank", justify="right")
         table.add_column("distance", justify="right")
         table.add_column("path", overflow="fold")
         table.add_column("label")
         for row in result.rows():
-            table.add_row(str(row["rank"]), str(row["distance"]), row["path"], row["label"] or "")
+            cells = (row["rank"], row["distance"], row["path"], row["label"] or "")
+            table.add_row(*map(shown, cells))
         console.print(table)
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 from torch import nn
 
 import onnx
@@ -28,9 +27,10 @@ from tbhcli.deploy.runtime import create_session, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits_torch, unpack_bits
 from tbhcli.hashing.runs import Run, load_run
+from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, resolve_run
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 INPUTS = ("images", "features")
 VERIFY_BATCH = 16
 # A bit may flip between torch and onnxruntime only if its logit is this close to 0, relative to
@@ -203,10 +203,9 @@ def export(
         raise
     tmp.replace(out)
     console.print(
-        f"exported {out}: {trained.config['method']} {trained.bits} bits, input {input}; "
+        f"exported {shown(out)}: {trained.config['method']} {trained.bits} bits, input {input}; "
         f"onnxruntime = torch on {report.items} items, {report.mismatched_bits}/"
         f"{report.bits_compared} bits differ (mismatch rate {report.mismatch_rate:.2e}, "
         f"only |logit| < {report.tolerance:.1e} may)",
-        highlight=False,
     )
     return out

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
 import tbhcli
@@ -26,8 +25,9 @@ from tbhcli.imaging.images import (
     list_images,
     load_image,
 )
+from tbhcli.terminal import make_console, shown
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 class ImageFolder(Dataset):
@@ -127,8 +127,8 @@ def features(
     if len(bad) == len(paths):
         raise TbhError(f"none of the {len(paths)} images in {images} could be decoded.")
     if bad:
-        shown = ", ".join(str(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        console.print(f"[yellow]skipped {len(bad)} undecodable image(s)[/]: {shown}")
+        names = ", ".join(shown(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        console.print(f"[yellow]skipped {len(bad)} undecodable image(s)[/]: {names}")
 
     kept = [p for p, good in zip(paths, ok, strict=True) if good]
     save_features(out, feats[ok], labels[ok] if labels is not None else None)
@@ -147,5 +147,6 @@ def features(
             "tbh_version": tbhcli.__version__,
         },
     )
-    console.print(f"wrote {out}: {len(kept)} x {model.feature_dim} ({model.name}, {size} px)")
+    shape = f"{len(kept)} x {model.feature_dim}"
+    console.print(f"wrote {shown(out)}: {shape} ({model.name}, {size} px)")
     return out

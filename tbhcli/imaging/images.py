@@ -1,10 +1,10 @@
 """Image folders -> uint8 pixels: the one decoder that `tbh features` and `tbh index` share.
 
-Every image is decoded by Pillow, converted to RGB, EXIF-rotated, then center-cropped to a square
-and resized to `size` x `size` (bilinear): the shorter side becomes `size`, the longer side is cut
-evenly on both ends. Using this one function everywhere is what makes codes from `tbh index`
-equal to codes from `tbh features` + a run. The functions are top-level and take plain paths, so
-they can run in worker processes.
+Every image is decoded by Pillow, EXIF-rotated, converted to 8-bit RGB (`to_rgb`), then
+center-cropped to a square and resized to `size` x `size` (bilinear): the shorter side becomes
+`size`, the longer side is cut evenly on both ends. Using this one function everywhere is what
+makes codes from `tbh index` equal to codes from `tbh features` + a run. The functions are
+top-level and take plain paths, so they can run in worker processes.
 """
 
 import os
@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tbhcli.errors import TbhError
+from tbhcli.terminal import printable
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -43,10 +44,12 @@ def check_workers(workers: int | None) -> int:
 def image_progress(label: str, console) -> Progress:
     """The progress bar of `tbh features` and `tbh index`: done / total, images/s, time left.
 
-    Tasks carry a `rate` field (images/s) that the caller updates.
+    Tasks carry a `rate` field (images/s) that the caller updates. `label` is shown literally
+    (it holds a folder name: no markup, no format fields, no control characters).
     """
+    literal = printable(label).replace("{", "{{").replace("}", "}}")
     return Progress(
-        TextColumn(f"[bold]{label}"),
+        TextColumn(literal, style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:>8.0f} images/s"),
@@ -74,6 +77,16 @@ def list_images(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """`img` as 8-bit RGB; 16-bit grayscale (modes I;16*, and I as Pillow opens such PNG/TIFF
+    files) is scaled to 8 bits (round(value / 257)), where `convert("RGB")` would clip every value
+    above 255 and leave most pixels white."""
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        wide = np.clip(np.asarray(img), 0, 65535).astype(np.uint32)  # (H, W)
+        img = Image.fromarray(((wide + 128) // 257).astype(np.uint8))  # "L"
+    return img.convert("RGB")
+
+
 def load_image(path: Path, size: int) -> np.ndarray:
     """Decode one image into RGB uint8 [3, size, size] (center crop to square + bilinear resize).
 
@@ -81,7 +94,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
     """
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
+            img = to_rgb(ImageOps.exif_transpose(img))
             img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)  # (size, size, 3)
     except _DECODE_ERRORS as exc:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from tbhcli.deploy.runtime import (
     ModelInfo,
@@ -36,9 +35,10 @@ from tbhcli.imaging.images import (
     load_image,
 )
 from tbhcli.storage.store import QUERIES, StoreLock, StoreWriter, open_writer
+from tbhcli.terminal import make_console, printable, shown
 from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 DECODE_TASK = 32  # images per worker task: small, so every worker helps with every batch
 
 
@@ -207,16 +207,20 @@ def image_model(model: Path | None) -> Path:
     run = newest_finished_run()
     if run is not None and run[1] > newest.stat().st_mtime:
         console.print(
-            f"[yellow]note:[/] run {run[0]} is newer than {newest}; "
-            "`tbh export` it to index with it.",
-            highlight=False,
+            f"[yellow]note:[/] run {shown(run[0])} is newer than {shown(newest)}; "
+            "`tbh export` it to index with it."
         )
     return newest
 
 
 def write_errors(path: Path, tables: list[TableReport]) -> None:
-    """One line per skipped file: `<folder>/<relative path>\t<reason>`."""
-    lines = [f"{t.folder / p}\t{why}\n" for t in tables for p, why in t.errors]
+    """One line per skipped file: `<folder>/<relative path>\t<reason>`.
+
+    Names are written `printable` (a tab or newline in a name would otherwise break the format).
+    """
+    lines = [
+        f"{printable(t.folder / p)}\t{printable(why)}\n" for t in tables for p, why in t.errors
+    ]
     Path(path).parent.mkdir(parents=True, exist_ok=True)  # found missing only after the work
     Path(path).write_text("".join(lines))
 
@@ -252,7 +256,7 @@ def index(
     for folder, _ in folders:
         list_images(folder)  # a missing folder is a user error before any work starts
     session, provider = create_session(model_path, device)
-    console.print(f"model {model_path} on [bold]{describe_provider(provider)}[/]", highlight=False)
+    console.print(f"model {shown(model_path)} on [bold]{describe_provider(provider)}[/]")
     began = time.perf_counter()
     tables = []
     with StoreLock(store_path):

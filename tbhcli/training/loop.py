@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from tbhcli import terminal
 from tbhcli.errors import TbhError
 from tbhcli.hashing import runs
 from tbhcli.hashing.codes import pack_bits
@@ -243,7 +244,7 @@ def fit_tbh(
             log.close()
             trainer.save(ckpt, config)
             bar.console.print(
-                f"[yellow]checkpoint saved at step {trainer.step} in {out}; "
+                f"[yellow]checkpoint saved at step {trainer.step} in {terminal.shown(out)}; "
                 "add --resume to the same command to continue."
             )
             raise

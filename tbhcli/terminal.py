@@ -1,0 +1,47 @@
+"""How text that users control (file names, paths, labels, run names, messages) reaches a terminal.
+
+Every printer in tbh formats with rich markup, so a file named `e[/oops].jpg` would be parsed as a
+closing tag (MarkupError), `[bold red]EVIL.png` would lose its brackets, `:smile:` would become an
+emoji, and a name holding `\\x1b[31m` or a newline would drive the terminal or fake extra lines.
+This module is the one place that makes such text inert: printers build their lines with
+`shown(value)` for every interpolated value and print through a `make_console()`.
+"""
+
+from rich.console import Console
+from rich.markup import escape
+
+_SURROGATES = range(0xDC80, 0xDD00)  # undecodable bytes 0x80-0xFF kept by surrogateescape
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if code in _SURROGATES:
+        return f"\\x{code - 0xDC00:02x}"  # the original byte of a non-UTF-8 file name
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(value: object) -> str:
+    """`str(value)` with every non-printable character written as a Python-style escape.
+
+    Control characters (C0, DEL, C1: ESC, newline, tab, ...), other invisible format characters
+    (bidi overrides, line separators) and lone surrogates become `\\x1b`, `\\u202e`, ...; so
+    one name is one visible line, and nothing can reach the terminal as a control sequence.
+    A trailing backslash becomes `\\x5c`: in markup it would escape whatever follows.
+    """
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _escape_char(c) for c in text)
+    return text[:-1] + "\\x5c" if text.endswith("\\") else text
+
+
+def shown(value: object) -> str:
+    """`value` as a literal inside a rich markup string: `printable`, then markup-escaped."""
+    return escape(printable(value))
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console for tbh's output: no emoji codes (`:smile:` in a name stays text), no
+    automatic highlighting (paths are not numbers and URLs)."""
+    return Console(stderr=stderr, emoji=False, highlight=False)
