@@ -67,6 +67,16 @@ def test_query_image_that_is_in_the_store_finds_itself_first(workspace, monkeypa
     assert result.distances[0] == 0 and 7 in result.ids[result.distances == 0]
 
 
+def test_query_label_is_the_class_folder_where_known(workspace, monkeypatch, tmp_path):
+    ws, _, files, queries = workspace
+    monkeypatch.chdir(ws)
+    by_folder = query([ws / "queries"], top=1, device="cpu")  # queries/q/*.png
+    assert [r.label for r in by_folder] == ["q"] * len(queries)
+    inside = query([files[0], queries[0]], top=1, device="cpu")  # images/cat/...: the store's
+    assert [r.label for r in inside] == ["cat", None]
+    assert inside[0].setup.bits == 16 and inside[0].setup.rows == len(files)
+
+
 def test_refuses_a_model_the_store_was_not_built_with(workspace, monkeypatch, tmp_path):
     ws, _, _, queries = workspace
     monkeypatch.chdir(ws)
@@ -102,7 +112,8 @@ def test_cli_json_and_html_gallery(workspace, monkeypatch, tmp_path):
         assert [n["rank"] for n in item["neighbours"]] == [1, 2, 3, 4, 5]
     page = html_out.read_text()
     assert 'a<b>&"c.png' not in page and "a&lt;b&gt;&amp;&quot;c.png" in page
-    assert page.count("data:image/jpeg;base64,") == 2 * 6
+    assert page.count("data:image/png;base64,") == 2 * 6  # 36 x 44 px: small, lossless
+    assert "model lsh16.onnx (lsh, 16 bits)" in page
 
 
 def test_cli_table_and_errors(workspace, monkeypatch):

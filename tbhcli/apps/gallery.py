@@ -1,19 +1,46 @@
 """`tbh query --html`: one self-contained HTML page showing each query and its neighbours.
 
-Thumbnails are embedded as small base64 JPEG data URIs, so the file can be mailed or opened
-anywhere; every path and label is HTML-escaped.
+Thumbnails are embedded as data URIs, so the file can be mailed or opened anywhere: small images
+(MNIST digits are 28 px) as lossless PNG, scaled up to the card with crisp pixels, larger ones
+as 128 px JPEG. A header says which model, code length and store answered, and how fast; when
+the query and a result both have a class, the result's card is green (same class) or red.
+
+The page only shows files inside the indexed folder: a stored path that is absolute, climbs out
+with `..`, or resolves through a symlink to somewhere else is refused with a placeholder, so a
+tampered store cannot make the gallery embed other files. Every path and label is escaped.
 """
 
 import base64
 import html
 import io
-from pathlib import Path
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 
 from PIL import Image, ImageOps
 
-from tbhcli.apps.query import QueryResult
+from tbhcli.apps.query import QueryResult, QuerySetup
 from tbhcli.imaging.images import to_rgb
 from tbhcli.terminal import printable
+
+THUMB = 128  # px: the card's picture box; images up to this size are embedded as they are
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
+header p { color: #555; margin: 0.2em 0 1.5em; }
+section { margin-bottom: 2em; }
+h2 { font-size: 1.1em; }
+h2 small { font-weight: normal; color: #555; }
+.grid { display: flex; flex-wrap: wrap; gap: 10px; }
+figure { margin: 0; width: 140px; background: #fff; border: 2px solid #ddd; padding: 4px; }
+figure.query { border-color: #2a6fdb; }
+figure.relevant { border-color: #2e9e44; background: #eef8f0; }
+figure.irrelevant { border-color: #d64545; background: #fbeeee; }
+figure img { display: block; margin: 0 auto; width: 128px; height: 128px; object-fit: contain; }
+figure img.pixels { image-rendering: pixelated; }
+figcaption { font-size: 11px; overflow-wrap: anywhere; margin-top: 4px; }
+.missing { height: 128px; display: flex; align-items: center; justify-content: center;
+  text-align: center; color: #888; }
+"""
 
 
 def _text(value: object) -> str:
@@ -21,55 +48,95 @@ def _text(value: object) -> str:
     return html.escape(printable(value))
 
 
-THUMB = 128  # px, longer side
+def inside_root(root: Path, stored: str) -> Path | None:
+    """The file that stored path `stored` names under `root`, or None when it would leave `root`.
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
-section { margin-bottom: 2em; }
-.grid { display: flex; flex-wrap: wrap; gap: 10px; }
-figure { margin: 0; width: 140px; background: #fff; border: 1px solid #ddd; padding: 5px; }
-figure.query { border: 2px solid #2a6fdb; }
-figure img { display: block; margin: 0 auto; max-width: 128px; max-height: 128px; }
-figcaption { font-size: 11px; overflow-wrap: anywhere; margin-top: 4px; }
-.missing { height: 128px; display: flex; align-items: center; justify-content: center; }
-"""
+    Refused: empty, absolute (`/etc/x`) or NUL-holding paths, any `..` part, and paths whose real
+    location (symlinks followed) is outside the real `root`.
+    """
+    relative = PurePosixPath(stored)
+    if not stored or "\x00" in stored or relative.is_absolute() or ".." in relative.parts:
+        return None
+    base = Path(root).resolve()
+    path = (base / relative).resolve()
+    return path if path.is_relative_to(base) else None
 
 
-def thumbnail(path: Path) -> str | None:
-    """A data URI of a small JPEG of `path`, or None if it cannot be read."""
+def thumbnail(path: Path) -> tuple[str, bool] | None:
+    """A data URI of `path` for a card, and whether it is small (to be shown with crisp pixels);
+    None if the file cannot be read."""
     try:
         with Image.open(path) as img:
             img = to_rgb(ImageOps.exif_transpose(img))
-            img.thumbnail((THUMB, THUMB))
+            small = max(img.size) <= THUMB
+            if not small:
+                img.thumbnail((THUMB, THUMB))
             buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=80)
+            img.save(buf, format="PNG" if small else "JPEG", **({} if small else {"quality": 80}))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    kind = "png" if small else "jpeg"
+    return f"data:image/{kind};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}", small
 
 
-def _figure(path: Path, caption: str, css: str = "") -> str:
-    uri = thumbnail(path)
-    picture = f'<img src="{uri}" alt="">' if uri else '<div class="missing">not readable</div>'
+def _figure(path: Path | None, caption: str, css: str = "") -> str:
+    if path is None:
+        picture = '<div class="missing">outside the indexed folder: not shown</div>'
+    elif (thumb := thumbnail(path)) is None:
+        picture = '<div class="missing">not readable</div>'
+    else:
+        uri, small = thumb
+        pixels = ' class="pixels"' if small else ""
+        picture = f'<img src="{uri}" alt=""{pixels}>'
     return f'<figure class="{css}">{picture}<figcaption>{caption}</figcaption></figure>'
+
+
+def _relevance(query: str | None, label: str | None) -> str:
+    """A result's CSS class: relevant (same class), irrelevant, or "" if either is unknown."""
+    if query is None or label is None:
+        return ""
+    return "relevant" if label == query else "irrelevant"
+
+
+def _section(result: QueryResult) -> str:
+    label = f" · {_text(result.label)}" if result.label is not None else ""
+    figures = [_figure(result.query, f"<b>query</b>{label}<br>{_text(result.query)}", "query")]
+    rows = result.rows()
+    for row in rows:
+        label = f" · {_text(row['label'])}" if row["label"] is not None else ""
+        caption = f"#{row['rank']} · d={row['distance']}{label}<br>{_text(row['path'])}"
+        path = inside_root(result.root, row["path"])
+        figures.append(_figure(path, caption, _relevance(result.label, row["label"])))
+    judged = [_relevance(result.label, row["label"]) for row in rows]
+    score = ""
+    if rows and all(judged):
+        score = f" <small>{judged.count('relevant')}/{len(rows)} of class {_text(result.label)}"
+        score += "</small>"
+    return (
+        f"<section><h2>{_text(result.query.name)}{score}</h2>"
+        f'<div class="grid">{"".join(figures)}</div></section>'
+    )
+
+
+def _header(setup: QuerySetup | None, queries: int) -> str:
+    if setup is None:
+        return "<header><h1>tbh query</h1></header>"
+    facts = [
+        f"model {_text(setup.model.name)} ({_text(setup.method)}, {setup.bits} bits)",
+        f"store {_text(setup.store)} ({setup.rows:,} images)",
+        f"{queries} {'query' if queries == 1 else 'queries'} in {setup.seconds:.2f} s",
+        datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    ]
+    return f"<header><h1>tbh query</h1><p>{' · '.join(facts)}</p></header>"
 
 
 def write_gallery(results: list[QueryResult], out: Path) -> Path:
     """Write the gallery of `results` (thumbnails read from each result's `root`) to `out`."""
-    sections = []
-    for result in results:
-        figures = [_figure(result.query, f"<b>query</b><br>{_text(result.query)}", "query")]
-        for row in result.rows():
-            label = f" · {_text(row['label'])}" if row["label"] is not None else ""
-            caption = f"#{row['rank']} · d={row['distance']}{label}<br>{_text(row['path'])}"
-            figures.append(_figure(result.root / row["path"], caption))
-        sections.append(
-            f"<section><h2>{_text(result.query.name)}</h2>"
-            f'<div class="grid">{"".join(figures)}</div></section>'
-        )
+    setup = results[0].setup if results else None
+    body = _header(setup, len(results)) + "".join(_section(r) for r in results)
     page = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>tbh query</title>'
-        f"<style>{_STYLE}</style></head><body><h1>tbh query</h1>{''.join(sections)}</body></html>\n"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>\n"
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # found missing only after the search

@@ -6,6 +6,7 @@ ties broken by database row. Results print as a table, as JSON, or as an HTML ga
 """
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,25 @@ from tbhcli.deploy.runtime import (
     run_codes,
 )
 from tbhcli.errors import TbhError
-from tbhcli.imaging.images import default_workers, list_images
+from tbhcli.imaging.images import default_workers, label_of, list_images
 from tbhcli.storage.indexing import decode_batches
 from tbhcli.storage.store import CodeStore, open_store
 from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import MODELS_DIR, resolve_model, resolve_store
 
 console = make_console(stderr=True)
+
+
+@dataclass(frozen=True)
+class QuerySetup:
+    """What all results of one `query` call share (the gallery's header)."""
+
+    store: Path
+    rows: int  # images in the store
+    model: Path
+    method: str
+    bits: int
+    seconds: float  # decoding, encoding and searching all the queries
 
 
 @dataclass
@@ -39,6 +52,8 @@ class QueryResult:
     paths: list[str]  # relative to `root`
     labels: list[str | None]
     root: Path  # the indexed folder (the store's `root` attribute)
+    label: str | None = None  # the query's own class, when it lies in a class folder
+    setup: QuerySetup | None = None
 
     def rows(self) -> list[dict]:
         """One dict per neighbour: rank, distance, id, path, label."""
@@ -63,6 +78,18 @@ def expand_images(items: list[Path]) -> list[Path]:
     if not files:
         raise TbhError(f"no images found in {', '.join(map(str, items))}.")
     return files
+
+
+def query_label(path: Path, folders: list[Path]) -> str | None:
+    """The class of a query image, as indexing names classes: its first folder below one of
+    `folders` (the folder arguments, the store's indexed folders) that holds it, else None."""
+    resolved = path.resolve()
+    for folder in folders:
+        if resolved.is_relative_to(base := folder.resolve()):
+            label = label_of(resolved.relative_to(base))
+            if label is not None:
+                return label
+    return None
 
 
 def store_model(store: CodeStore, model: Path | None) -> Path:
@@ -95,7 +122,7 @@ def encode_images(
     info = info or model_info(model)
     if info.input != "images":
         raise TbhError(f"{model} takes {info.input}, not images; pass the images model (--model).")
-    session, provider = create_session(model, device)
+    session, provider = create_session(model, device, info)
     console.print(f"model {shown(model)} on [bold]{describe_provider(provider)}[/]")
     codes, kept, start = [], [], 0
     for batch in decode_batches(files, info.image_size, batch_size, workers):
@@ -131,6 +158,7 @@ def query(
         raise TbhError(f"--top must be positive (got {top}).")
     if radius is not None and radius < 0:
         raise TbhError(f"--radius must be >= 0 (got {radius}).")
+    began = time.perf_counter()
     db = open_store(resolve_store(store))
     if not len(db):
         raise TbhError(f"store {db.path} is empty; index images with `tbh index IMAGES_DIR`.")
@@ -149,12 +177,17 @@ def query(
         found = list(zip(dists, ids, strict=True))
     else:
         found = [(d[:top], i[:top]) for d, i in radius_search(db, codes, radius, dask=dask)]
+    seconds = time.perf_counter() - began
+    setup = QuerySetup(db.path, len(db), model_path, info.method, info.bits, seconds)
+    folders = [Path(p) for p in images if Path(p).is_dir()] + [db.root]
+    if db.queries is not None:
+        folders.append(db.queries.root)
     results = []
     for q, (d, i) in zip(kept, found, strict=True):
         paths, labels = db.lookup(i)
-        results.append(
-            QueryResult(q, np.asarray(d, np.int32), np.asarray(i, np.int64), paths, labels, db.root)
-        )
+        d, i = np.asarray(d, np.int32), np.asarray(i, np.int64)
+        label = query_label(q, folders)
+        results.append(QueryResult(q, d, i, paths, labels, db.root, label, setup))
     return results
 
 

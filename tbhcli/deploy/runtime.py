@@ -42,7 +42,8 @@ class ModelInfo:
 
 
 def model_info(path: str | Path) -> ModelInfo:
-    """Read a tbh ONNX model's metadata; a user error if the file is not one."""
+    """Read a tbh ONNX model's metadata; a user error if the file is not one, or if the metadata
+    contradicts the graph (`check_metadata`)."""
     import onnx
 
     path = Path(path)
@@ -57,7 +58,7 @@ def model_info(path: str | Path) -> ModelInfo:
         raise TbhError(f"{path} has no tbh metadata; export the model with `tbh export`.")
     size = props.get("tbh.image_size")
     try:
-        return ModelInfo(
+        info = ModelInfo(
             path=path,
             sha256=file_sha256(path),
             bits=int(props["tbh.bits"]),
@@ -73,6 +74,73 @@ def model_info(path: str | Path) -> ModelInfo:
         raise TbhError(
             f"{path} has incomplete tbh metadata ({exc}); export the model again with `tbh export`."
         ) from None
+    check_metadata(info, proto.graph)
+    return info
+
+
+def _bad_metadata(info: ModelInfo, what: str) -> TbhError:
+    return TbhError(
+        f"{info.path} has inconsistent tbh metadata: {what}; the file was edited or damaged, "
+        "export the model again with `tbh export`."
+    )
+
+
+def _static_dims(value) -> list[int | None]:
+    """The dims of a graph input/output: ints where fixed, None where symbolic (the batch)."""
+    dims = value.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def check_metadata(info: ModelInfo, graph) -> None:
+    """Refuse metadata that contradicts itself or the graph's declared input and output.
+
+    A code width that disagrees with bits/8 would store truncated codes with exit 0, so the
+    graph's output is also run once on a zero item where it is opened (`check_output`).
+    """
+    import onnx
+
+    if info.bits <= 0 or info.bits % 8:
+        raise _bad_metadata(info, f"tbh.bits is {info.bits}, not a positive multiple of 8")
+    if info.input not in ("images", "features"):
+        raise _bad_metadata(info, f"tbh.input is {info.input!r}, not images or features")
+    if info.feature_dim <= 0:
+        raise _bad_metadata(info, f"tbh.feature_dim is {info.feature_dim}, not positive")
+    if info.input == "images" and (info.image_size is None or info.image_size <= 0):
+        raise _bad_metadata(info, f"tbh.image_size is {info.image_size}, not a positive size")
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise _bad_metadata(info, "a tbh model has one input and one output")
+    dtype = onnx.TensorProto.UINT8 if info.input == "images" else onnx.TensorProto.FLOAT
+    declared = _static_dims(graph.input[0])
+    expected = [None, *info.input_shape]
+    if graph.input[0].type.tensor_type.elem_type != dtype or declared != expected:
+        shape = ["B" if d is None else d for d in declared]
+        raise _bad_metadata(
+            info, f"the graph takes {shape}, not {info.input} of shape [B, {info.input_shape}]"
+        )
+    if graph.output[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+        raise _bad_metadata(info, "the graph's output is not uint8 packed codes")
+    width = _static_dims(graph.output[0])[-1:]
+    if width and width[0] is not None and width[0] != info.bits // 8:
+        raise _bad_metadata(info, f"tbh.bits is {info.bits} but codes are {width[0]} bytes wide")
+
+
+def check_output(session, info: ModelInfo) -> None:
+    """Run `session` on one zero item: its codes must be uint8 [1, bits / 8] as the metadata says.
+
+    The exported graph's code width is symbolic, so this is the check that catches an edited
+    `tbh.bits` before a store records codes of the wrong width.
+    """
+    dtype = np.uint8 if info.input == "images" else np.float32
+    try:
+        codes = run_codes(session, np.zeros((1, *info.input_shape), dtype))
+    except Exception as exc:  # onnxruntime's errors have no common public base class
+        raise _bad_metadata(info, f"the model does not run on one item ({exc})") from None
+    if codes.dtype != np.uint8 or codes.shape != (1, info.bits // 8):
+        raise _bad_metadata(
+            info,
+            f"tbh.bits is {info.bits} ({info.bits // 8} bytes per code) but the model outputs "
+            f"{codes.dtype} codes of shape {list(codes.shape[1:])}",
+        )
 
 
 def gpu_count() -> int:
@@ -87,10 +155,11 @@ def gpu_count() -> int:
     return count.value
 
 
-def create_session(model_path: str | Path, device: str = "auto"):
+def create_session(model_path: str | Path, device: str = "auto", info: ModelInfo | None = None):
     """An onnxruntime session on `device` ("auto", "cuda" or "cpu") and the provider it runs on.
 
-    "auto" means CUDA when a GPU is present, else CPU. Returns (session, provider name).
+    "auto" means CUDA when a GPU is present, else CPU. With `info` (the model's metadata), the
+    session's code width is checked against it (`check_output`). Returns (session, provider name).
     """
     import onnxruntime as ort
 
@@ -121,6 +190,8 @@ def create_session(model_path: str | Path, device: str = "auto"):
             f"onnxruntime could not start its CUDA provider (it came up on {provider}); "
             "check the CUDA/cuDNN libraries, or pass --device cpu."
         )
+    if info is not None:
+        check_output(session, info)
     return session, provider
 
 

@@ -255,7 +255,7 @@ def index(
     folders = [(images, None)] + ([(Path(query_images), QUERIES)] if query_images else [])
     for folder, _ in folders:
         list_images(folder)  # a missing folder is a user error before any work starts
-    session, provider = create_session(model_path, device)
+    session, provider = create_session(model_path, device, info)
     console.print(f"model {shown(model_path)} on [bold]{describe_provider(provider)}[/]")
     began = time.perf_counter()
     tables = []
