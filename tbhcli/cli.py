@@ -451,6 +451,32 @@ def info(
         print_info(result, make_console())
 
 
+@app.command()
+def serve(
+    store: StoreOption = None,
+    model: Annotated[
+        Path | None, typer.Option(help="ONNX model (default: the one the store was built with).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; other than loopback needs --token-file.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port, printed).")] = 8000,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File with the bearer token clients must send.")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback --host without a token.")
+    ] = False,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body in MiB.")] = 10.0,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
+) -> None:
+    """Serve the store as an HTTP API (docs at /docs) and a search page at / until Ctrl-C."""
+    from tbhcli.apps.serve import serve as run_serve
+
+    run_serve(store, model, host, port, token_file, insecure, max_upload_mb, device, threads)
+
+
 def main() -> None:
     """Entry point of the `tbh` console script."""
     try:

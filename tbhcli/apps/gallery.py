@@ -62,11 +62,15 @@ def inside_root(root: Path, stored: str) -> Path | None:
     return path if path.is_relative_to(base) else None
 
 
-def thumbnail(path: Path) -> tuple[str, bool] | None:
-    """A data URI of `path` for a card, and whether it is small (to be shown with crisp pixels);
-    None if the file cannot be read."""
+def thumbnail_image(path: Path) -> tuple[bytes, str] | None:
+    """A small image of `path`: (bytes, "png" or "jpeg"); None if the file cannot be read.
+
+    Images up to `THUMB` px are kept as they are, as PNG (to be shown with crisp pixels); larger
+    ones shrink to `THUMB` px on the longer side, as JPEG.
+    """
     try:
         with Image.open(path) as img:
+            img.draft("RGB", (THUMB, THUMB))  # a large JPEG decodes at a reduced scale: faster
             img = to_rgb(ImageOps.exif_transpose(img))
             small = max(img.size) <= THUMB
             if not small:
@@ -75,8 +79,17 @@ def thumbnail(path: Path) -> tuple[str, bool] | None:
             img.save(buf, format="PNG" if small else "JPEG", **({} if small else {"quality": 80}))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    kind = "png" if small else "jpeg"
-    return f"data:image/{kind};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}", small
+    return buf.getvalue(), "png" if small else "jpeg"
+
+
+def thumbnail(path: Path) -> tuple[str, bool] | None:
+    """A data URI of `path` for a card, and whether it is small (to be shown with crisp pixels);
+    None if the file cannot be read."""
+    image = thumbnail_image(path)
+    if image is None:
+        return None
+    data, kind = image
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}", kind == "png"
 
 
 def _figure(path: Path | None, caption: str, css: str = "") -> str:

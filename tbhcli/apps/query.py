@@ -46,7 +46,7 @@ class QuerySetup:
 class QueryResult:
     """The neighbours of one query image, nearest first (distance, then database row)."""
 
-    query: Path
+    query: Path | str  # the query image, or what named a query given as codes or a store row
     distances: np.ndarray  # int32 [k] Hamming distances
     ids: np.ndarray  # int64 [k] database rows
     paths: list[str]  # relative to `root`
@@ -107,6 +107,15 @@ def store_model(store: CodeStore, model: Path | None) -> Path:
     )
 
 
+def check_images_model(info: ModelInfo) -> ModelInfo:
+    """`info`, if its model takes images (a features model cannot encode a query image)."""
+    if info.input != "images":
+        raise TbhError(
+            f"{info.path} takes {info.input}, not images; pass the images model (--model)."
+        )
+    return info
+
+
 def encode_images(
     files: list[Path],
     model: Path,
@@ -119,9 +128,7 @@ def encode_images(
 
     `info` is the model's metadata when the caller already read it (reading hashes the file).
     """
-    info = info or model_info(model)
-    if info.input != "images":
-        raise TbhError(f"{model} takes {info.input}, not images; pass the images model (--model).")
+    info = check_images_model(info or model_info(model))
     session, provider = create_session(model, device, info)
     console.print(f"model {shown(model)} on [bold]{describe_provider(provider)}[/]")
     codes, kept, start = [], [], 0
@@ -135,6 +142,58 @@ def encode_images(
     if not kept:
         raise TbhError("none of the query images could be decoded.")
     return np.concatenate(codes), kept
+
+
+def check_search(top: int, radius: int | None) -> None:
+    """Refuse a `top` below 1 and a negative `radius` (user errors)."""
+    if top <= 0:
+        raise TbhError(f"--top must be positive (got {top}).")
+    if radius is not None and radius < 0:
+        raise TbhError(f"--radius must be >= 0 (got {radius}).")
+
+
+def open_searchable(
+    store: Path | None = None, model: Path | None = None
+) -> tuple[CodeStore, ModelInfo]:
+    """The store (non-empty) and its model's metadata, checked to be the model it was built with.
+
+    `model` defaults to the store's own (verified by sha256, so query and database codes match).
+    """
+    db = open_store(resolve_store(store))
+    if not len(db):
+        raise TbhError(f"store {db.path} is empty; index images with `tbh index IMAGES_DIR`.")
+    model_path = store_model(db, model)
+    info = model_info(model_path)
+    if info.sha256 != db.attrs["model_sha256"]:
+        raise TbhError(
+            f"{model_path} is not the model store {db.path} was built with "
+            f"({db.attrs['model']}); pass that file with --model."
+        )
+    return db, info
+
+
+def search_codes(
+    database,
+    codes: np.ndarray,
+    top: int,
+    radius: int | None = None,
+    dask: str | None = None,
+    threads: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(distances int32 [k], rows int64 [k]) for each query code uint8 [Q, bits/8], nearest first:
+    the `top` nearest, or at most `top` within Hamming `radius` when one is given.
+
+    `database` is anything `tbhcli.search.topk` takes (a `CodeStore`, an array of codes).
+    """
+    from tbhcli.search import radius_search, topk
+
+    if radius is None:
+        dists, ids = topk(database, codes, min(top, len(database)), threads=threads, dask=dask)
+        found = zip(dists, ids, strict=True)
+    else:
+        hits = radius_search(database, codes, radius, threads, dask)
+        found = ((d[:top], i[:top]) for d, i in hits)
+    return [(np.asarray(d, np.int32), np.asarray(i, np.int64)) for d, i in found]
 
 
 def query(
@@ -152,40 +211,21 @@ def query(
     `model` defaults to the store's own (verified by sha256, so query and database codes match).
     `dask` ("local" or a scheduler address) searches the store's blocks on a Dask cluster.
     """
-    from tbhcli.search import radius_search, topk
-
-    if top <= 0:
-        raise TbhError(f"--top must be positive (got {top}).")
-    if radius is not None and radius < 0:
-        raise TbhError(f"--radius must be >= 0 (got {radius}).")
+    check_search(top, radius)
     began = time.perf_counter()
-    db = open_store(resolve_store(store))
-    if not len(db):
-        raise TbhError(f"store {db.path} is empty; index images with `tbh index IMAGES_DIR`.")
-    model_path = store_model(db, model)
-    info = model_info(model_path)
-    if info.sha256 != db.attrs["model_sha256"]:
-        raise TbhError(
-            f"{model_path} is not the model store {db.path} was built with "
-            f"({db.attrs['model']}); pass that file with --model."
-        )
+    db, info = open_searchable(store, model)
     files = expand_images(images)
     workers = default_workers() if len(files) > batch_size else 0  # a pool pays off for folders
-    codes, kept = encode_images(files, model_path, device, batch_size, workers, info)
-    if radius is None:
-        dists, ids = topk(db, codes, min(top, len(db)), dask=dask)
-        found = list(zip(dists, ids, strict=True))
-    else:
-        found = [(d[:top], i[:top]) for d, i in radius_search(db, codes, radius, dask=dask)]
+    codes, kept = encode_images(files, info.path, device, batch_size, workers, info)
+    found = search_codes(db, codes, top, radius, dask)
     seconds = time.perf_counter() - began
-    setup = QuerySetup(db.path, len(db), model_path, info.method, info.bits, seconds)
+    setup = QuerySetup(db.path, len(db), info.path, info.method, info.bits, seconds)
     folders = [Path(p) for p in images if Path(p).is_dir()] + [db.root]
     if db.queries is not None:
         folders.append(db.queries.root)
     results = []
     for q, (d, i) in zip(kept, found, strict=True):
         paths, labels = db.lookup(i)
-        d, i = np.asarray(d, np.int32), np.asarray(i, np.int64)
         label = query_label(q, folders)
         results.append(QueryResult(q, d, i, paths, labels, db.root, label, setup))
     return results
@@ -207,6 +247,11 @@ def print_results(results: list[QueryResult], console: Console) -> None:
         console.print(table)
 
 
+def results_payload(results: list[QueryResult]) -> list[dict]:
+    """A list of {query, neighbours: [{rank, distance, id, path, label}]}: the JSON of results."""
+    return [{"query": str(r.query), "neighbours": r.rows()} for r in results]
+
+
 def results_json(results: list[QueryResult]) -> str:
-    """JSON: a list of {query, neighbours: [{rank, distance, id, path, label}]}."""
-    return json.dumps([{"query": str(r.query), "neighbours": r.rows()} for r in results], indent=2)
+    """`results_payload` as indented JSON text (`tbh query --json`, `tbh serve`'s /query)."""
+    return json.dumps(results_payload(results), indent=2)

@@ -9,6 +9,7 @@ top-level and take plain paths, so they can run in worker processes.
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -18,6 +19,8 @@ from tbhcli.errors import TbhError
 from tbhcli.terminal import printable
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# The Pillow formats of those extensions: all that bytes from a client may be decoded as.
+UPLOAD_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 
 # What Pillow raises for unreadable, truncated or hostile files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
@@ -87,19 +90,37 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """Decode one image into RGB uint8 [3, size, size] (center crop to square + bilinear resize).
+def load_image(
+    path: Path | BinaryIO,
+    size: int,
+    *,
+    formats: tuple[str, ...] | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Decode one image (a file, or a binary stream) into RGB uint8 [3, size, size] (center crop
+    to square + bilinear resize).
 
+    For data from untrusted clients, `formats` limits the Pillow plugins tried (`UPLOAD_FORMATS`)
+    and `max_pixels` refuses larger images from their header, before any pixel is decoded.
     Raises `ImageDecodeError` for files Pillow cannot fully decode, so callers can skip them.
     """
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=formats) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise ImageDecodeError(
+                    f"image {_name(path)} is {img.width} x {img.height} pixels, more than the "
+                    f"{max_pixels:,} allowed."
+                )
             img = to_rgb(ImageOps.exif_transpose(img))
             img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)  # (size, size, 3)
     except _DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from None
+        raise ImageDecodeError(f"cannot decode image {_name(path)}: {exc}") from None
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3, size, size)
+
+
+def _name(source: Path | BinaryIO) -> str:
+    return str(getattr(source, "name", source))  # streams from uploads carry the client's name
 
 
 def label_of(relpath: Path) -> str | None:

@@ -1,0 +1,152 @@
+"""Load test of `tbh serve`: concurrent clients against a real server on 127.0.0.1.
+
+    .venv/bin/python bench/serve_load.py                         # builds a digits workspace
+    .venv/bin/python bench/serve_load.py --workspace demo        # the demo's store and model
+    .venv/bin/python bench/serve_load.py --requests 2000 --clients 20
+
+Without --workspace it writes the MNIST digits (`tbh demo`'s images), exports an LSH run on
+EfficientNet-Lite0 at 64 px (the demo's backbone and size, so the per-image cost is the demo's)
+and indexes them. Then it starts `tbh serve --port 0` as a subprocess and, for each kind of query
+(by store id: JSON `{"id": n}`; by upload: a digit PNG as multipart), sends --requests requests
+from --clients concurrent clients (httpx, one asyncio loop), after a warm-up. It prints p50/p99
+latency, requests/s, errors, and the server's RSS at start and end of each phase. The reference,
+measured in the same run: the same queries answered by `SearchService` in this process, one at a
+time, without HTTP; the ratio says what HTTP and concurrency add or win.
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from index_throughput import export_lsh  # noqa: E402
+
+from tbhcli.apps.demo_data import write_mnist_images  # noqa: E402
+from tbhcli.apps.serve.service import SearchService, Upload  # noqa: E402
+from tbhcli.storage.indexing import index  # noqa: E402
+
+
+def build_workspace(root: Path, digits: int) -> Path:
+    """`digits` demo digits (a tenth kept as queries) indexed with a 32-bit LSH model."""
+    images, _ = write_mnist_images(root, n_queries=digits // 10, n=digits)
+    export_lsh(root, "efficientnet-lite0", 64, 32)
+    index(images, store=root / "codes.zarr", model=root / "onnx" / "bench.onnx", device="cpu")
+    return root
+
+
+def start_server(workspace: Path) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "tbhcli.cli", "serve", "--port", "0", "--device", "cpu"]
+    server = subprocess.Popen(command, cwd=workspace, stderr=subprocess.PIPE, text=True)
+    line = server.stderr.readline()
+    url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    if not url:
+        server.kill()
+        raise SystemExit(f"the server did not start: {line}{server.stderr.read()}")
+    return server, url[0]
+
+
+async def load(endpoint: str, requests: list[dict], clients: int) -> tuple[np.ndarray, int, float]:
+    """POST every request (httpx keyword arguments) to `endpoint` from `clients` concurrent
+    clients; returns (latencies in s, errors, wall seconds)."""
+    latencies, errors, queue = [], 0, list(reversed(requests))
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while queue:
+            kwargs = queue.pop()
+            start = time.perf_counter()
+            response = await http.post(endpoint, **kwargs)
+            latencies.append(time.perf_counter() - start)
+            if response.status_code != 200 or not response.json()[0]["neighbours"]:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        wall = time.perf_counter() - start
+    return np.array(latencies), errors, wall
+
+
+def reference_rate(service: SearchService, kind: str, items: list, n: int) -> float:
+    """Queries/s of the service called directly, one at a time (no HTTP)."""
+    start = time.perf_counter()
+    for i in range(n):
+        if kind == "id":
+            service.by_ids([items[i % len(items)]])
+        else:
+            service.by_images([items[i % len(items)]])
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, help="A workspace with codes.zarr and onnx/.")
+    parser.add_argument("--digits", type=int, default=5000, help="Digits in a built workspace.")
+    parser.add_argument("--requests", type=int, default=2000, help="Requests per kind.")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--top", type=int, default=10)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = args.workspace or build_workspace(Path(tmp), args.digits)
+        service = SearchService(ws / "codes.zarr", device="cpu")
+        rows = len(service.db)
+        uploads = [Upload(p.name, p.read_bytes()) for p in sorted(ws.glob("queries/*/*.png"))]
+        if not uploads:  # a workspace without query images: upload indexed ones
+            root = service.db.root
+            uploads = [Upload(p, (root / p).read_bytes()) for p in service.db.paths[:200].tolist()]
+        rng = np.random.default_rng(0)
+        ids = rng.integers(0, rows, args.requests).tolist()
+        pngs = [uploads[i] for i in rng.integers(0, len(uploads), args.requests)]
+        top = f"query?top={args.top}"
+        kinds = {
+            "id": [{"json": {"id": i}} for i in ids],
+            "upload": [{"files": {"image": (u.name, u.data, "image/png")}} for u in pngs],
+        }
+        reference = {
+            "id": reference_rate(service, "id", ids, 300),
+            "upload": reference_rate(service, "upload", pngs, 300),
+        }
+        del service
+
+        server, url = start_server(ws)
+        process = psutil.Process(server.pid)
+        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; store of "
+              f"{rows:,} rows, {args.clients} clients, top {args.top}; load average before: "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
+        print(f"server RSS after start: {process.memory_info().rss / 2**20:.0f} MiB")
+        header = "kind    requests  errors  p50 ms  p99 ms  req/s  direct req/s  ratio  RSS MiB"
+        print(header)
+        try:
+            for kind, requests in kinds.items():
+                asyncio.run(load(url + top, requests[:100], args.clients))  # warm-up
+                rss_start = process.memory_info().rss / 2**20
+                latencies, errors, wall = asyncio.run(load(url + top, requests, args.clients))
+                rss_end = process.memory_info().rss / 2**20
+                rate = len(requests) / wall
+                p50, p99 = np.percentile(latencies * 1000, [50, 99])
+                print(
+                    f"{kind:<7} {len(requests):>8} {errors:>7} {p50:>7.1f} {p99:>7.1f} "
+                    f"{rate:>6.0f} {reference[kind]:>13.0f} {rate / reference[kind]:>6.2f}  "
+                    f"{rss_start:.0f} -> {rss_end:.0f}"
+                )
+        finally:
+            server.send_signal(2)
+            server.wait(timeout=30)
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""The HTTP face of `SearchService`: FastAPI routes, the bearer token, the body limit, JSON errors.
+
+Every error a client can cause is a 4xx with a JSON body `{"error": "one sentence"}`: bad input
+400/422, no or wrong token 401, unknown item 404, too large 413, wrong content type 415. The page
+(`static/`) and the OpenAPI docs (`/docs`) need no token; they hold no data.
+"""
+
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, model_validator
+from starlette.exceptions import HTTPException
+
+import tbhcli
+from tbhcli.apps.query import results_payload
+from tbhcli.apps.serve.service import (
+    MAX_BATCH,
+    MAX_TOP,
+    NotFound,
+    SearchService,
+    StoreUnavailable,
+    Upload,
+)
+from tbhcli.errors import TbhError
+from tbhcli.imaging.images import ImageDecodeError
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 10 << 20
+IMAGE_FIELD = "image"  # the multipart field of uploaded images (repeatable)
+
+Top = Annotated[int, Query(ge=1, le=MAX_TOP, description="Neighbours per query.")]
+Radius = Annotated[
+    int | None, Query(ge=0, description="Only neighbours within this Hamming distance.")
+]
+
+
+class OneQuery(BaseModel):
+    """A JSON query: exactly one of a hex code or a store row."""
+
+    model_config = ConfigDict(extra="forbid")
+    codes: str | None = None
+    id: StrictInt | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "OneQuery":
+        if (self.codes is None) == (self.id is None):
+            raise ValueError('send exactly one of "codes" (hex) and "id" (a store row)')
+        return self
+
+
+class BatchQuery(BaseModel):
+    """Many queries at once: a list of hex codes or a list of store rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    codes: list[str] | None = None
+    ids: list[StrictInt] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "BatchQuery":
+        if (self.codes is None) == (self.ids is None):
+            raise ValueError('send exactly one of "codes" (hex strings) and "ids" (store rows)')
+        return self
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _validation_message(errors: list[dict]) -> str:
+    """The first pydantic error as one line: `query.top: Input should be ...`."""
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = first.get("msg", "invalid input").removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over `max_bytes` (413), by their header or as they stream."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_large = f"the request body is larger than {self.max_bytes:,} bytes (--max-upload-mb)."
+        if declared is not None:
+            if not declared.isdigit():
+                return await _error(400, "bad Content-Length header.")(scope, receive, send)
+            if int(declared) > self.max_bytes:
+                return await _error(413, too_large)(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():  # a body sent without (or beyond) its declared length
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(
+    service: SearchService, token: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES
+) -> FastAPI:
+    """The ASGI app over `service`; with `token`, the API wants `Authorization: Bearer <token>`."""
+    app = FastAPI(
+        title="tbh serve",
+        version=tbhcli.__version__,
+        description='Exact Hamming search over a tbh code store. Errors: `{"error": ...}`.',
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    _add_error_handlers(app)
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if token is None:
+            return
+        if credentials is None or not secrets.compare_digest(
+            credentials.credentials.encode(), token.encode()
+        ):
+            raise HTTPException(
+                401,
+                "this server wants a token: send `Authorization: Bearer <token>`.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    api = [Depends(authorized)]
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health")
+    def health() -> dict:
+        """Liveness: {"status": "ok"} (no token needed)."""
+        return {"status": "ok"}
+
+    @app.get("/stats", dependencies=api)
+    def stats() -> dict:
+        """Rows, bits, classes, model file and sha256, when the store was last updated."""
+        return service.stats()
+
+    @app.get("/items/{id}", dependencies=api)
+    def item(id: int) -> dict:
+        """A store row: {id, path, label, code (hex)}."""
+        return service.item(id)
+
+    @app.get(
+        "/items/{id}/thumbnail",
+        dependencies=api,
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
+    )
+    def thumbnail(id: int) -> Response:
+        """A row's image, at most 128 px (PNG if that small already, else JPEG); read only from
+        inside the indexed folder."""
+        data, kind = service.thumbnail(id)
+        headers = {"Cache-Control": "private, max-age=3600"}
+        return Response(data, media_type=f"image/{kind}", headers=headers)
+
+    @app.post("/query", dependencies=api, openapi_extra=_QUERY_BODY)
+    async def query(request: Request, top: Top = 10, radius: Radius = None) -> list[dict]:
+        """Neighbours of uploaded images (multipart field `image`, repeatable), of one hex code
+        (`{"codes": "..."}`) or of one store row (`{"id": 123}`): the JSON of `tbh query --json`.
+        """
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            uploads = await _uploads(request)
+            results = await run_in_threadpool(service.by_images, uploads, top, radius)
+        elif kind == "application/json":
+            body = _parse(OneQuery, await request.body())
+            if body.codes is not None:
+                results = await run_in_threadpool(service.by_codes, [body.codes], top, radius)
+            else:
+                results = await run_in_threadpool(service.by_ids, [body.id], top, radius)
+        else:
+            raise HTTPException(
+                415, "send images as multipart/form-data, or a code or id as application/json."
+            )
+        return results_payload(results)
+
+    @app.post("/query/batch", dependencies=api)
+    def query_batch(body: BatchQuery, top: Top = 10, radius: Radius = None) -> list[dict]:
+        """Neighbours of up to 1,000 hex codes (`{"codes": [...]}`) or store rows
+        (`{"ids": [...]}`) at once, in the order given."""
+        if body.codes is not None:
+            return results_payload(service.by_codes(body.codes, top, radius))
+        return results_payload(service.by_ids(body.ids, top, radius))
+
+    return app
+
+
+def _parse(model: type[BaseModel], body: bytes) -> BaseModel:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+async def _uploads(request: Request) -> list[Upload]:
+    form = await request.form(max_files=MAX_BATCH, max_fields=10)
+    files = [f for f in form.getlist(IMAGE_FIELD) if hasattr(f, "read")]
+    if not files:
+        raise HTTPException(400, f"send the image as a multipart file field named {IMAGE_FIELD!r}.")
+    return [Upload(f.filename or "upload", await f.read()) for f in files]
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(list(exc.errors())))
+
+    @app.exception_handler(TbhError)
+    async def user_error(request: Request, exc: TbhError) -> JSONResponse:
+        if isinstance(exc, NotFound):
+            status = 404
+        elif isinstance(exc, ImageDecodeError):
+            status = 422
+        elif isinstance(exc, StoreUnavailable):
+            status = 503
+        else:
+            status = 400
+        return _error(status, str(exc))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:  # logged by the server
+        return _error(500, "internal error; the server's log has the details.")
+
+
+_QUERY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        IMAGE_FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        }
+                    },
+                    "required": [IMAGE_FIELD],
+                }
+            },
+            "application/json": {"schema": OneQuery.model_json_schema()},
+        },
+    }
+}

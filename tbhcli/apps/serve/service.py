@@ -1,0 +1,243 @@
+"""What `tbh serve` answers, without HTTP: one store and one onnxruntime session, opened once.
+
+The store's committed rows (codes, paths, labels) are held in memory (`Snapshot`): a zarr read
+costs milliseconds, a search of the codes in memory a fraction of one. Every request sees the
+rows committed now: `tbh index` rewrites the store's `zarr.json` at each commit, so one `stat` per
+request tells whether to read the new rows; they appear without a restart.
+
+Queries are images (bytes from a client, decoded by `imaging.images.load_image` with the upload
+guards), packed codes as hex, or rows of the store; results are `apps.query.QueryResult`s, the
+same as `tbh query` returns.
+"""
+
+import io
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tbhcli.apps.gallery import inside_root, thumbnail_image
+from tbhcli.apps.query import (
+    QueryResult,
+    check_images_model,
+    check_search,
+    open_searchable,
+    search_codes,
+)
+from tbhcli.deploy.runtime import create_session, describe_provider, run_codes
+from tbhcli.errors import TbhError
+from tbhcli.imaging.images import UPLOAD_FORMATS, load_image
+from tbhcli.search import check_threads
+from tbhcli.storage.store import CodeStore, open_store
+
+MAX_TOP = 1000  # neighbours per query: bounds the work and the size of one answer
+MAX_BATCH = 1000  # queries per request
+MAX_PIXELS = 50_000_000  # an uploaded image larger than this (a 50 MP photo) is refused unread
+
+
+class NotFound(TbhError):
+    """An id that is not a committed row, or an item whose file cannot be served."""
+
+
+class StoreUnavailable(TbhError):
+    """The store went away or was rebuilt with another model while the server ran."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An image as a client sent it: its file name (only echoed back) and its bytes."""
+
+    name: str
+    data: bytes
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """Identity of the store's `zarr.json`: each commit replaces the file (a new inode)."""
+    try:
+        st = os.stat(path / "zarr.json")
+    except OSError as exc:
+        raise StoreUnavailable(f"the code store {path} cannot be read ({exc.strerror}).") from None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def parse_hex(code: str, bits: int) -> np.ndarray:
+    """One packed code uint8 [bits / 8] from `bits / 4` hex digits (`GET /items/{id}`'s `code`)."""
+    digits = bits // 4
+    if not isinstance(code, str) or len(code) != digits:
+        raise TbhError(f"a code is {digits} hex digits for this {bits}-bit store (got {code!r}).")
+    try:
+        return np.frombuffer(bytes.fromhex(code), np.uint8)
+    except ValueError:
+        raise TbhError(f"{code!r} is not a hex code (digits 0-9, a-f).") from None
+
+
+class Snapshot:
+    """The committed rows of a store, in memory: codes uint8 [N, bits/8], paths [N], labels [N]
+    (about N x (bits/8 + 100) bytes), and the store they were read from."""
+
+    def __init__(self, db: CodeStore, previous: "Snapshot | None" = None):
+        start = len(previous) if previous is not None and previous.extends_to(db) else 0
+        paths, labels = db.lookup(np.arange(start, len(db)))
+        self.db = db
+        self.codes = db.read_codes(start)
+        self.paths = paths
+        self.labels = labels
+        if start:  # only the rows committed since `previous` were read
+            self.codes = np.concatenate([previous.codes, self.codes])
+            self.paths = previous.paths + paths
+            self.labels = previous.labels + labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def extends_to(self, db: CodeStore) -> bool:
+        """Whether `db` holds these rows and maybe more (else it was rewritten: read it all)."""
+        n = len(self)
+        return 0 < n <= len(db) and db.lookup(np.array([n - 1]))[0][0] == self.paths[-1]
+
+    def result(self, query: str, distances: np.ndarray, ids: np.ndarray) -> QueryResult:
+        paths = [self.paths[i] for i in ids]
+        labels = [self.labels[i] for i in ids]
+        return QueryResult(query, distances, ids, paths, labels, self.db.root)
+
+    def check_ids(self, ids: list[int]) -> None:
+        for i in ids:
+            if not 0 <= i < len(self):
+                raise NotFound(f"no item {i}: the store has rows 0 to {len(self) - 1}.")
+
+
+class SearchService:
+    """The store, its model's session and the queries `tbh serve` answers (thread-safe)."""
+
+    def __init__(
+        self,
+        store: Path | None = None,
+        model: Path | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ):
+        db, self.info = open_searchable(store, model)
+        check_images_model(self.info)
+        self._stamp = _stamp(db.path)
+        self._snapshot = Snapshot(db)
+        self.session, self.provider = create_session(self.info.path, device, self.info)
+        self.threads = check_threads(threads)
+        self.max_pixels = max_pixels
+        self._reread = threading.Lock()
+        # Decoding is CPU-bound: more at once only adds memory (up to ~150 MB per large image).
+        self._decoding = threading.BoundedSemaphore(len(os.sched_getaffinity(0)))
+
+    @property
+    def db(self) -> CodeStore:
+        """The store as last read."""
+        return self._snapshot.db
+
+    def snapshot(self) -> Snapshot:
+        """The rows committed now (the new ones read when `tbh index` has committed more)."""
+        stamp = _stamp(self.db.path)
+        if stamp != self._stamp:
+            with self._reread:
+                if stamp != self._stamp:
+                    db = open_store(self.db.path)
+                    if db.attrs.get("model_sha256") != self.info.sha256:
+                        raise StoreUnavailable(
+                            f"store {db.path} was rebuilt with another model; restart tbh serve."
+                        )
+                    # The stamp was taken before reading: a later commit is never missed.
+                    self._snapshot, self._stamp = Snapshot(db, self._snapshot), stamp
+        return self._snapshot
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def search(
+        self, codes: np.ndarray, names: list[str], top: int = 10, radius: int | None = None
+    ) -> list[QueryResult]:
+        """Neighbours of packed codes uint8 [Q, bits / 8]; `names` [Q] label the queries."""
+        return self._search(self.snapshot(), codes, names, top, radius)
+
+    def _search(
+        self, rows: Snapshot, codes: np.ndarray, names: list[str], top: int, radius: int | None
+    ) -> list[QueryResult]:
+        check_search(top, radius)
+        if top > MAX_TOP:
+            raise TbhError(f"top is at most {MAX_TOP} (got {top}).")
+        if not 0 < len(codes) <= MAX_BATCH:
+            raise TbhError(f"send 1 to {MAX_BATCH} queries at once (got {len(codes)}).")
+        found = search_codes(rows.codes, codes, top, radius, threads=self.threads)
+        return [rows.result(n, d, i) for n, (d, i) in zip(names, found, strict=True)]
+
+    def by_images(
+        self, uploads: list[Upload], top: int = 10, radius: int | None = None
+    ) -> list[QueryResult]:
+        """Neighbours of uploaded images, encoded by the store's model (`tbh query`'s codes)."""
+        if not 0 < len(uploads) <= MAX_BATCH:
+            raise TbhError(f"send 1 to {MAX_BATCH} images at once (got {len(uploads)}).")
+        with self._decoding:
+            pixels = np.stack([self._decode(u) for u in uploads])
+            codes = run_codes(self.session, pixels)
+        return self.search(codes, [u.name for u in uploads], top, radius)
+
+    def _decode(self, upload: Upload) -> np.ndarray:
+        stream = io.BytesIO(upload.data)
+        stream.name = upload.name  # errors name the client's file
+        return load_image(
+            stream, self.info.image_size, formats=UPLOAD_FORMATS, max_pixels=self.max_pixels
+        )
+
+    def by_codes(
+        self, codes: list[str], top: int = 10, radius: int | None = None
+    ) -> list[QueryResult]:
+        """Neighbours of hex codes; each result is named by its code."""
+        if not 0 < len(codes) <= MAX_BATCH:
+            raise TbhError(f"send 1 to {MAX_BATCH} codes at once (got {len(codes)}).")
+        packed = np.stack([parse_hex(c, self.db.bits) for c in codes])
+        return self.search(packed, list(codes), top, radius)
+
+    def by_ids(self, ids: list[int], top: int = 10, radius: int | None = None) -> list[QueryResult]:
+        """Neighbours of store rows; each result is named by the row's path."""
+        if not 0 < len(ids) <= MAX_BATCH:
+            raise TbhError(f"send 1 to {MAX_BATCH} ids at once (got {len(ids)}).")
+        rows = self.snapshot()
+        rows.check_ids(ids)
+        names = [rows.paths[i] for i in ids]
+        return self._search(rows, rows.codes[ids], names, top, radius)
+
+    # ---- items and the store -------------------------------------------------------------
+
+    def item(self, id: int) -> dict:
+        """{id, path, label, code}: a store row; `code` is hex, as `POST /query` takes it."""
+        rows = self.snapshot()
+        rows.check_ids([id])
+        code = rows.codes[id].tobytes().hex()
+        return {"id": id, "path": rows.paths[id], "label": rows.labels[id], "code": code}
+
+    def thumbnail(self, id: int) -> tuple[bytes, str]:
+        """A small image of a row, read only from inside the indexed folder (`gallery.inside_root`):
+        (bytes, "png" or "jpeg")."""
+        rows = self.snapshot()
+        rows.check_ids([id])
+        path = inside_root(rows.db.root, rows.paths[id])
+        if path is None:
+            raise NotFound(f"item {id}'s path is not inside the indexed folder: not served.")
+        image = thumbnail_image(path)
+        if image is None:
+            raise NotFound(f"the image of item {id} cannot be read.")
+        return image
+
+    def stats(self) -> dict:
+        """Rows, bits, model name and sha256, when the store last changed, where search runs."""
+        rows = self.snapshot()
+        return {
+            "rows": len(rows),
+            "bits": rows.db.bits,
+            "classes": rows.db.classes,
+            "model": self.info.path.name,
+            "model_sha256": self.info.sha256,
+            "image_size": self.info.image_size,
+            "store": rows.db.path.name,
+            "store_updated": rows.db.attrs.get("updated"),
+            "provider": describe_provider(self.provider),
+        }
