@@ -451,27 +451,40 @@ def info(
         print_info(result, make_console())
 
 
-@app.command()
+@command(
+    "tbh serve",
+    "tbh serve --store codes.zarr --port 8080",
+    "tbh serve --host 0.0.0.0 --token-file secret.txt",
+)
 def serve(
     store: StoreOption = None,
     model: Annotated[
-        Path | None, typer.Option(help="ONNX model (default: the one the store was built with).")
+        Path | None,
+        typer.Option(
+            metavar="MODEL.onnx", help="ONNX model file (default: the store's own model)."
+        ),
     ] = None,
     host: Annotated[
-        str, typer.Option(help="Address to listen on; other than loopback needs --token-file.")
+        str,
+        typer.Option(
+            metavar="ADDRESS", help="Listen address; other than loopback needs --token-file."
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free port, printed).")] = 8000,
+    port: Annotated[int, typer.Option(metavar="PORT", help="TCP port (0: any free one).")] = 8000,
     token_file: Annotated[
-        Path | None, typer.Option(help="File with the bearer token clients must send.")
+        Path | None,
+        typer.Option(metavar="FILE", help="File holding the bearer token clients must send."),
     ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback --host without a token.")
     ] = False,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest request body in MiB.")] = 10.0,
-    device: DeviceOption = "auto",
+    max_upload_mb: Annotated[
+        float, typer.Option(metavar="MB", help="Largest request body, in MiB.")
+    ] = 10.0,
+    device: DeviceOption = Device.auto,
     threads: ThreadsOption = None,
 ) -> None:
-    """Serve the store as an HTTP API (docs at /docs) and a search page at / until Ctrl-C."""
+    """Serve the store as an HTTP API (docs at /docs) and a search page at /, until Ctrl-C."""
     from tbhcli.apps.serve import serve as run_serve
 
     run_serve(store, model, host, port, token_file, insecure, max_upload_mb, device, threads)
