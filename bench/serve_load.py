@@ -1,12 +1,14 @@
 """Load test of `tbh serve`: concurrent clients against a real server on 127.0.0.1.
 
-    .venv/bin/python bench/serve_load.py                         # builds a digits workspace
-    .venv/bin/python bench/serve_load.py --workspace demo        # the demo's store and model
+    .venv/bin/python bench/serve_load.py --workspace /tmp/serve-ws  # built there on first use
+    .venv/bin/python bench/serve_load.py --workspace demo           # the demo's store and model
     .venv/bin/python bench/serve_load.py --requests 2000 --clients 20
 
-Without --workspace it writes the MNIST digits (`tbh demo`'s images), exports an LSH run on
-EfficientNet-Lite0 at 64 px (the demo's backbone and size, so the per-image cost is the demo's)
-and indexes them. Then it starts `tbh serve --port 0` as a subprocess and, for each kind of query
+A workspace without codes.zarr (by default a temporary one) is built the demo's way: the MNIST
+digits as PNGs, EfficientNet-Lite0 features at 64 px, a 32-bit ITQ run (minutes faster than
+TBH; the per-query cost is the backbone's, the same for any hasher), exported and indexed.
+
+Then it starts `tbh serve --port 0` as a subprocess and, for each kind of query
 (by store id: JSON `{"id": n}`; by upload: a digit PNG as multipart), sends --requests requests
 from --clients concurrent clients (httpx, one asyncio loop), after a warm-up. It prints p50/p99
 latency, requests/s, errors, and the server's RSS at start and end of each phase. The reference,
@@ -29,19 +31,21 @@ import httpx
 import numpy as np
 import psutil
 
-sys.path.insert(0, str(Path(__file__).parent))
-from index_throughput import export_lsh  # noqa: E402
-
-from tbhcli.apps.demo_data import write_mnist_images  # noqa: E402
-from tbhcli.apps.serve.service import SearchService, Upload  # noqa: E402
-from tbhcli.storage.indexing import index  # noqa: E402
+from tbhcli.apps.demo_data import write_mnist_images
+from tbhcli.apps.serve.service import SearchService, Upload
+from tbhcli.deploy.export import export
+from tbhcli.imaging.embed import features
+from tbhcli.storage.indexing import index
+from tbhcli.training.fit import train
 
 
 def build_workspace(root: Path, digits: int) -> Path:
-    """`digits` demo digits (a tenth kept as queries) indexed with a 32-bit LSH model."""
+    """`digits` demo digits (a tenth kept as queries) indexed with a 32-bit ITQ model."""
     images, _ = write_mnist_images(root, n_queries=digits // 10, n=digits)
-    export_lsh(root, "efficientnet-lite0", 64, 32)
-    index(images, store=root / "codes.zarr", model=root / "onnx" / "bench.onnx", device="cpu")
+    feats = features(images, root / "features.npy", image_size=64)
+    run = train(feats, bits=32, method="itq", out=root / "runs" / "itq-32", force=True)
+    model = export(run, out=root / "onnx" / "itq-32.onnx")
+    index(images, store=root / "codes.zarr", model=model, device="cpu")
     return root
 
 
@@ -100,7 +104,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        ws = args.workspace or build_workspace(Path(tmp), args.digits)
+        ws = args.workspace or Path(tmp)
+        if not (ws / "codes.zarr").exists():
+            build_workspace(ws, args.digits)
         service = SearchService(ws / "codes.zarr", device="cpu")
         rows = len(service.db)
         uploads = [Upload(p.name, p.read_bytes()) for p in sorted(ws.glob("queries/*/*.png"))]
