@@ -83,15 +83,20 @@ async def load(endpoint: str, requests: list[dict], clients: int) -> tuple[np.nd
     return np.array(latencies), errors, wall
 
 
-def reference_rate(service: SearchService, kind: str, items: list, n: int) -> float:
-    """Queries/s of the service called directly, one at a time (no HTTP)."""
-    start = time.perf_counter()
+def reference(service: SearchService, kind: str, items: list, n: int) -> tuple[float, float]:
+    """(queries/s, CPU ms per query) of the service called directly, one at a time, no HTTP."""
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         if kind == "id":
             service.by_ids([items[i % len(items)]])
         else:
             service.by_images([items[i % len(items)]])
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) * 1000 / n
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def main() -> None:
@@ -121,9 +126,9 @@ def main() -> None:
             "id": [{"json": {"id": i}} for i in ids],
             "upload": [{"files": {"image": (u.name, u.data, "image/png")}} for u in pngs],
         }
-        reference = {
-            "id": reference_rate(service, "id", ids, 300),
-            "upload": reference_rate(service, "upload", pngs, 300),
+        direct = {
+            "id": reference(service, "id", ids, 300),
+            "upload": reference(service, "upload", pngs, 300),
         }
         del service
 
@@ -133,19 +138,27 @@ def main() -> None:
               f"{rows:,} rows, {args.clients} clients, top {args.top}; load average before: "
               f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
         print(f"server RSS after start: {process.memory_info().rss / 2**20:.0f} MiB")
-        header = "kind    requests  errors  p50 ms  p99 ms  req/s  direct req/s  ratio  RSS MiB"
-        print(header)
+        print(
+            "kind    requests errors p50 ms p99 ms  req/s direct req/s ratio  "
+            "CPU ms/req: server client direct  RSS MiB"
+        )
+        me = psutil.Process()
         try:
             for kind, requests in kinds.items():
                 asyncio.run(load(url + top, requests[:100], args.clients))  # warm-up
                 rss_start = process.memory_info().rss / 2**20
+                server_cpu, client_cpu = cpu_seconds(process), cpu_seconds(me)
                 latencies, errors, wall = asyncio.run(load(url + top, requests, args.clients))
+                server_cpu = (cpu_seconds(process) - server_cpu) * 1000 / len(requests)
+                client_cpu = (cpu_seconds(me) - client_cpu) * 1000 / len(requests)
                 rss_end = process.memory_info().rss / 2**20
                 rate = len(requests) / wall
                 p50, p99 = np.percentile(latencies * 1000, [50, 99])
+                direct_rate, direct_cpu = direct[kind]
                 print(
-                    f"{kind:<7} {len(requests):>8} {errors:>7} {p50:>7.1f} {p99:>7.1f} "
-                    f"{rate:>6.0f} {reference[kind]:>13.0f} {rate / reference[kind]:>6.2f}  "
+                    f"{kind:<7} {len(requests):>8} {errors:>6} {p50:>6.1f} {p99:>6.1f} "
+                    f"{rate:>6.0f} {direct_rate:>12.0f} {rate / direct_rate:>5.2f}  "
+                    f"{server_cpu:>17.1f} {client_cpu:>6.1f} {direct_cpu:>6.1f}  "
                     f"{rss_start:.0f} -> {rss_end:.0f}"
                 )
         finally:
