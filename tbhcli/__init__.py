@@ -2,10 +2,10 @@
 
 The CLI verbs are plain functions here, with the same names and arguments:
 `tbhcli.features`, `tbhcli.train`, `tbhcli.export`, `tbhcli.index`, `tbhcli.query`,
-`tbhcli.evaluate`, `tbhcli.duplicates`, `tbhcli.serve`. They are imported on first use, so
-`import tbhcli` stays cheap. The package's layout is the data path: imaging/ -> hashing/ +
-training/ -> deploy/ -> storage/ -> search/ -> evaluation/, with apps/ (query, duplicates, info,
-serve, demo) and cli.py on top.
+`tbhcli.evaluate` (`tbhcli.evaluate_runs` for several runs), `tbhcli.duplicates`,
+`tbhcli.serve`. They are imported on first use, so `import tbhcli` stays cheap. The package's
+layout is the data path: imaging/ -> hashing/ + training/ -> deploy/ -> storage/ -> search/ ->
+evaluation/, with apps/ (query, duplicates, info, serve, demo) and cli.py on top.
 """
 
 from importlib import import_module
@@ -20,6 +20,7 @@ _VERBS = {
     "index": "tbhcli.storage.indexing",
     "query": "tbhcli.apps.query",
     "evaluate": "tbhcli.evaluation.evaluate",
+    "evaluate_runs": "tbhcli.evaluation.evaluate",
     "duplicates": "tbhcli.apps.duplicates",
     "serve": "tbhcli.apps.serve",
 }

@@ -125,8 +125,9 @@ def features(
 
 @command(
     "tbh evaluate --metric map@1000 --metric p@r2",
-    "tbh evaluate --run runs/db-tbh-32 --database db.npy --query-features q.npy --json",
-    "tbh evaluate --store codes.zarr --query-store queries.zarr --plot pr.png",
+    "tbh evaluate --store codes.zarr --query-store queries.zarr --plot pr.png --json",
+    "tbh evaluate --run runs/db-tbh-32 --run runs/db-itq-32 --database db.npy "
+    "--query-features q.npy --plot pr.png",
 )
 def evaluate(
     metric: Annotated[
@@ -166,31 +167,24 @@ def evaluate(
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
     from tbhcli.evaluation.evaluate import evaluate as run_evaluate
+    from tbhcli.evaluation.evaluate import evaluate_runs, print_scores, runs_json
 
-    result = run_evaluate(
-        metric,
-        run=run,
-        database=database,
-        query_features=query_features,
-        store=store,
-        query_store=query_store,
-        plot=plot,
-        threads=threads,
-        dask=dask,
-    )
+    if run and len(run) > 1:
+        results = evaluate_runs(run, database, query_features, metric, plot, threads, dask)
+    else:
+        one = run[0] if run else None
+        results = [
+            run_evaluate(
+                metric, one, database, query_features, store, query_store, plot, threads, dask
+            )
+        ]
     if json_output:
-        typer.echo(result.to_json())
+        typer.echo(runs_json(results) if len(results) > 1 else results[0].to_json())
         return
-    from rich.table import Table
-
-    table = Table(title=f"{shown(result.queries)} against {shown(result.database)}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in result.scores.items():
-        table.add_row(name, f"{value:.4f}")
-    make_console().print(table)
+    print_scores(results, make_console())
     if plot is not None:
-        make_console().print(f"precision-recall curve written to {shown(plot)}")
+        curves = "curves" if len(results) > 1 else "curve"
+        make_console().print(f"precision-recall {curves} written to {shown(plot)}")
 
 
 @command(

@@ -49,8 +49,12 @@ ModelOption = Annotated[
     typer.Option(metavar="MODEL.onnx", help="ONNX model file (default: the newest in onnx/)."),
 ]
 RunOption = Annotated[
-    Path | None,
-    typer.Option(metavar="RUN_DIR", help="Run folder runs/NAME (default: the newest run)."),
+    list[Path] | None,
+    typer.Option(
+        metavar="RUN_DIR",
+        help="Run folder runs/NAME (default: the newest run); repeat to compare runs on the "
+        "same feature sets (a column each, their PR curves overlaid in --plot).",
+    ),
 ]
 BackboneWeightsOption = Annotated[
     Path | None,

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tbhcli.cli import app
 from tbhcli.errors import TbhError
-from tbhcli.evaluation.evaluate import evaluate
+from tbhcli.evaluation.evaluate import evaluate, evaluate_runs, pr_figure
 from tbhcli.evaluation.metrics import evaluate_codes
 from tbhcli.hashing.baselines import fit_baseline
 from tbhcli.hashing.runs import load_run, save_run
@@ -78,6 +78,60 @@ def test_cli_json_and_plot(workspace):
     assert list(scores) == ["map@50", "p@10"]
     assert all(0 <= v <= 1 for v in scores.values())
     assert (workspace / "pr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture
+def two_runs(workspace):
+    """The ITQ run plus a PCAH run on the same features (a second curve to overlay)."""
+    db = np.load(workspace / "db.npy")
+    config = {"method": "pcah", "bits": 8, "feature_dim": 16, "backbone": None, "seed": 0}
+    save_run(workspace / "runs" / "pcah-8", config, fit_baseline("pcah", db, 8))
+    return [workspace / "runs" / "itq-16", workspace / "runs" / "pcah-8"]
+
+
+def test_pr_plot_is_titled_with_model_bits_and_map(workspace):
+    features = {"database": Path("db.npy"), "query_features": Path("q.npy")}
+    got = evaluate(["p@10", "map@50"], plot=Path("pr.png"), **features)
+    assert Path("pr.png").read_bytes()[:4] == b"\x89PNG"
+    figure = pr_figure([got])
+    title = figure.axes[0].get_title()
+    assert title == f"itq-16 (itq, 16 bits)\nmAP@50 {got.scores['map@50']:.4f}"
+    (line,) = figure.axes[0].get_lines()
+    np.testing.assert_array_equal(line.get_xdata(), got.recall)
+
+
+def test_several_runs_are_scored_alone_and_overlaid(workspace, two_runs):
+    features = {"database": Path("db.npy"), "query_features": Path("q.npy")}
+    both = evaluate_runs(two_runs, metric=["map@50", "p@r1"], plot=Path("pr.svg"), **features)
+    for run, got in zip(two_runs, both, strict=True):  # each equals its own evaluation
+        alone = evaluate(["map@50", "p@r1"], run=run, plot=Path("one.png"), **features)
+        assert got.scores == pytest.approx(alone.scores)
+        np.testing.assert_allclose(got.precision, alone.precision)
+    axes = pr_figure(both).axes[0]
+    assert len(axes.get_lines()) == 2
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert legend == [f"{r.model}: mAP@50 {r.scores['map@50']:.4f}" for r in both]
+    assert legend[1].startswith("pcah-8 (pcah, 8 bits)")
+    assert "<svg" in Path("pr.svg").read_text()
+
+
+def test_cli_repeated_run_compares_runs(workspace, two_runs):
+    args = ["evaluate", "--database", "db.npy", "--query-features", "q.npy", "--plot", "pr.png"]
+    runs = [a for r in two_runs for a in ("--run", str(r))]
+    result = runner.invoke(app, [*args, *runs, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [p["model"] for p in payload] == ["itq-16 (itq, 16 bits)", "pcah-8 (pcah, 8 bits)"]
+    assert list(payload[0]["scores"]) == ["map@1000"]
+    table = runner.invoke(app, [*args, *runs], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "itq-16 (itq, 16 bits)" in table.output and "pcah-8 (pcah, 8 bits)" in table.output
+    assert "precision-recall curves written to pr.png" in table.output
+    no_db = runner.invoke(app, ["evaluate", *runs])
+    assert no_db.exit_code == 1 and "--database" in no_db.output
+    Path("pr.png").unlink()
+    missing = runner.invoke(app, [*args, *runs, "--run", "runs/nope"])  # refused before work
+    assert missing.exit_code == 1 and not Path("pr.png").exists()
 
 
 @pytest.mark.parametrize(

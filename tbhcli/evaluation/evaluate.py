@@ -6,6 +6,7 @@ Two sources of codes, one set of metrics (tbhcli.evaluation.metrics):
 - store level (the default): the store's codes against its recorded query set (or
   `--query-store`).
 Both give the same number for the same model and images, since the store holds the same codes.
+`evaluate_runs` scores several runs on the same feature sets and overlays their PR curves.
 """
 
 import json
@@ -29,6 +30,7 @@ class LabelledCodes:
     codes: np.ndarray | CodeStore
     labels: np.ndarray
     source: str
+    model: str = ""  # what made the codes, for plot titles: "itq-16 (itq, 16 bits)"
 
 
 @dataclass
@@ -40,6 +42,13 @@ class Evaluation:
     queries: str
     precision: np.ndarray | None = field(default=None, repr=False)
     recall: np.ndarray | None = field(default=None, repr=False)
+    model: str = ""  # the run or the store's model: "itq-16 (itq, 16 bits)"
+
+    @property
+    def headline(self) -> str:
+        """The score a plot shows: the first mAP asked for, else the first metric."""
+        name = next((m for m in self.scores if m.startswith("map@")), next(iter(self.scores)))
+        return f"{'mAP' + name[3:] if name.startswith('map@') else name} {self.scores[name]:.4f}"
 
     def to_json(self) -> str:
         return json.dumps(self.scores)
@@ -48,8 +57,10 @@ class Evaluation:
 def encode_feature_set(run_path: Path, features_path: Path) -> LabelledCodes:
     """Encode a labelled feature set with a run's sign encoder."""
     feature_set = load_features(features_path, require_labels=True)
-    codes = load_run(run_path).encode(feature_set.features)
-    return LabelledCodes(codes, feature_set.labels, str(features_path))
+    run = load_run(run_path)
+    codes = run.encode(feature_set.features)
+    model = f"{run.name} ({run.config['method']}, {run.bits} bits)"
+    return LabelledCodes(codes, feature_set.labels, str(features_path), model)
 
 
 def store_codes(store_path: Path, queries: Path | None) -> tuple[LabelledCodes, LabelledCodes]:
@@ -73,8 +84,9 @@ def store_codes(store_path: Path, queries: Path | None) -> tuple[LabelledCodes, 
             f" than {store_path} ({database.attrs.get('model')}); index both with the same model."
         )
     db_labels, q_labels = _shared_label_ids(database, query_store)
+    model = f"{database.attrs.get('model', '?')} ({database.bits} bits)"
     return (
-        LabelledCodes(database, db_labels, str(store_path)),
+        LabelledCodes(database, db_labels, str(store_path), model),
         LabelledCodes(query_store.read_codes(), q_labels, f"{queries or store_path} (queries)"),
     )
 
@@ -111,23 +123,14 @@ def evaluate(
 
     Feature level: `run` (default: the newest) encodes `database` and `query_features` (NAME.npy
     with NAME.labels.npy). Store level: `store` (default: codes.zarr) against `query_store` or the
-    store's recorded query set.
+    store's recorded query set. `plot` receives the precision-recall curve, titled with the
+    model, its bits and its mAP.
 
     `dask` ("local" or a scheduler address) ranks a store's blocks on a Dask cluster.
     """
-    metrics = metric or ["map@1000"]
-    for name in metrics:
-        parse_metric(name)  # fail on a typo before any work
-    if plot is not None:
-        check_plot_path(plot)
+    metrics = _check_request(metric, plot)
     if database is not None:
-        if query_features is None:
-            raise TbhError(
-                "--database needs --query-features FEATURES.npy (labelled held-out queries)."
-            )
-        run_path = resolve_run(run)
-        db = encode_feature_set(run_path, database)
-        q = encode_feature_set(run_path, query_features)
+        db, q = _feature_codes(resolve_run(run), database, query_features)
     else:
         if query_features is not None:
             raise TbhError(
@@ -135,16 +138,98 @@ def evaluate(
                 "--query-store STORE."
             )
         db, q = store_codes(resolve_store(store), query_store)
+    result = _score(db, q, metrics, plot is not None, threads, dask)
+    if plot is not None:
+        save_pr_plot(plot, [result])
+    return result
+
+
+def evaluate_runs(
+    runs: list[Path],
+    database: Path | None,
+    query_features: Path | None,
+    metric: list[str] | None = None,
+    plot: Path | None = None,
+    threads: int | None = None,
+    dask: str | None = None,
+) -> list[Evaluation]:
+    """Evaluate several runs on the same feature sets; `plot` overlays their PR curves (TBH
+    against ITQ, say), each labelled with its model, bits and mAP."""
+    metrics = _check_request(metric, plot)
+    if not runs or database is None:
+        raise TbhError(
+            "runs are compared on feature sets: pass --run (one or more), --database DB.npy "
+            "and --query-features Q.npy."
+        )
+    paths = [resolve_run(r) for r in runs]  # every run exists before the first is scored
+    results = []
+    for path in paths:
+        db, q = _feature_codes(path, database, query_features)
+        results.append(_score(db, q, metrics, plot is not None, threads, dask))
+    if plot is not None:
+        save_pr_plot(plot, results)
+    return results
+
+
+def _check_request(metric: list[str] | None, plot: Path | None) -> list[str]:
+    """The metrics to compute (default map@1000), refusing typos and plot types up front."""
+    metrics = metric or ["map@1000"]
+    for name in metrics:
+        parse_metric(name)  # fail on a typo before any work
+    if plot is not None:
+        check_plot_path(plot)
+    return metrics
+
+
+def _feature_codes(
+    run: Path, database: Path, query_features: Path | None
+) -> tuple[LabelledCodes, LabelledCodes]:
+    if query_features is None:
+        raise TbhError(
+            "--database needs --query-features FEATURES.npy (labelled held-out queries)."
+        )
+    return encode_feature_set(run, database), encode_feature_set(run, query_features)
+
+
+def _score(
+    db: LabelledCodes,
+    q: LabelledCodes,
+    metrics: list[str],
+    curve: bool,
+    threads: int | None,
+    dask: str | None,
+) -> Evaluation:
+    """The metrics of query codes against database codes, and the PR curve if `curve`."""
     check_label_kinds(db.labels, q.labels)
     scores = evaluate_codes(
         db.codes, db.labels, q.codes, q.labels, metrics, threads=threads, dask=dask
     )
-    result = Evaluation(scores, db.source, q.source)
-    if plot is not None:
+    result = Evaluation(scores, db.source, q.source, model=db.model)
+    if curve:
         counts = label_histograms(db.codes, db.labels, q.codes, q.labels)
         result.precision, result.recall = pr_curve(*counts)
-        save_pr_plot(plot, result.precision, result.recall)
     return result
+
+
+def runs_json(results: list[Evaluation]) -> str:
+    """JSON of `evaluate_runs`: a list of {model, scores} in the order the runs were given."""
+    return json.dumps([{"model": r.model, "scores": r.scores} for r in results])
+
+
+def print_scores(results: list[Evaluation], console) -> None:
+    """One rich table: a row per metric, a value column per evaluated model."""
+    from rich.table import Table
+
+    from tbhcli.terminal import shown
+
+    first = results[0]
+    table = Table(title=f"{shown(first.queries)} against {shown(first.database)}")
+    table.add_column("metric")
+    for result in results:
+        table.add_column(shown(result.model) if len(results) > 1 else "value", justify="right")
+    for name in first.scores:
+        table.add_row(name, *(f"{r.scores[name]:.4f}" for r in results))
+    console.print(table)
 
 
 def check_plot_path(path: Path) -> None:
@@ -156,21 +241,38 @@ def check_plot_path(path: Path) -> None:
         raise TbhError(f"--plot {path}: unknown image type .{suffix}; use .png, .svg or .pdf.")
 
 
-def save_pr_plot(path: Path, precision: np.ndarray, recall: np.ndarray) -> None:
-    """Write the precision-recall curve over Hamming radii 0..M as an image (PNG, SVG, PDF)."""
+def pr_figure(results: list[Evaluation]):
+    """A matplotlib figure of the precision-recall curves over Hamming radii 0..M of `results`,
+    each labelled with its model, bits and mAP (the title, for one curve)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(recall, precision, marker=".")
-    for radius in (0, 2, len(precision) // 4):
-        ax.annotate(f"r={radius}", (recall[radius], precision[radius]), fontsize=8)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5) if len(results) > 1 else (4.5, 4))
+    for result in results:
+        label = f"{result.model}: {result.headline}"
+        ax.plot(result.recall, result.precision, marker=".", label=label)
+    if len(results) == 1:
+        (only,) = results
+        precision, recall = only.precision, only.recall
+        for radius in (0, 2, len(precision) // 4):
+            ax.annotate(f"r={radius}", (recall[radius], precision[radius]), fontsize=8)
+        ax.set_title(f"{only.model}\n{only.headline}", fontsize=10)
+    else:
+        ax.set_title("Precision-recall over Hamming radius", fontsize=10)
+        ax.legend(fontsize=7, loc="lower left")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
-    ax.set_title("Precision-recall over Hamming radius")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def save_pr_plot(path: Path, results: list[Evaluation]) -> None:
+    """Write `pr_figure(results)` as an image (PNG, SVG, PDF by the suffix)."""
+    import matplotlib.pyplot as plt
+
+    fig = pr_figure(results)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
