@@ -10,14 +10,13 @@ import ipaddress
 import socket
 from pathlib import Path
 
-from rich.console import Console
-
 from tbhcli.errors import TbhError
+from tbhcli.terminal import make_console, printable
 
 LOOPBACK = "127.0.0.1"
 MIN_TOKEN_CHARS = 16
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def is_loopback(host: str) -> bool:
@@ -102,8 +101,8 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     console.print(
         f"tbh serve: http://{shown}:{sock.getsockname()[1]}/ (API docs at /docs) - store "
-        f"{service.db.path} ({len(service.db)} rows, {service.db.bits} bits), model "
-        f"{service.info.path} on {describe_provider(service.provider)}"
+        f"{printable(service.db.path)} ({len(service.db)} rows, {service.db.bits} bits), model "
+        f"{printable(service.info.path)} on {describe_provider(service.provider)}"
         + ("" if token is None else ", token required"),
         markup=False,
         highlight=False,
