@@ -144,3 +144,16 @@ def test_console_keeps_emoji_codes_as_text():
     console.file = out
     console.print(shown(":smile:.png"))
     assert out.getvalue().strip() == ":smile:.png"
+
+
+def test_every_console_comes_from_make_console():
+    """A module with its own `Console(...)` would print `:smile:` names as emoji again."""
+    package = Path(__file__).parents[1] / "tbhcli"
+    own = [
+        f"{path.relative_to(package)}:{number}"
+        for path in package.rglob("*.py")
+        if path.name != "terminal.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "Console(" in line
+    ]
+    assert not own, own
