@@ -17,6 +17,7 @@ from tiny_workspace import hamming, make_images, make_lsh_run, reference_codes
 from typer.testing import CliRunner
 
 from tbhcli.apps.query import query, results_payload
+from tbhcli.apps.serve import LOOPBACK_NAMES
 from tbhcli.apps.serve.api import create_app
 from tbhcli.apps.serve.service import MAX_BATCH, MAX_TOP, SearchService
 from tbhcli.cli import app as cli
@@ -243,6 +244,18 @@ def test_token_guards_the_api_but_not_health_page_or_docs(service):
         assert client.post("/query", json={"id": 1}, headers=good).status_code == 200
         for url in ("/health", "/", "/static/app.js", "/docs", "/openapi.json"):
             assert client.get(url).status_code == 200
+
+
+def test_loopback_server_refuses_other_host_names(service):
+    """A web page that points its domain at 127.0.0.1 (DNS rebinding) must not read answers."""
+    app = create_app(service, hosts=LOOPBACK_NAMES | {"127.0.0.1"})
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        for host in ("127.0.0.1:8000", "localhost", "LOCALHOST:80", "[::1]:8000"):
+            assert client.get("/stats", headers={"host": host}).status_code == 200, host
+        for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "[::1", ""):
+            response = client.get("/stats", headers={"host": host})
+            _error(response, 400, "answers only requests to 127.0.0.1, ::1, localhost")
+        _error(client.get("/", headers={"host": "evil.example"}), 400, "answers only")
 
 
 def test_thumbnails_come_only_from_inside_the_indexed_folder(workspace, tmp_path):

@@ -14,6 +14,7 @@ from tbhcli.errors import TbhError
 from tbhcli.terminal import make_console, printable
 
 LOOPBACK = "127.0.0.1"
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}  # Host headers of a browser on this machine
 MIN_TOKEN_CHARS = 16
 
 console = make_console(stderr=True)
@@ -94,7 +95,9 @@ def serve(
         from tbhcli.deploy.runtime import describe_provider
 
         service = SearchService(store, model, device, threads)
-        app = create_app(service, token, int(max_upload_mb * (1 << 20)))
+        # On loopback without a token, only this machine's names: no DNS-rebinding web page.
+        hosts = LOOPBACK_NAMES | {host.lower()} if token is None and is_loopback(host) else None
+        app = create_app(service, token, int(max_upload_mb * (1 << 20)), hosts)
     except BaseException:
         sock.close()
         raise

@@ -8,6 +8,7 @@ Every error a client can cause is a 4xx with a JSON body `{"error": "one sentenc
 import secrets
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -111,16 +112,47 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+class HostCheck:
+    """ASGI middleware: answer only requests whose Host header names one of `hosts` (400 else).
+
+    A server on loopback without a token is safe only from other machines: a web page could
+    point its own domain at 127.0.0.1 (DNS rebinding) and read the answers. Its requests carry
+    that domain as Host, so they are refused.
+    """
+
+    def __init__(self, app, hosts: set[str]):
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            try:
+                name = urlsplit(f"//{host}").hostname  # no port, no [] around IPv6, lower case
+            except ValueError:
+                name = None
+            if name not in self.hosts:
+                message = f"this server answers only requests to {', '.join(sorted(self.hosts))}."
+                return await _error(400, message)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def create_app(
-    service: SearchService, token: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES
+    service: SearchService,
+    token: str | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    hosts: set[str] | None = None,
 ) -> FastAPI:
-    """The ASGI app over `service`; with `token`, the API wants `Authorization: Bearer <token>`."""
+    """The ASGI app over `service`; with `token`, the API wants `Authorization: Bearer <token>`;
+    with `hosts`, only requests whose Host header names one of them are answered."""
     app = FastAPI(
         title="tbh serve",
         version=tbhcli.__version__,
         description='Exact Hamming search over a tbh code store. Errors: `{"error": ...}`.',
     )
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    if hosts is not None:
+        app.add_middleware(HostCheck, hosts={h.lower() for h in hosts})
     _add_error_handlers(app)
     bearer = HTTPBearer(auto_error=False)
 
