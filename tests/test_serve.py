@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 
 import httpx
 import numpy as np
@@ -301,6 +302,49 @@ def test_rows_committed_while_serving_are_found_without_a_restart(workspace, tmp
         zarr.open_array(tmp_path / "codes.zarr" / "paths", mode="r+")[24] = "dog/img001.png"
         zarr.open_group(tmp_path / "codes.zarr", mode="r+").attrs["updated"] = "later"
         assert client.get("/items/24").json()["path"] == "dog/img001.png"
+
+
+def test_queries_while_rows_are_committed_see_a_consistent_growing_store(workspace, tmp_path):
+    ws = workspace[0]
+    shutil.copytree(ws / "codes.zarr", tmp_path / "codes.zarr")
+    shutil.copytree(ws / "onnx", tmp_path / "onnx")
+    service = SearchService(tmp_path / "codes.zarr", device="cpu", threads=1)
+    db = open_store(tmp_path / "codes.zarr")
+    attrs = {k: db.attrs[k] for k in ("bits", "model_sha256", "model", "backbone")}
+    done, failures = threading.Event(), []
+    seen: list[list[int]] = [[], [], []]  # rows each reader saw, in order
+
+    def reader(mine: list[int]) -> None:
+        try:
+            while True:  # at least once, and once more after the last commit
+                finished = done.is_set()
+                rows = service.stats()["rows"]
+                mine.append(rows)
+                (result,) = service.by_ids([rows - 1], top=3)
+                assert result.ids[0] <= rows - 1 and result.distances[0] == 0
+                service.by_codes(["ffff"], top=1)
+                if finished:
+                    break
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(mine,)) for mine in seen]
+    for t in threads:
+        t.start()
+    with StoreLock(tmp_path / "codes.zarr"):
+        writer = open_writer(tmp_path / "codes.zarr", image_size=32, root=ws / "images", **attrs)
+        for i in range(10):
+            code = np.array([[0xFF, i]], np.uint8)
+            writer.append(code, [f"cat/img{i:03d}.png"], writer.label_ids(["cat"]))
+    done.set()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    for mine in seen:  # never a row count that goes back, never one beyond the commits
+        assert mine == sorted(mine) and mine[0] >= 24 and mine[-1] == 34
+    assert service.stats()["rows"] == 34
+    (result,) = service.by_codes(["ff09"], top=1)
+    assert result.ids.tolist() == [33] and result.paths == ["cat/img009.png"]
 
 
 # ---- the command ------------------------------------------------------------------------------
