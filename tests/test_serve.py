@@ -132,7 +132,10 @@ def test_items_thumbnails_stats_health_page_and_docs(workspace, client):
     for asset in ("app.js", "style.css"):
         assert client.get(f"/static/{asset}").status_code == 200
     assert "https://" not in page.text + client.get("/static/app.js").text  # no CDN
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")  # Swagger UI from the package, not from a CDN: works offline
+    assert docs.status_code == 200 and "https://" not in docs.text
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert "https://" not in client.get("/redoc").text
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/query", "/query/batch", "/items/{id}", "/items/{id}/thumbnail", "/stats"} <= set(
         paths

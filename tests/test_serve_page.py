@@ -89,6 +89,9 @@ def test_upload_a_digit_see_results_click_one_see_its_neighbours(digits, tmp_pat
         )
         shot = tmp_path / "serve.png"
         page.screenshot(path=str(shot), full_page=False)
+
+        page.goto(url + "docs")  # Swagger UI, from the package (no network here)
+        expect(page.locator("#swagger-ui")).to_contain_text("POST/query/batch")
         browser.close()
     assert shot.stat().st_size > 10_000
     if os.environ.get("TBH_SERVE_SCREENSHOT"):

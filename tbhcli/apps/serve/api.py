@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, model_validator
 from starlette.exceptions import HTTPException
 
@@ -145,7 +146,7 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app over `service`; with `token`, the API wants `Authorization: Bearer <token>`;
     with `hosts`, only requests whose Host header names one of them are answered."""
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI whose /docs and /redoc load no CDN asset
         title="tbh serve",
         version=tbhcli.__version__,
         description='Exact Hamming search over a tbh code store. Errors: `{"error": ...}`.',
