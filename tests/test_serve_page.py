@@ -96,3 +96,24 @@ def test_upload_a_digit_see_results_click_one_see_its_neighbours(digits, tmp_pat
     assert shot.stat().st_size > 10_000
     if os.environ.get("TBH_SERVE_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["TBH_SERVE_SCREENSHOT"])
+
+
+def test_the_page_asks_for_the_token_of_a_guarded_server(digits, tmp_path):
+    ws, queries = digits
+    token = "page-token-0123456789"
+    (tmp_path / "token.txt").write_text(token)
+    guarded = ("--device", "cpu", "--token-file", str(tmp_path / "token.txt"))
+    with running_server(ws, *guarded) as (url, _), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url)
+        expect(page.locator("#stats")).to_contain_text("token")  # the 401's message
+        expect(page.locator("#token-form")).to_be_visible()
+        page.locator("#token").fill(token)
+        page.locator("#token-form button").click()
+        expect(page.locator("#stats")).to_contain_text("290 images")
+        page.set_input_files("#file", str(queries[1]))
+        expect(page.locator("#status")).to_contain_text(f"24 results for {queries[1].name}")
+        first = page.locator("#results figure.result img").first
+        expect(first).to_have_attribute("src", re.compile("^blob:"))  # fetched with the token
+        browser.close()
