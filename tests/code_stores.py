@@ -22,6 +22,13 @@ def write_store(path: Path, codes: np.ndarray, chunk_rows: int, garbage_rows: in
     paths[:] = np.array([f"img/{i:05d}.jpg" for i in range(total)], dtype=object)
     group.create_array("labels", data=np.full(total, -1, np.int32), chunks=(64,))
     group.attrs.update(
-        {"format_version": 1, "bits": n_bytes * 8, "rows_committed": n, "root": ".", "classes": []}
+        {
+            "format_version": 1,
+            "bits": n_bytes * 8,
+            "rows_committed": n,
+            "root": ".",
+            "classes": [],
+            "model_sha256": "0" * 64,
+        }
     )
     return path

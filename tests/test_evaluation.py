@@ -173,7 +173,7 @@ def test_query_store_of_another_model_is_a_user_error(tmp_path):
     from code_stores import random_codes, write_store
 
     codes = random_codes(np.random.default_rng(0), 40, 16)
-    for name, sha in (("db", "aaaa"), ("q", "bbbb")):
+    for name, sha in (("db", "a" * 64), ("q", "b" * 64)):
         write_store(tmp_path / f"{name}.zarr", codes, chunk_rows=16)
         zarr.open_group(tmp_path / f"{name}.zarr", mode="r+").attrs["model_sha256"] = sha
     with pytest.raises(TbhError, match="another model"):

@@ -13,7 +13,8 @@ from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.errors import TbhError
 from tbhcli.storage.indexing import decode_batches, index
-from tbhcli.storage.store import StoreWriter, open_store
+from tbhcli.storage.store import open_store
+from tbhcli.storage.writer import StoreWriter
 
 CLASSES = {"cat": 9, "dog": 8, "emu": 7}  # 24 images
 
@@ -171,7 +172,7 @@ def test_resume_after_sigkill(workspace, tmp_path, kill_in):
         import os, signal
         from pathlib import Path
         from tbhcli.storage.indexing import index
-        from tbhcli.storage.store import StoreWriter
+        from tbhcli.storage.writer import StoreWriter
 
         original, calls = StoreWriter.{kill_in}, []
 

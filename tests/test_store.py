@@ -4,7 +4,8 @@ import zarr
 
 from tbhcli.errors import TbhError
 from tbhcli.storage import store as store_mod
-from tbhcli.storage.store import StoreLock, open_store, open_writer
+from tbhcli.storage.store import open_store
+from tbhcli.storage.writer import StoreLock, open_writer
 
 
 def _writer(path, root, sha="a" * 64, table=None, bits=16):
@@ -60,7 +61,7 @@ def test_layout_is_plain_zarr(tmp_path):
         assert key in attrs
     for key in ("root", "rows_committed", "created", "updated", "tbh_version", "classes"):
         assert key in attrs
-    assert attrs["rows_committed"] == 10 and attrs["root"] == str(tmp_path.resolve())
+    assert attrs["rows_committed"] == 10 and attrs["root"] == ".."  # the folder holding the store
     assert g["codes"].dtype == np.uint8 and g["codes"].shape == (10, 2)
     assert g["labels"].dtype == np.int32 and (g["labels"][:] == -1).all()
     assert g["paths"][:].tolist() == paths
@@ -126,7 +127,7 @@ def test_not_a_store(tmp_path):
 
 def test_lock_keeps_a_second_writer_out(tmp_path):
     first = StoreLock(tmp_path / "s.zarr").__enter__()
-    with pytest.raises(TbhError, match="another `tbh index`"), StoreLock(tmp_path / "s.zarr"):
+    with pytest.raises(TbhError, match="another tbh command"), StoreLock(tmp_path / "s.zarr"):
         pass
     first.__exit__(None, None, None)
     with StoreLock(tmp_path / "s.zarr"):  # released on exit

@@ -60,6 +60,7 @@ class CodeSource:
 
     def __init__(self, database):
         self.store_path = None
+        self._read = None
         if isinstance(database, np.ndarray):
             self.array = _check_codes(database, "the database")
             self.block_rows = max(1, len(self.array))
@@ -73,6 +74,7 @@ class CodeSource:
             self.store_path = Path(database.path)
             self.n_rows = len(database)
             self.array = database.group["codes"]
+            self._read = database.read_codes  # a damaged chunk is a clear error, never zeros
         else:  # a zarr array: all of it
             self.array = database
             self.n_rows = database.shape[0]
@@ -91,6 +93,8 @@ class CodeSource:
         ]
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        if self._read is not None:
+            return self._read(start, stop)
         return np.asarray(self.array[start:stop])
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:

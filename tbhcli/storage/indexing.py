@@ -34,7 +34,9 @@ from tbhcli.imaging.images import (
     list_images,
     load_image,
 )
-from tbhcli.storage.store import QUERIES, StoreLock, StoreWriter, open_writer
+from tbhcli.storage.names import encode_name
+from tbhcli.storage.store import QUERIES
+from tbhcli.storage.writer import StoreLock, StoreWriter, open_writer
 from tbhcli.terminal import make_console, printable, shown
 from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
@@ -179,7 +181,7 @@ def index_folder(
     relpaths = list_images(folder)
     report.found = len(relpaths)
     done = writer.committed_paths()
-    todo = [p for p in relpaths if p.as_posix() not in done]
+    todo = [p for p in relpaths if encode_name(p.as_posix()) not in done]
     report.already = len(relpaths) - len(todo)
     labels = writer.label_ids([label_of(p) for p in todo])  # (N,) registers new classes up front
     batches = decode_batches([folder / p for p in todo], info.image_size, batch_size, workers)
@@ -234,11 +236,13 @@ def index(
     workers: int | None = None,
     errors: Path | None = None,
     device: str = "auto",
+    repoint: bool = False,
 ) -> IndexReport:
     """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
 
     `model` defaults to the newest onnx/*.onnx; `query_images` is a folder recorded as the store's
-    query set (for `tbh evaluate`); `errors` receives the list of skipped files.
+    query set (for `tbh evaluate`); `errors` receives the list of skipped files. `repoint`: the
+    indexed folder was moved; the store's root becomes `images` (and `query_images`).
     """
     images = Path(images)
     if batch_size <= 0:
@@ -270,6 +274,7 @@ def index(
                 image_size=info.image_size,
                 root=folder,
                 table=table,
+                repoint=repoint,
             )
             tables.append(index_folder(folder, writer, session, info, batch_size, workers))
             if table is None:

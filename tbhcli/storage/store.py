@@ -1,46 +1,158 @@
-"""The code store `codes.zarr`: packed codes, paths and labels of indexed images in a zarr v3 group.
+"""The code store `codes.zarr`: its layout and its read side (`open_store` -> `CodeStore`).
 
 Layout (docs/store.md): arrays `codes` uint8 [N, bits/8] (uncompressed, row-chunked), `paths`
-str [N] (relative to the table's `root`), `labels` int32 [N] (-1 = none, else an index into the
-root's `classes`), and group attributes. An optional subgroup `queries` holds the query set with
-the same arrays. Only rows [0, rows_committed) of a table are valid.
+str [N] (relative to the table's `root`, escaped by names.py), `labels` int32 [N] (-1 = none,
+else an index into the root's `classes`), and group attributes. An optional subgroup `queries`
+holds the query set with the same arrays. Only rows [0, rows_committed) of a table are valid.
 
-Crash safety: rows are appended by growing the arrays, writing the rows, fsync-ing the chunk files,
-and only then bumping `rows_committed` in the group's zarr.json (zarr writes every file through a
-temporary file + rename, so no file is ever half-written). A kill at any point leaves the committed
-rows intact; the next writer truncates the arrays back to `rows_committed` and appends from there.
+zarr reads a chunk file that is not there as its fill value (zeros, "", -1), so a deleted chunk
+would silently become wrong codes. Opening a table therefore validates its attributes and checks
+that every chunk below `rows_committed` is on disk (one stat per codes chunk, one directory
+listing per 1-d array); a chunk that is there but cannot be decoded fails when it is read. Both
+are a `StoreDamaged` error that names the chunk and says to run `tbh check --repair`.
 """
 
+import contextlib
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-import tbhcli
 from tbhcli.errors import TbhError
+from tbhcli.storage.names import decode_name
 
 FORMAT_VERSION = 1
 QUERIES = "queries"
 CODE_CHUNK_BYTES = 1 << 20  # append rewrites the last chunk, so keep chunks small
 PATH_CHUNK_ROWS = 16384
-_ARRAYS = ("codes", "paths", "labels")
+ARRAYS = ("codes", "paths", "labels")
+# Set on tables whose writers store chunks equal to the fill value too (all -1 labels, say):
+# only there is a missing labels chunk proof of damage. Older tables leave such chunks out.
+EVERY_CHUNK = "every_chunk_written"
+# zarr's errors for a chunk file that is truncated or garbled (codec or reshape failures)
+DECODE_ERRORS = (ValueError, RuntimeError, EOFError, TypeError)
 
-try:  # an advisory lock keeps two writers off one store; the OS drops it when a process dies
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+
+def _dtype_ok(name: str, dtype: np.dtype) -> bool:
+    return (
+        dtype.kind in "TUO" if name == "paths" else dtype == (np.uint8, np.int32)[name != "codes"]
+    )
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+class StoreDamaged(TbhError):
+    """A store whose files contradict its attributes; `tbh check --repair` makes it usable."""
+
+
+def damaged(path: Path, what: str) -> StoreDamaged:
+    return StoreDamaged(
+        f"store {path} is damaged: {what}; run `tbh check --store {path} --repair` "
+        "(it keeps the readable rows), then `tbh index` to re-add the rest."
+    )
 
 
 def code_chunk_rows(bits: int) -> int:
     """Rows per `codes` chunk: a power of two (>= 1024) of about `CODE_CHUNK_BYTES` of codes."""
     return 1 << max(10, (CODE_CHUNK_BYTES // (bits // 8)).bit_length() - 1)
+
+
+def resolve_root(store_path: Path, root: str) -> Path:
+    """The absolute folder of a table's `root` attribute (relative roots: to the store folder)."""
+    return Path(os.path.normpath(Path(store_path).absolute() / root))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def attribute_problems(attrs: dict, top: bool) -> list[str]:
+    """What is wrong with a table's attributes (`top`: the root group, which has more)."""
+    problems = []
+    rows = attrs.get("rows_committed")
+    if not _is_int(rows) or rows < 0:
+        problems.append(f"rows_committed is {rows!r}, not a row count")
+    bits = attrs.get("bits")
+    if not _is_int(bits) or bits <= 0 or bits % 8:
+        problems.append(f"bits is {bits!r}, not a positive multiple of 8")
+    if not isinstance(attrs.get("root"), str) or not attrs.get("root"):
+        problems.append(f"root is {attrs.get('root')!r}, not a folder")
+    if top:
+        sha = attrs.get("model_sha256")
+        if not isinstance(sha, str) or len(sha) != 64:
+            problems.append(f"model_sha256 is {sha!r}, not a sha256")
+        classes = attrs.get("classes")
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            problems.append("classes is not a list of names")
+    return problems
+
+
+def array_problems(group: zarr.Group, attrs: dict) -> list[str]:
+    """Missing arrays, wrong dtypes or widths, and a `rows_committed` beyond an array's length."""
+    problems = []
+    names = set(group.array_keys())
+    for name in ARRAYS:
+        if name not in names:
+            problems.append(f"array {name} is missing")
+            continue
+        array = group[name]
+        if not _dtype_ok(name, array.dtype):
+            problems.append(f"array {name} has dtype {array.dtype}")
+        if array.ndim != (2 if name == "codes" else 1):
+            problems.append(f"array {name} has {array.ndim} dimensions")
+        elif _is_int(attrs.get("rows_committed")) and attrs["rows_committed"] > array.shape[0]:
+            problems.append(
+                f"rows_committed is {attrs['rows_committed']} but array {name} has "
+                f"{array.shape[0]} rows"
+            )
+        bits = attrs.get("bits")
+        if name == "codes" and array.ndim == 2 and _is_int(bits) and array.shape[1] * 8 != bits:
+            problems.append(f"codes are {array.shape[1] * 8} bits wide but bits is {bits}")
+    return problems
+
+
+def chunk_keys(array: zarr.Array, start: int, stop: int) -> list[tuple[int, str]]:
+    """(first row, chunk key like "c/3/0") of the chunks holding rows [start, stop)."""
+    step = array.chunks[0]
+    first = (start // step) * step
+    encode = array.metadata.chunk_key_encoding.encode_chunk_key
+    return [(r, encode((r // step,) + (0,) * (array.ndim - 1))) for r in range(first, stop, step)]
+
+
+def missing_chunks(group: zarr.Group, path: Path, rows: int) -> list[tuple[int, str]]:
+    """(first row, "array/key") of the chunks below `rows` that are absent or of the wrong size."""
+    bad = []
+    for name in ARRAYS:
+        array = group[name]
+        if name == "labels" and not group.attrs.get(EVERY_CHUNK):
+            continue
+        keys = chunk_keys(array, 0, rows)
+        if name == "codes" and not array.compressors:  # uncompressed: the size is known
+            size = array.chunks[0] * array.shape[1] * array.dtype.itemsize
+            for first, key in keys:
+                file = path / name / key
+                if not file.is_file() or file.stat().st_size != size:
+                    bad.append((first, f"{name}/{key}"))
+            continue
+        listed = set()
+        for folder in {Path(key).parent for _, key in keys}:
+            with contextlib.suppress(FileNotFoundError):  # no chunk at all: all missing
+                listed |= {(folder / f).as_posix() for f in os.listdir(path / name / folder)}
+        bad += [(first, f"{name}/{key}") for first, key in keys if key not in listed]
+    return sorted(bad)
+
+
+def table_problems(group: zarr.Group, path: Path, top: bool) -> list[str]:
+    """Every problem an open finds cheaply: attributes, arrays, chunk files below rows_committed."""
+    attrs = dict(group.attrs)
+    problems = attribute_problems(attrs, top) + array_problems(group, attrs)
+    if not problems:
+        rows = attrs["rows_committed"]
+        problems += [
+            f"chunk {key} (rows from {first}) is missing or truncated"
+            for first, key in missing_chunks(group, path, rows)
+        ]
+    return problems
 
 
 class CodeStore:
@@ -49,9 +161,12 @@ class CodeStore:
     `len(store)` is `rows_committed`; every accessor returns committed rows only.
     """
 
-    def __init__(self, group: zarr.Group, path: Path, classes: list[str] | None = None):
+    def __init__(
+        self, group: zarr.Group, path: Path, store_path: Path, classes: list[str] | None = None
+    ):
         self.group = group
         self.path = path
+        self.store_path = store_path  # the top folder: relative roots are relative to it
         self.attrs = dict(group.attrs)
         self._classes = classes
 
@@ -64,18 +179,31 @@ class CodeStore:
 
     @property
     def root(self) -> Path:
-        """The folder that `paths` are relative to."""
-        return Path(self.attrs["root"])
+        """The folder that `paths` are relative to (absolute)."""
+        return resolve_root(self.store_path, self.attrs["root"])
 
     @property
     def classes(self) -> list[str]:
         """Class names; `labels` index into this list (shared by the store and its queries)."""
         return list(self._classes if self._classes is not None else self.attrs.get("classes", []))
 
+    def read(self, name: str, start: int = 0, stop: int | None = None, rows=None) -> np.ndarray:
+        """Committed rows [start, stop) (or sorted unique `rows`) of array `name`.
+
+        A chunk that zarr cannot decode is a `StoreDamaged` error naming it.
+        """
+        stop = len(self) if stop is None else min(stop, len(self))
+        array = self.group[name]
+        try:
+            return array.oindex[rows] if rows is not None else array[start:stop]
+        except DECODE_ERRORS as exc:
+            lo, hi = (int(rows[0]), int(rows[-1]) + 1) if rows is not None else (start, stop)
+            keys = ", ".join(f"{name}/{key}" for _, key in chunk_keys(array, lo, hi))
+            raise damaged(self.path, f"chunk {keys} cannot be read ({exc})") from None
+
     def read_codes(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Packed codes uint8 [stop - start, bits / 8] of committed rows [start, stop)."""
-        stop = len(self) if stop is None else min(stop, len(self))
-        return self.group["codes"][start:stop]
+        return self.read("codes", start, stop)
 
     def codes(self) -> Iterator[tuple[int, np.ndarray]]:
         """Committed codes chunk by chunk: (first row, uint8 [rows, bits / 8]), in row order."""
@@ -85,25 +213,30 @@ class CodeStore:
 
     @property
     def paths(self) -> np.ndarray:
-        """Relative paths [N] (numpy StringDType; `.tolist()` gives Python strings)."""
-        return self.group["paths"][: len(self)]
+        """Stored relative paths [N] (numpy StringDType, escaped: `decode_name` gives the file
+        name; `names` does it for some rows)."""
+        return self.read("paths")
 
     @property
     def labels(self) -> np.ndarray:
         """Int32 labels [N]; -1 where an image had no class folder."""
-        return self.group["labels"][: len(self)]
+        return self.read("labels")
+
+    def names(self, ids: np.ndarray) -> list[str]:
+        """File names (relative to `root`, surrogateescape str) of committed rows `ids` [k]."""
+        return self.lookup(ids)[0]
 
     def lookup(self, ids: np.ndarray) -> tuple[list[str], list[str | None]]:
-        """Paths and class names (None without a label) of committed rows `ids` [k]."""
+        """File names and class names (None without a label) of committed rows `ids` [k]."""
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return [], []
         if ids.min() < 0 or ids.max() >= len(self):
             raise IndexError(f"rows {ids} outside the {len(self)} committed rows")
         rows, inverse = np.unique(ids, return_inverse=True)  # zarr wants sorted, unique rows
-        paths = self.group["paths"].oindex[rows][inverse].tolist()
+        paths = [decode_name(p) for p in self.read("paths", rows=rows)[inverse].tolist()]
         classes = self.classes
-        labels = [classes[lab] if lab >= 0 else None for lab in self.group["labels"].oindex[rows]]
+        labels = [classes[lab] if lab >= 0 else None for lab in self.read("labels", rows=rows)]
         return paths, [labels[j] for j in inverse]
 
     @property
@@ -111,10 +244,13 @@ class CodeStore:
         """The query set recorded with `tbh index --query-images`, or None."""
         if QUERIES not in self.group.group_keys():
             return None
-        return CodeStore(self.group[QUERIES], self.path / QUERIES, self.classes)
+        group = self.group[QUERIES]
+        _check(group, self.path / QUERIES, top=False)
+        return CodeStore(group, self.path / QUERIES, self.store_path, self.classes)
 
 
-def _open_group(path: Path, mode: str) -> zarr.Group:
+def open_group(path: Path, mode: str) -> zarr.Group:
+    """The zarr group of a tbh store (any format_version 1 group, whatever its state)."""
     try:
         group = zarr.open_group(path, mode=mode, zarr_format=3)
     except PermissionError as exc:
@@ -131,193 +267,20 @@ def _open_group(path: Path, mode: str) -> zarr.Group:
     return group
 
 
+def _check(group: zarr.Group, path: Path, top: bool) -> None:
+    problems = table_problems(group, path, top)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise damaged(path, problems[0] + more)
+
+
 def open_store(path: str | Path) -> CodeStore:
-    """Open an existing store read-only."""
+    """Open an existing store read-only; a damaged one is a `StoreDamaged` error."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
-    group = _open_group(path, "r")
+    group = open_group(path, "r")
     if "rows_committed" not in group.attrs:
         raise TbhError(f"the creation of store {path} was interrupted; rerun `tbh index`.")
-    return CodeStore(group, path)
-
-
-class StoreWriter:
-    """Appends rows to one table of a store; each `append` is committed atomically."""
-
-    def __init__(self, group: zarr.Group, path: Path, top: zarr.Group):
-        self.group = group
-        self.path = path
-        self.top = top  # the root group, which owns `classes`
-        self._truncate()
-
-    def __len__(self) -> int:
-        return int(self.group.attrs["rows_committed"])
-
-    def _truncate(self) -> None:
-        """Drop rows an interrupted run left beyond `rows_committed`, and its temporary files."""
-        n = len(self)
-        for name in _ARRAYS:
-            array = self.group[name]
-            if array.shape[0] != n:
-                array.resize((n, *array.shape[1:]))
-        for leftover in self.path.rglob("*.partial"):
-            leftover.unlink(missing_ok=True)
-
-    def committed_paths(self) -> set[str]:
-        return set(self.group["paths"][: len(self)].tolist())
-
-    def label_ids(self, names: list[str | None]) -> np.ndarray:
-        """Int32 labels [N] for class names (None -> -1), appending unseen names to `classes`."""
-        classes = list(self.top.attrs.get("classes", []))
-        new = sorted({n for n in names if n is not None} - set(classes))
-        if new:
-            classes += new
-            self.top.attrs["classes"] = classes
-        index = {c: i for i, c in enumerate(classes)}
-        return np.array([-1 if n is None else index[n] for n in names], dtype=np.int32)
-
-    def append(self, codes: np.ndarray, paths: list[str], labels: np.ndarray) -> None:
-        """Write rows: codes uint8 [B, bits / 8], relative paths [B], labels int32 [B]; commit."""
-        if not len(paths):
-            return
-        start = len(self)
-        stop = start + len(paths)
-        values = {
-            "codes": codes,
-            "paths": np.array(paths, dtype=object),
-            "labels": np.asarray(labels, np.int32),
-        }
-        for name, value in values.items():
-            array = self.group[name]
-            array.resize((stop, *array.shape[1:]))
-            array[start:stop] = value
-        self._sync(start, stop)
-        # The commit point: only now do readers and a resumed run see the new rows.
-        self.group.attrs.update({"rows_committed": stop, "updated": _now()})
-
-    def _sync(self, start: int, stop: int) -> None:
-        """fsync the chunk files of rows [start, stop), so the commit never outruns the data."""
-        for name in _ARRAYS:
-            array = self.group[name]
-            step = array.chunks[0]
-            for chunk in range(start // step, (stop - 1) // step + 1):
-                key = "/".join(["c", str(chunk)] + ["0"] * (array.ndim - 1))
-                file = self.path / name / key
-                if file.is_file():  # an all-fill-value chunk is not stored
-                    fd = os.open(file, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-
-
-def _create_table(group: zarr.Group, bits: int, attrs: dict) -> None:
-    """Create the three empty arrays, then the attributes: a table without `rows_committed`
-    is one whose creation was interrupted, and is created again."""
-    nbytes = bits // 8
-    group.create_array(
-        "codes",
-        shape=(0, nbytes),
-        chunks=(code_chunk_rows(bits), nbytes),
-        dtype="uint8",
-        compressors=None,
-        fill_value=0,
-    )
-    group.create_array("paths", shape=(0,), chunks=(PATH_CHUNK_ROWS,), dtype=str)
-    group.create_array(
-        "labels", shape=(0,), chunks=(PATH_CHUNK_ROWS,), dtype="int32", fill_value=-1
-    )
-    group.attrs.update(attrs | {"rows_committed": 0})
-
-
-class StoreLock:
-    """Exclusive writer lock on the store folder itself; released on exit or when the process dies.
-
-    Locking the folder (not a file in it) keeps the zarr hierarchy free of foreign files.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def __enter__(self) -> "StoreLock":
-        if self.path.exists() and not self.path.is_dir():
-            raise TbhError(f"{self.path} is a file, not a code store; pass another --store.")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDONLY)
-        if fcntl is not None:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self.fd)
-                raise TbhError(
-                    f"another `tbh index` is writing to {self.path}; wait for it or pass --store."
-                ) from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-
-
-def open_writer(
-    path: str | Path,
-    *,
-    bits: int,
-    model_sha256: str,
-    model: str,
-    backbone: str,
-    image_size: int,
-    root: Path,
-    table: str | None = None,
-) -> StoreWriter:
-    """Create or reopen a store for appending to its root table or to subgroup `table`.
-
-    Refuses a store made by another model (its codes would not be comparable) and a table that
-    was filled from another folder (its relative paths would be ambiguous). Hold a `StoreLock`.
-    """
-    path = Path(path)
-    root = str(Path(root).resolve())
-    top = _open_group(path, "r+") if (path / "zarr.json").is_file() else None
-    if top is not None and "rows_committed" in top.attrs:
-        if top.attrs["model_sha256"] != model_sha256:
-            raise TbhError(
-                f"store {path} was built with another model ({top.attrs.get('model')}, "
-                f"sha256 {top.attrs['model_sha256'][:12]}...); pass another --store, "
-                f"or --model with that file."
-            )
-    elif top is None and path.exists() and any(path.iterdir()):
-        raise TbhError(f"{path} exists and is not a code store; pass another --store.")
-    else:  # a new store, or one whose creation was interrupted (no rows_committed yet)
-        top = zarr.open_group(
-            path, mode="w", zarr_format=3, attributes={"format_version": FORMAT_VERSION}
-        )
-        now = _now()
-        attrs = {
-            "format_version": FORMAT_VERSION,
-            "bits": bits,
-            "model_sha256": model_sha256,
-            "model": model,
-            "backbone": backbone,
-            "image_size": image_size,
-            "root": root,
-            "classes": [],
-            "created": now,
-            "updated": now,
-            "tbh_version": tbhcli.__version__,
-        }
-        _create_table(top, bits, attrs)
-    group = top
-    if table is not None:
-        if table not in top.group_keys() or "rows_committed" not in top[table].attrs:
-            group = top.create_group(table, overwrite=True)
-            _create_table(group, bits, {"bits": bits, "root": root, "created": _now()})
-        group = top[table]
-    if group.attrs["root"] != root:
-        where = f"{path}/{table}" if table else str(path)
-        raise TbhError(
-            f"{where} holds images from {group.attrs['root']}, not {root}; "
-            "pass another --store to index a different folder."
-        )
-    return StoreWriter(group, path / table if table else path, top)
+    _check(group, path, top=True)
+    return CodeStore(group, path, path)
