@@ -24,7 +24,8 @@ from tbhcli.apps.serve.service import MAX_BATCH, MAX_TOP, SearchService
 from tbhcli.cli import app as cli
 from tbhcli.deploy.export import export
 from tbhcli.storage.indexing import index
-from tbhcli.storage.store import StoreLock, open_store, open_writer
+from tbhcli.storage.store import open_store
+from tbhcli.storage.writer import StoreLock, open_writer
 
 TOKEN = "s3cret-token-0123456789"
 

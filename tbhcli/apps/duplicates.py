@@ -17,6 +17,7 @@ from numba import njit
 
 from tbhcli.errors import TbhError
 from tbhcli.search import near_pairs
+from tbhcli.storage.names import decode_name
 from tbhcli.storage.store import open_store
 from tbhcli.terminal import shown
 from tbhcli.workspace import resolve_store
@@ -78,7 +79,8 @@ def duplicates(
     groups = []
     for rows in np.split(grouped, starts) if len(grouped) else []:
         distances = np.bitwise_count(codes[rows] ^ codes[rows[0]]).sum(axis=1)
-        groups.append(DuplicateGroup(rows, [str(paths[r]) for r in rows], distances))
+        names = [decode_name(str(paths[r])) for r in rows]  # file names, as lookup gives them
+        groups.append(DuplicateGroup(rows, names, distances))
     return groups
 
 
