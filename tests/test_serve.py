@@ -266,6 +266,7 @@ def test_loopback_server_refuses_other_host_names(service):
 def test_thumbnails_come_only_from_inside_the_indexed_folder(workspace, tmp_path):
     ws = workspace[0]
     shutil.copytree(ws / "codes.zarr", tmp_path / "codes.zarr")
+    (tmp_path / "images").symlink_to(ws / "images")  # the store's root is relative: ../images
     shutil.copytree(ws / "onnx", tmp_path / "onnx")
     secret = ws / "secret.png"  # beside the indexed folder, not in it
     shutil.copy(workspace[2][0], secret)
@@ -284,6 +285,7 @@ def test_thumbnails_come_only_from_inside_the_indexed_folder(workspace, tmp_path
 def test_rows_committed_while_serving_are_found_without_a_restart(workspace, tmp_path):
     ws, run, files, _ = workspace
     shutil.copytree(ws / "codes.zarr", tmp_path / "codes.zarr")
+    (tmp_path / "images").symlink_to(ws / "images")  # the store's root is relative: ../images
     shutil.copytree(ws / "onnx", tmp_path / "onnx")
     service = SearchService(tmp_path / "codes.zarr", device="cpu")
     with TestClient(create_app(service)) as client:
