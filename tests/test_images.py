@@ -87,7 +87,7 @@ def test_bad_files_raise_image_decode_error(tmp_path):
     (tmp_path / "garbage.jpg").write_bytes(b"this is not an image at all")
     (tmp_path / "truncated.jpg").write_bytes(full[: len(full) // 2])
     for name in ["empty.png", "garbage.jpg", "truncated.jpg"]:
-        with pytest.raises(ImageDecodeError):
+        with pytest.raises(ImageDecodeError, match=f"cannot decode image {tmp_path / name}: "):
             load_image(tmp_path / name, 16)
     assert issubclass(ImageDecodeError, TbhError)
 

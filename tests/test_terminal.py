@@ -83,6 +83,7 @@ def test_index_prints_unreadable_hostile_names_literally(hostile_workspace, tmp_
     assert result.exit_code == 0, result.output
     assert f"{2 * len(HOSTILE) + 3} added, 0 already indexed, 3 skipped" in result.output
     _assert_literal(result.output, [f"cat/{n}" for n in UNREADABLE])
+    assert "cannot decode image" not in result.output  # the reason alone follows the name
     lines = errors.read_text().splitlines()  # one line per file, even with a newline in a name
     assert len(lines) == 3 and all("\x1b" not in line for line in lines)
 

@@ -120,7 +120,10 @@ def load_image(
 
 
 def _name(source: Path | BinaryIO) -> str:
-    return str(getattr(source, "name", source))  # streams from uploads carry the client's name
+    """The path as given, or a stream's `name` (uploads carry the client's file name)."""
+    if isinstance(source, str | os.PathLike):
+        return str(source)  # the whole path: Path.name would drop its folders
+    return str(getattr(source, "name", "<stream>"))
 
 
 def label_of(relpath: Path) -> str | None:
