@@ -1,12 +1,11 @@
 """tbhcli.terminal: user-controlled names reach the terminal (and HTML) as literal, inert text."""
 
 import io
+import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from tiny_workspace import make_images, make_lsh_run
 from typer.testing import CliRunner
 
@@ -17,7 +16,8 @@ from tbhcli.terminal import make_console, printable, shown
 
 ESC = "\x1b[31m"
 # Readable images with hostile names: markup tags, an emoji code, a terminal escape, HTML.
-HOSTILE = ["x[/b]y.png", "[bold red]EVIL.png", ":smile:.png", f"{ESC}red.png", "<i>x.png"]
+NOT_UTF8 = os.fsdecode(b"bad\xffbytes.png")  # a lone surrogate in Python, \xff on screen
+HOSTILE = ["x[/b]y.png", "[bold red]EVIL.png", ":smile:.png", f"{ESC}red.png", "<i>x.png", NOT_UTF8]
 UNREADABLE = ["e[/oops].jpg", f"{ESC}bad.jpg", "[bold red]BROKEN.jpg"]
 WIDE = {"COLUMNS": "250"}  # tables never cut a name
 
@@ -50,16 +50,14 @@ def hostile_workspace(tmp_path_factory):
     unreadable files with hostile names beside them."""
     ws = tmp_path_factory.mktemp("hostile")
     model = export(make_lsh_run(ws / "runs" / "lsh32"), out=ws / "onnx" / "lsh32.onnx")
-    (source,) = make_images(ws / "src", {"": 1})
+    sources = make_images(ws / "src", {"": len(HOSTILE)})  # a different image per name
     folder = ws / "images" / "cat"
     folder.mkdir(parents=True)
-    for i, name in enumerate(HOSTILE):
-        pixels = np.asarray(Image.open(source)).copy()
-        pixels[i % 36] = 255 - pixels[i % 36]  # a different image per name
+    for source, name in zip(sources, HOSTILE, strict=True):
         for prefix in ("", "copy "):
             path = folder / f"{prefix}{name}"  # "x[/b]y.png" is a folder "x[" and a file "b]y.png"
             path.parent.mkdir(exist_ok=True)
-            Image.fromarray(pixels).save(path)
+            shutil.copy(source, path)
     make_images(ws / "images", {"dog": 3})
     for name in UNREADABLE:
         (folder / name).parent.mkdir(exist_ok=True)
