@@ -52,12 +52,13 @@ def build_workspace(root: Path, digits: int) -> Path:
 def start_server(workspace: Path) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "tbhcli.cli", "serve", "--port", "0", "--device", "cpu"]
     server = subprocess.Popen(command, cwd=workspace, stderr=subprocess.PIPE, text=True)
-    line = server.stderr.readline()
-    url = re.search(r"http://127\.0\.0\.1:\d+/", line)
-    if not url:
-        server.kill()
-        raise SystemExit(f"the server did not start: {line}{server.stderr.read()}")
-    return server, url[0]
+    seen = []
+    for line in server.stderr:  # lines before the URL (warnings) are skipped
+        seen.append(line)
+        if url := re.search(r"http://127\.0\.0\.1:\d+/", line):
+            return server, url[0]
+    server.kill()
+    raise SystemExit("the server did not start:\n" + "".join(seen))
 
 
 async def load(endpoint: str, requests: list[dict], clients: int) -> tuple[np.ndarray, int, float]:

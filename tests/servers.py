@@ -19,6 +19,16 @@ def serve_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 
+def listening_url(server: subprocess.Popen) -> str:
+    """The URL a starting `tbh serve` prints (lines before it, such as warnings, are skipped)."""
+    seen = []
+    for line in server.stderr:
+        seen.append(line)
+        if url := re.search(r"http://127\.0\.0\.1:\d+/", line):
+            return url[0]
+    raise AssertionError("tbh serve did not start:\n" + "".join(seen))
+
+
 @contextmanager
 def running_server(cwd: Path, *args: str) -> Iterator[tuple[str, list[str]]]:
     """Start `tbh serve --port 0 ARGS` in `cwd`; yield (its URL, stderr lines once it stopped).
@@ -34,10 +44,7 @@ def running_server(cwd: Path, *args: str) -> Iterator[tuple[str, list[str]]]:
     )
     lines: list[str] = []
     try:
-        first = server.stderr.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+/", first)
-        assert url, first + server.stderr.read()
-        yield url[0], lines
+        yield listening_url(server), lines
     finally:
         server.send_signal(signal.SIGINT)
         try:
