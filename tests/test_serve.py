@@ -313,6 +313,7 @@ def test_rows_committed_while_serving_are_found_without_a_restart(workspace, tmp
 def test_queries_while_rows_are_committed_see_a_consistent_growing_store(workspace, tmp_path):
     ws = workspace[0]
     shutil.copytree(ws / "codes.zarr", tmp_path / "codes.zarr")
+    (tmp_path / "images").symlink_to(ws / "images")  # the store's root is relative: ../images
     shutil.copytree(ws / "onnx", tmp_path / "onnx")
     service = SearchService(tmp_path / "codes.zarr", device="cpu", threads=1)
     db = open_store(tmp_path / "codes.zarr")
