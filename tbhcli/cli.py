@@ -319,6 +319,7 @@ def export(
     "tbh index ./images",
     "tbh index ./images --query-images ./queries --errors skipped.txt",
     "tbh index ./more-images --store codes.zarr --model onnx/db-tbh-32.onnx --device cpu",
+    "tbh index /new/place/images --root --prune",
 )
 def index(
     images: Annotated[
@@ -338,11 +339,20 @@ def index(
         typer.Option(metavar="FILE", help="Write the skipped (unreadable) files to this file."),
     ] = None,
     device: DeviceOption = Device.auto,
+    root: Annotated[
+        bool,
+        typer.Option("--root", help="The indexed folder moved: re-point the store at IMAGES_DIR."),
+    ] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Then drop the rows whose files are gone.")
+    ] = False,
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
     from tbhcli.storage.indexing import index as run_index
 
-    report = run_index(images, store, model, query_images, batch_size, workers, errors, device)
+    report = run_index(
+        images, store, model, query_images, batch_size, workers, errors, device, repoint=root
+    )
     for table in report.tables:
         err_console.print(
             f"{shown(table.folder)}: {table.added} added, {table.already} already indexed, "
@@ -358,6 +368,51 @@ def index(
         f"{report.seconds:.1f} s ({report.images_per_s:.0f} images/s)",
         soft_wrap=True,
     )
+    if prune:
+        remove(report.store)
+
+
+@command("tbh remove", "tbh remove --store other.zarr")
+def remove(store: StoreOption = None) -> None:
+    """Drop the rows whose image files are gone; the other rows keep their codes and order."""
+    from tbhcli.storage.prune import remove as run_remove
+
+    report = run_remove(store)
+    for table, names in report.removed.items():
+        err_console.print(
+            f"{table}: {len(names)} removed (file gone), {report.rows[table]} kept", soft_wrap=True
+        )
+        for name in names[:5]:
+            err_console.print(f"  [yellow]removed[/] {shown(name)}", soft_wrap=True)
+
+
+@command("tbh check", "tbh check --store codes.zarr --repair")
+def check(
+    store: StoreOption = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Cut damaged tables back to their whole rows (tbh index re-adds)."
+        ),
+    ] = False,
+) -> None:
+    """Verify the store: attributes, arrays, every chunk below rows_committed, paths, labels."""
+    from tbhcli.storage.check import check as run_check
+
+    report = run_check(store, repair)
+    for note in report.notes:
+        err_console.print(f"[yellow]note:[/] {shown(note)}", soft_wrap=True)
+    for done in report.repaired:
+        err_console.print(f"[green]repaired[/] {shown(done)}", soft_wrap=True)
+    for problem in report.problems:
+        err_console.print(f"[red]problem[/] {shown(problem)}", soft_wrap=True)
+    rows = ", ".join(f"{t.name} {t.rows} rows" for t in report.tables)
+    if report.problems:
+        hint = "" if repair else "; `tbh check --repair` keeps the whole rows"
+        err_console.print(f"store {shown(report.store)}: damaged ({rows}){hint}", soft_wrap=True)
+        raise typer.Exit(1)
+    then = "; `tbh index` re-adds the dropped images" if report.repaired else ""
+    err_console.print(f"store {shown(report.store)}: OK ({rows}){then}", soft_wrap=True)
 
 
 @command(

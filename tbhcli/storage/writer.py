@@ -27,9 +27,11 @@ from tbhcli.errors import TbhError
 from tbhcli.storage.names import decode_name, encode_name
 from tbhcli.storage.store import (
     ARRAYS,
+    DECODE_ERRORS,
     EVERY_CHUNK,
     FORMAT_VERSION,
     PATH_CHUNK_ROWS,
+    CodeStore,
     chunk_keys,
     code_chunk_rows,
     damaged,
@@ -192,8 +194,10 @@ class StoreWriter:
             leftover.unlink(missing_ok=True)
 
     def committed_paths(self) -> set[str]:
-        """Stored (escaped) paths of the committed rows."""
-        return set(self.arrays["paths"][: self.rows].tolist())
+        """Stored (escaped) paths of the committed rows (a chunk that does not decode is
+        `StoreDamaged`)."""
+        view = CodeStore(self.group, self.path, self.path)
+        return set(view.read("paths", 0, self.rows).tolist())
 
     def label_ids(self, names: list[str | None]) -> np.ndarray:
         """Int32 labels [N] for class names (None -> -1), appending unseen names to `classes`."""
@@ -221,7 +225,11 @@ class StoreWriter:
             for name, value in values.items():
                 array = self.arrays[name]
                 array.resize((stop, *array.shape[1:]))
-                array[start:stop] = value
+                try:  # the last chunk is read, merged with the new rows and written whole
+                    array[start:stop] = value
+                except DECODE_ERRORS as exc:
+                    key = chunk_keys(array, start, start + 1)[0][1]
+                    raise damaged(self.path, f"chunk {name}/{key} cannot be read ({exc})") from None
             self._sync(start, stop)
             # The commit point: only now do readers and a resumed run see the new rows.
             self.group.attrs.update({"rows_committed": stop, "updated": _now()})
@@ -254,10 +262,9 @@ def _is_new(path: Path, top: zarr.Group | None) -> bool:
         if path.exists() and any(path.iterdir()):
             raise TbhError(f"{path} exists and is not a code store; pass another --store.")
         return True
-    rows = top.attrs.get("rows_committed")
-    if rows is None:
+    if "rows_committed" not in top.attrs:  # (a null value is damage, not a new store)
         return True
-    return rows == 0 and not set(ARRAYS) <= set(top.array_keys())
+    return top.attrs["rows_committed"] == 0 and not set(ARRAYS) <= set(top.array_keys())
 
 
 def _open_table(

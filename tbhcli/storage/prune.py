@@ -1,0 +1,85 @@
+"""`tbh remove` (and `tbh index --prune`): drop the rows whose image files are gone.
+
+Rows cannot be deleted in place without breaking crash safety (a killed rewrite would leave
+committed rows shifted), so the store is copied beside itself (`.NAME.new`), the copy is
+compacted (kept rows in their order, codes byte for byte), synced, and swapped in with two renames
+under the writer lock. A kill before the swap leaves the old store; one between the renames is
+completed by the next writer (`writer.finish_swap`). Readers that open the store during the swap
+may find it missing for a moment.
+"""
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from tbhcli.errors import TbhError
+from tbhcli.storage.store import ARRAYS, QUERIES, open_store
+from tbhcli.storage.writer import StoreLock, swap_paths, writable, write_errors
+from tbhcli.workspace import resolve_store
+
+
+@dataclass
+class RemoveReport:
+    store: Path
+    removed: dict[str, list[str]] = field(default_factory=dict)  # table -> file names dropped
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows left
+
+
+def gone_rows(table) -> np.ndarray:
+    """Rows [k] of a table (CodeStore) whose file does not exist under its root."""
+    root = table.root
+    names = table.names(np.arange(len(table)))
+    return np.array([i for i, n in enumerate(names) if not (root / n).exists()], dtype=np.int64)
+
+
+def _compact(group: zarr.Group, keep: np.ndarray) -> None:
+    """Rewrite a table of the copy with only rows `keep` (sorted), in order."""
+    rows = group.attrs["rows_committed"]
+    for name in ARRAYS:
+        array = writable(group[name])
+        kept = array[:rows][keep]
+        array.resize((len(keep), *array.shape[1:]))
+        if len(keep):
+            array[:] = kept
+    group.attrs["rows_committed"] = len(keep)
+
+
+def remove(store: str | Path | None = None) -> RemoveReport:
+    """Drop the rows of the store (default ./codes.zarr) and of its query set whose files are
+    gone; the other rows keep their codes, paths, labels and order."""
+    path = resolve_store(store)
+    with StoreLock(path), write_errors(path, lambda: len(open_store(path))):
+        db = open_store(path)
+        tables = {"store": db} | ({"queries": db.queries} if db.queries is not None else {})
+        report = RemoveReport(path)
+        gone = {name: gone_rows(t) for name, t in tables.items()}
+        for name, table in tables.items():
+            report.removed[name] = table.names(gone[name])
+            report.rows[name] = len(table) - len(gone[name])
+        if not any(len(g) for g in gone.values()):
+            return report
+        if len(gone["store"]) == len(db):
+            raise TbhError(
+                f"none of the {len(db)} files of store {path} exist under {db.root}; if the "
+                "folder moved, re-point the store with `tbh index NEW_FOLDER --root`."
+            )
+        new, old = swap_paths(path)
+        try:
+            shutil.copytree(path, new)
+            copy = zarr.open_group(new, mode="r+", zarr_format=3)
+            for name, rows in gone.items():
+                if len(rows):
+                    group = copy if name == "store" else copy[QUERIES]
+                    _compact(group, np.setdiff1d(np.arange(len(tables[name])), rows))
+            os.sync()  # the copy is on disk before it replaces the store
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)  # the store itself is untouched
+            raise
+        os.rename(path, old)
+        os.rename(new, path)
+        shutil.rmtree(old)
+    return report
