@@ -318,7 +318,6 @@ def export(
 @command(
     "tbh index ./images",
     "tbh index ./images --query-images ./queries --errors skipped.txt",
-    "tbh index ./more-images --store codes.zarr --model onnx/db-tbh-32.onnx --device cpu",
     "tbh index /new/place/images --root --prune",
 )
 def index(

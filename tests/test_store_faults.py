@@ -142,15 +142,14 @@ def test_half_created_store_is_created_again(workspace, tmp_path):
 
 @pytest.fixture(scope="module")
 def small_chunks(workspace):
-    """A clean store of 4-row chunks (so 14 rows span 4 chunks of every array) and its index
-    call, which keeps writing 4-row chunks into new stores."""
+    """A clean store of 4-row chunks, so 14 rows span 4 chunks of every array (appends keep
+    the chunking recorded in the arrays)."""
     ws, model = workspace
-    patch = pytest.MonkeyPatch()
-    patch.setattr(writer_mod, "code_chunk_rows", lambda bits: 4)
-    patch.setattr(writer_mod, "PATH_CHUNK_ROWS", 4)
-    _index(ws, model, ws / "small.zarr")
-    yield ws, model
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer_mod, "code_chunk_rows", lambda bits: 4)
+        patch.setattr(writer_mod, "PATH_CHUNK_ROWS", 4)
+        _index(ws, model, ws / "small.zarr")
+    return ws, model
 
 
 def _damage(store, name, how):
