@@ -3,9 +3,10 @@
 The CLI verbs are plain functions here, with the same names and arguments:
 `tbhcli.features`, `tbhcli.train`, `tbhcli.export`, `tbhcli.index`, `tbhcli.query`,
 `tbhcli.evaluate` (`tbhcli.evaluate_runs` for several runs), `tbhcli.duplicates`,
-`tbhcli.serve`. They are imported on first use, so `import tbhcli` stays cheap. The package's
-layout is the data path: imaging/ -> hashing/ + training/ -> deploy/ -> storage/ -> search/ ->
-evaluation/, with apps/ (query, duplicates, info, serve, demo) and cli.py on top.
+`tbhcli.serve`, `tbhcli.check` and `tbhcli.remove` (store upkeep). They are imported on first
+use, so `import tbhcli` stays cheap. The package's layout is the data path: imaging/ -> hashing/
++ training/ -> deploy/ -> storage/ -> search/ -> evaluation/, with apps/ (query, duplicates,
+info, serve, demo) and cli.py on top.
 """
 
 from importlib import import_module
@@ -23,6 +24,8 @@ _VERBS = {
     "evaluate_runs": "tbhcli.evaluation.evaluate",
     "duplicates": "tbhcli.apps.duplicates",
     "serve": "tbhcli.apps.serve",
+    "check": "tbhcli.storage.check",
+    "remove": "tbhcli.storage.prune",
 }
 __all__ = [*_VERBS, "__version__"]
 

@@ -350,7 +350,16 @@ def index(
     from tbhcli.storage.indexing import index as run_index
 
     report = run_index(
-        images, store, model, query_images, batch_size, workers, errors, device, repoint=root
+        images,
+        store,
+        model,
+        query_images,
+        batch_size,
+        workers,
+        errors,
+        device,
+        repoint=root,
+        prune=prune,
     )
     for table in report.tables:
         err_console.print(
@@ -367,8 +376,17 @@ def index(
         f"{report.seconds:.1f} s ({report.images_per_s:.0f} images/s)",
         soft_wrap=True,
     )
-    if prune:
-        remove(report.store)
+    if report.removed is not None:
+        _print_removed(report.removed)
+
+
+def _print_removed(report) -> None:
+    for table, names in report.removed.items():
+        err_console.print(
+            f"{table}: {len(names)} removed (file gone), {report.rows[table]} kept", soft_wrap=True
+        )
+        for name in names[:5]:
+            err_console.print(f"  [yellow]removed[/] {shown(name)}", soft_wrap=True)
 
 
 @command("tbh remove", "tbh remove --store other.zarr")
@@ -376,13 +394,7 @@ def remove(store: StoreOption = None) -> None:
     """Drop the rows whose image files are gone; the other rows keep their codes and order."""
     from tbhcli.storage.prune import remove as run_remove
 
-    report = run_remove(store)
-    for table, names in report.removed.items():
-        err_console.print(
-            f"{table}: {len(names)} removed (file gone), {report.rows[table]} kept", soft_wrap=True
-        )
-        for name in names[:5]:
-            err_console.print(f"  [yellow]removed[/] {shown(name)}", soft_wrap=True)
+    _print_removed(run_remove(store))
 
 
 @command("tbh check", "tbh check --store codes.zarr --repair")

@@ -261,6 +261,13 @@ def test_rows_of_gone_files_are_removed_and_the_rest_unchanged(workspace, tmp_pa
     assert not list(tmp_path.glob(".s.zarr.new")) and not list(tmp_path.glob(".s.zarr.old"))
     assert check(store).problems == []
     assert _index_at(tmp_path, model, store).added == 0  # nothing to re-add, nothing doubled
+    (tmp_path / "images" / "dog" / "img001.png").unlink()
+    args = ["index", str(tmp_path / "images"), "--store", str(store), "--model", str(model)]
+    pruned = CliRunner().invoke(app, [*args, "--prune", "--workers", "0", "--device", "cpu"])
+    assert pruned.exit_code == 0 and "1 removed (file gone), 11 kept" in pruned.output
+    assert ": 11 images; 0 added" in " ".join(pruned.output.split())
+    assert len(open_store(store)) == 11
+    assert "dog/img001.png" not in open_store(store).paths.tolist()
 
 
 def _index_at(ws, model, store, **kw):

@@ -35,6 +35,7 @@ from tbhcli.imaging.images import (
     load_image,
 )
 from tbhcli.storage.names import encode_name
+from tbhcli.storage.prune import RemoveReport, remove
 from tbhcli.storage.store import QUERIES
 from tbhcli.storage.writer import StoreLock, StoreWriter, open_writer
 from tbhcli.terminal import make_console, printable, shown
@@ -72,6 +73,7 @@ class IndexReport:
     rows: int  # rows_committed of the database table afterwards
     seconds: float
     tables: list[TableReport]
+    removed: RemoveReport | None = None  # with `prune`: the rows whose files were gone
 
     @property
     def added(self) -> int:
@@ -237,12 +239,14 @@ def index(
     errors: Path | None = None,
     device: str = "auto",
     repoint: bool = False,
+    prune: bool = False,
 ) -> IndexReport:
     """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
 
     `model` defaults to the newest onnx/*.onnx; `query_images` is a folder recorded as the store's
     query set (for `tbh evaluate`); `errors` receives the list of skipped files. `repoint`: the
-    indexed folder was moved; the store's root becomes `images` (and `query_images`).
+    indexed folder was moved; the store's root becomes `images` (and `query_images`). `prune`:
+    then drop the rows whose files are gone (`tbhcli.storage.prune.remove`).
     """
     images = Path(images)
     if batch_size <= 0:
@@ -281,4 +285,7 @@ def index(
                 rows = len(writer)
     if errors is not None:
         write_errors(errors, tables)
-    return IndexReport(store_path, model_path, provider, rows, time.perf_counter() - began, tables)
+    removed = remove(store_path) if prune else None
+    rows = removed.rows["store"] if removed else rows
+    seconds = time.perf_counter() - began
+    return IndexReport(store_path, model_path, provider, rows, seconds, tables, removed)
