@@ -471,22 +471,94 @@ def query(
         print_results(results, make_console())
 
 
-@command("tbh duplicates", "tbh duplicates --radius 0 --json", "tbh duplicates --store other.zarr")
+@command(
+    "tbh duplicates ./photos --html groups.html --to-remove remove.txt",
+    "tbh duplicates --radius 0 --json",
+    "tbh duplicates --store other.zarr",
+)
 def duplicates(
+    folder: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[PHOTOS_DIR]",
+            help="Photo folder: embed it (only new files on later runs) and group it. "
+            "Without it, group the images already in --store.",
+        ),
+    ] = None,
     radius: Annotated[
-        int, typer.Option(metavar="R", help="Most bits two near duplicates may differ in.")
-    ] = 2,
-    store: StoreOption = None,
+        int | None,
+        typer.Option(
+            metavar="R",
+            help="Most bits two near duplicates may differ in (default: 2 for a store; "
+            "with PHOTOS_DIR the calibrated photo threshold, see docs/duplicates.md).",
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="STORE.zarr",
+            help="Code store (default: codes.zarr; with PHOTOS_DIR: PHOTOS_DIR/.tbh/"
+            "duplicates.zarr).",
+        ),
+    ] = None,
+    backbone: Annotated[
+        Backbone, typer.Option(help="Backbone of PHOTOS_DIR's first run.")
+    ] = Backbone.efficientnet_lite0,
+    backbone_weights: BackboneWeightsOption = None,
+    bits: Annotated[
+        int, typer.Option(metavar="M", help="Code length fitted on PHOTOS_DIR's first run.")
+    ] = 256,
+    keep: Annotated[
+        str,
+        typer.Option(
+            metavar="POLICY",
+            help="Which file of a group to keep: largest (resolution, then file size, then "
+            "first path), first, newest or oldest.",
+        ),
+    ] = "largest",
+    to_remove: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Write every grouped file but the kept one here, one per line."
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE.html", help="Write a page of the groups with thumbnails."),
+    ] = None,
     threads: ThreadsOption = None,
+    workers: WorkersOption = None,
+    device: DeviceOption = Device.auto,
     json_output: JsonOption = False,
 ) -> None:
-    """List groups of indexed images whose codes are within --radius bits of each other."""
-    from tbhcli.apps.duplicates import duplicates as run_duplicates
-    from tbhcli.apps.duplicates import groups_json, print_groups
+    """Group near-duplicate images: of a photo folder (no training step), or of a code store.
 
-    groups = run_duplicates(store, radius, threads)
+    Never deletes or moves a file: --to-remove writes the list for you to act on.
+    """
+    from tbhcli.apps.duplicates import duplicates as store_duplicates
+    from tbhcli.apps.duplicates import print_groups
+    from tbhcli.apps.keep import check_keep, decide, write_to_remove
+    from tbhcli.apps.photos import DEFAULT_RADIUS, update_store
+    from tbhcli.storage.store import open_store
+    from tbhcli.workspace import resolve_store
+
+    check_keep(keep)
+    if folder is not None:
+        store = update_store(folder, store, backbone, backbone_weights, bits, workers, device).store
+        radius = DEFAULT_RADIUS if radius is None else radius
+    groups = store_duplicates(store, 2 if radius is None else radius, threads)
+    decisions = decide(groups, open_store(resolve_store(store)).root, keep)
+    if to_remove is not None:
+        count = write_to_remove(decisions, to_remove)
+        err_console.print(f"{count} files to remove listed in {to_remove} (nothing was deleted)")
+    if html is not None:
+        from tbhcli.apps.duplicates_page import write_page
+
+        err_console.print(f"groups page written to {write_page(decisions, html)}")
     if json_output:
-        typer.echo(groups_json(groups))
+        from tbhcli.apps.keep import decisions_json
+
+        typer.echo(decisions_json(decisions))
     else:
         print_groups(groups, make_console())
 

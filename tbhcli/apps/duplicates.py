@@ -8,7 +8,6 @@ by connected components instead would chain a~b~c~... into one large group of it
 which low-bit codes do readily.)
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +29,6 @@ class DuplicateGroup:
     rows: np.ndarray
     paths: list[str]
     distances: np.ndarray
-
-    def to_dict(self) -> dict:
-        return {
-            "items": [
-                {"row": int(r), "path": p, "distance": int(d)}
-                for r, p, d in zip(self.rows, self.paths, self.distances, strict=True)
-            ]
-        }
 
 
 @njit(cache=True)
@@ -82,10 +73,6 @@ def duplicates(
         names = [decode_name(str(paths[r])) for r in rows]  # file names, as lookup gives them
         groups.append(DuplicateGroup(rows, names, distances))
     return groups
-
-
-def groups_json(groups: list[DuplicateGroup]) -> str:
-    return json.dumps([g.to_dict() for g in groups], indent=2)
 
 
 def print_groups(groups: list[DuplicateGroup], console) -> None:

@@ -1,0 +1,200 @@
+"""Near-duplicate detection on real photos: tbh against imagehash and imagededup, one run.
+
+    nice -n 10 .venv/bin/python bench/dedup_quality.py [--originals 120] [--data DIR]
+
+Builds the offline photo set of bench/dedup_photos.py (distinct originals = tiles of the
+photographs that scikit-image, scikit-learn and matplotlib ship; one copy per named transform),
+then for each method computes every image's code and scores *pairs*: a pair is predicted a
+duplicate when its codes are within the threshold, and is one when both come from one original.
+- `overall`: all pairs among the originals and their non-flip copies;
+- one row per transform: the originals and that transform's copies (hflip and rotate-90 apart);
+- `false groups`: the fraction of distinct originals within the threshold of another original.
+Each method is scored at its usual threshold and at the one that maximises overall F1; the time
+is the method's own wall time for every image (decode + code, one process) + the pair search.
+tbh runs its real command (`tbhcli.folder_duplicates`: embed, fit the binariser on the folder,
+export, store, group) and its pair scores come from the codes in the store it wrote.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dedup_photos import FLIPS, write_photo_set  # noqa: E402
+
+BLOCK = 256  # rows of the pair-distance table computed at a time
+
+
+def families(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Original id int [N] (the folder) and transform name [N] (the file stem) of each path."""
+    folders = [Path(p).parent.as_posix() for p in paths]
+    ids = {f: i for i, f in enumerate(sorted(set(folders)))}
+    return np.array([ids[f] for f in folders]), np.array([Path(p).stem for p in paths])
+
+
+def pair_histograms(codes: np.ndarray, rows: np.ndarray, family: np.ndarray, bins: int):
+    """Counts int64 [bins] of Hamming distances of duplicate and of distinct pairs among `rows`."""
+    same_hist, other_hist = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
+    sub, fam = codes[rows], family[rows]
+    for start in range(0, len(rows), BLOCK):
+        block = sub[start : start + BLOCK]
+        dist = np.bitwise_count(block[:, None, :] ^ sub[None, :, :]).sum(axis=2)  # (b, n)
+        later = np.arange(start, start + len(block))[:, None] < np.arange(len(rows))[None, :]
+        same = fam[start : start + BLOCK, None] == fam[None, :]
+        same_hist += np.bincount(dist[same & later], minlength=bins)
+        other_hist += np.bincount(dist[~same & later], minlength=bins)
+    return same_hist, other_hist
+
+
+def scores(same: np.ndarray, other: np.ndarray):
+    """Precision, recall, F1 [bins] when pairs within each threshold 0..bins-1 are predicted."""
+    tp, fp = np.cumsum(same), np.cumsum(other)
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / max(int(same.sum()), 1)
+    return precision, recall, 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+
+
+def evaluate(codes: np.ndarray, family: np.ndarray, transform: np.ndarray) -> dict:
+    """Histograms per row of the table: 'overall' (non-flip), each transform, 'originals'."""
+    bins = codes.shape[1] * 8 + 1
+    flips = np.isin(transform, list(FLIPS))
+    rows = {"overall": np.flatnonzero(~flips)}
+    for name in sorted(set(transform) - {"original"}):
+        rows[name] = np.flatnonzero(np.isin(transform, ["original", name]))
+    out = {name: pair_histograms(codes, r, family, bins) for name, r in rows.items()}
+    originals = np.flatnonzero(transform == "original")
+    dist = np.bitwise_count(codes[originals][:, None] ^ codes[originals][None]).sum(axis=2)
+    np.fill_diagonal(dist, bins)
+    out["nearest_other"] = dist.min(axis=1)  # per original: distance to the nearest other one
+    return out
+
+
+def image_hashes(root: Path, paths: list[str], function) -> np.ndarray:
+    """Packed 64-bit hashes uint8 [N, 8] of an imagehash function, one image at a time."""
+    out = np.empty((len(paths), 8), np.uint8)
+    for i, path in enumerate(paths):
+        with Image.open(root / path) as img:
+            out[i] = np.packbits(function(img).hash.flatten())
+    return out
+
+
+def pair_search_seconds(codes: np.ndarray, radius: int) -> float:
+    """Time of finding every pair within radius (tbh's exact self-join on the same codes)."""
+    from tbhcli.search import near_pairs
+
+    start = time.perf_counter()
+    near_pairs(codes, radius, threads=1)
+    return time.perf_counter() - start
+
+
+def run_imagehash(root: Path, paths: list[str]) -> dict:
+    import imagehash
+
+    out = {}
+    for name in ("phash", "dhash", "whash"):
+        start = time.perf_counter()
+        codes = image_hashes(root, paths, getattr(imagehash, name))
+        out[f"imagehash {name}"] = (codes, time.perf_counter() - start, 10)
+    return out
+
+
+def run_imagededup(root: Path, paths: list[str]) -> dict:
+    """imagededup's own encode_images + find_duplicates (its BK-tree) at its default 10 bits."""
+    from imagededup.methods import DHash, PHash, WHash
+
+    out = {}
+    for cls in (PHash, DHash, WHash):
+        method = cls(verbose=False)
+        start = time.perf_counter()
+        encoded = method.encode_images(str(root), recursive=True, num_enc_workers=0)
+        method.find_duplicates(encoding_map=encoded, max_distance_threshold=10,
+                               num_dist_workers=0)  # fmt: skip
+        seconds = time.perf_counter() - start
+        codes = np.stack([np.frombuffer(bytes.fromhex(encoded[p]), np.uint8) for p in paths])
+        out[f"imagededup {cls.__name__}"] = (codes, seconds, 10)
+    return out
+
+
+def run_tbh(root: Path, paths: list[str], workdir: Path, radius: int | None, workers: int):
+    """tbh's real command on the folder; codes read back from its store in `paths` order."""
+    from tbhcli.apps.photos import DEFAULT_RADIUS, CachePaths, folder_duplicates
+    from tbhcli.storage.store import open_store
+
+    radius = DEFAULT_RADIUS if radius is None else radius
+    store = workdir / "tbh.zarr"
+    start = time.perf_counter()
+    folder_duplicates(root, store, radius=radius, workers=workers, threads=1)
+    seconds = time.perf_counter() - start
+    table = open_store(CachePaths.for_folder(root, store).store)
+    row = {str(p): i for i, p in enumerate(table.paths)}
+    codes = table.read_codes()[[row[p] for p in paths]]
+    return {"tbh duplicates": (codes, seconds, radius)}
+
+
+def table_rows(name: str, result: dict, usual: int, per_image_ms: float) -> list[str]:
+    """Markdown rows of one method: overall at the usual and the F1-best threshold, + transforms."""
+    precision, recall, f1 = scores(*result["overall"])
+    best = int(f1.argmax())
+    lines = []
+    for label, t in (("usual", usual), ("F1-best", best)):
+        fg = float((result["nearest_other"] <= t).mean())
+        per = []
+        for key, value in result.items():
+            if key in ("overall", "nearest_other"):
+                continue
+            _, r, _ = scores(*value)
+            per.append(f"{key} {r[t]:.2f}")
+        lines.append(
+            f"| {name} | {label} {t} | {precision[t]:.3f} | {recall[t]:.3f} | {f1[t]:.3f} | "
+            f"{fg:.3f} | {per_image_ms:.2f} |"
+        )
+        lines.append("|  | recall per transform | " + ", ".join(per) + " | | | | |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--originals", type=int, default=120, help="distinct originals")
+    parser.add_argument("--data", type=Path, help="photo set folder (default: a temporary one)")
+    parser.add_argument("--radius", type=int, help="tbh's threshold (default: its default)")
+    parser.add_argument("--workers", type=int, default=1, help="tbh's decoding processes")
+    parser.add_argument("--skip", nargs="*", default=[], help="imagehash, imagededup")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.data or Path(tmp) / "photos"
+        if not root.is_dir():
+            start = time.perf_counter()
+            write_photo_set(root, args.originals)
+            print(f"photo set written in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        from tbhcli.imaging.images import list_images
+
+        paths = [p.as_posix() for p in list_images(root)]
+        family, transform = families(paths)
+        print(f"{len(paths)} images, {len(set(family))} originals", file=sys.stderr)
+        methods = {}
+        methods |= run_tbh(root, paths, Path(tmp), args.radius, args.workers)
+        if "imagehash" not in args.skip:
+            methods |= run_imagehash(root, paths)
+        if "imagededup" not in args.skip:
+            methods |= run_imagededup(root, paths)
+        print(
+            f"{len(paths)} images ({len(set(family))} originals); pair precision / recall / F1; "
+            "time = wall ms per image, one process\n"
+        )
+        print("| method | threshold | precision | recall | F1 | false groups | ms/image |")
+        print("|---|---|---|---|---|---|---|")
+        for name, (codes, seconds, usual) in methods.items():
+            if not name.startswith("imagededup"):
+                seconds += pair_search_seconds(codes, usual)
+            result = evaluate(codes, family, transform)
+            for line in table_rows(name, result, usual, 1000 * seconds / len(paths)):
+                print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""`tbh duplicates FOLDER`: near-duplicate photos in a folder, with no training step to run.
+
+The first run embeds every image with the backbone, fits a label-free binariser on the folder's
+own features (ITQ; LSH when the folder has fewer images than `2 * bits`, too few to fit a
+rotation), saves it as an ordinary run and exports it to ONNX (images -> codes), and writes the
+codes into a store. Later runs index only the files the store does not hold yet, through that
+same model (`tbh index`), so codes stay comparable and old files are never embedded again.
+Groups then come from `tbhcli.apps.duplicates` at `radius` bits.
+
+Everything lives in a cache folder: `FOLDER/.tbh/` by default (hidden, so never listed as
+images), or beside `store` when one is given: `NAME.zarr` (codes), `NAME.onnx` (the model),
+`NAME-run/` (the binariser). The user's files are only read.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tbhcli.apps.duplicates import DuplicateGroup, duplicates
+from tbhcli.errors import TbhError
+from tbhcli.imaging.images import check_workers, list_images
+
+DEFAULT_BITS = 256
+DEFAULT_RADIUS = 20  # calibrated on bench/dedup_quality.py (docs/duplicates.md)
+CACHE_DIR = ".tbh"
+STORE_NAME = "duplicates.zarr"
+
+
+@dataclass
+class CachePaths:
+    """Where a folder's duplicate search keeps its store, model and binariser."""
+
+    store: Path
+    model: Path
+    run: Path
+
+    @classmethod
+    def for_folder(cls, folder: Path, store: Path | None) -> "CachePaths":
+        store = Path(store) if store is not None else Path(folder) / CACHE_DIR / STORE_NAME
+        stem = store.name.removesuffix(".zarr")
+        return cls(store, store.parent / f"{stem}.onnx", store.parent / f"{stem}-run")
+
+
+def fit_binariser(features: np.ndarray, bits: int, seed: int = 0):
+    """A LinearHash fitted on the folder's features [N, D], needing no labels (module doc)."""
+    from tbhcli.hashing.baselines import fit_baseline
+
+    method = "itq" if len(features) >= 2 * bits else "lsh"
+    return method, fit_baseline(method, features, bits, seed)
+
+
+def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, device) -> None:
+    """Embed all of `folder`, fit the binariser, save + export it, write the codes to the store."""
+    import torch
+
+    from tbhcli.deploy.export import export
+    from tbhcli.deploy.runtime import model_info
+    from tbhcli.hashing.runs import load_run, save_run
+    from tbhcli.imaging.backbones import load_backbone, weights_id
+    from tbhcli.imaging.embed import embed_images
+    from tbhcli.storage.store import StoreLock, open_writer
+
+    relpaths = list_images(folder)
+    if len(relpaths) < 2:
+        raise TbhError(f"{folder} holds {len(relpaths)} image(s); duplicates need at least two.")
+    model = load_backbone(backbone, weights)
+    feats, ok = embed_images(folder, relpaths, model, model.image_size, workers=workers)
+    if not ok.any():
+        raise TbhError(f"none of the {len(relpaths)} images in {folder} could be decoded.")
+    method, encoder = fit_binariser(feats[ok], bits)
+    config = {
+        "method": method,
+        "bits": bits,
+        "feature_dim": model.feature_dim,
+        "backbone": model.name,
+        "backbone_weights": weights_id(model.name, weights),
+        "image_size": model.image_size,
+        "fitted_on": str(Path(folder).resolve()),
+        "images": int(ok.sum()),
+    }
+    save_run(paths.run, config, encoder)
+    export(paths.run, paths.model, "images", weights)
+    info = model_info(paths.model)
+    with torch.no_grad():
+        codes = load_run(paths.run).encode(feats[ok])  # (N, bits / 8)
+    kept = [p.as_posix() for p, good in zip(relpaths, ok, strict=True) if good]
+    with StoreLock(paths.store):
+        writer = open_writer(
+            paths.store,
+            bits=bits,
+            model_sha256=info.sha256,
+            model=paths.model.name,
+            backbone=model.name,
+            image_size=model.image_size,
+            root=folder,
+        )
+        writer.append(codes, kept, np.full(len(kept), -1, np.int32))
+
+
+def update_store(
+    folder: Path,
+    store: Path | None = None,
+    backbone: str = "efficientnet-lite0",
+    weights: Path | None = None,
+    bits: int = DEFAULT_BITS,
+    workers: int | None = None,
+    device: str = "auto",
+) -> CachePaths:
+    """Bring the folder's duplicate store up to date (only new files are embedded); its paths."""
+    folder = Path(folder)
+    list_images(folder)  # a missing folder is a user error before any work
+    workers = check_workers(workers)
+    if bits <= 0 or bits % 8:
+        raise TbhError(f"--bits must be a positive multiple of 8 (got {bits}).")
+    paths = CachePaths.for_folder(folder, store)
+    if paths.model.is_file() and (paths.store / "zarr.json").is_file():
+        from tbhcli.storage.indexing import index
+
+        index(folder, paths.store, paths.model, workers=workers, device=device)
+    else:
+        paths.store.parent.mkdir(parents=True, exist_ok=True)
+        _first_run(folder, paths, backbone, weights, bits, workers, device)
+    return paths
+
+
+def folder_duplicates(
+    folder: Path,
+    store: Path | None = None,
+    radius: int = DEFAULT_RADIUS,
+    backbone: str = "efficientnet-lite0",
+    weights: Path | None = None,
+    bits: int = DEFAULT_BITS,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+) -> list[DuplicateGroup]:
+    """Groups of near-duplicate images under `folder` (module doc): index, then group."""
+    paths = update_store(folder, store, backbone, weights, bits, workers, device)
+    return duplicates(paths.store, radius, threads)

@@ -1,0 +1,100 @@
+"""tbhcli.apps.keep and duplicates_page: which file is kept, the removal list, the HTML page."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tbhcli.apps.duplicates import DuplicateGroup
+from tbhcli.apps.duplicates_page import write_page
+from tbhcli.apps.keep import decide, write_to_remove
+from tbhcli.errors import TbhError
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def photo(path: Path, size: tuple[int, int], seed: int, quality: int = 90) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=quality)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """a: 64x48 small file; b: 128x96 (largest resolution); c: 128x96 with a larger file."""
+    root = tmp_path / "photos"
+    photo(root / "a.jpg", (64, 48), 0)
+    photo(root / "b.jpg", (128, 96), 1, quality=30)
+    photo(root / "c.jpg", (128, 96), 2, quality=95)
+    photo(root / "d.jpg", (32, 32), 3)
+    for i, name in enumerate(["a.jpg", "b.jpg", "c.jpg", "d.jpg"]):  # a is oldest, d newest
+        os.utime(root / name, (1_000_000 + i, 1_000_000 + i))
+    return root
+
+
+def group(paths: list[str]) -> DuplicateGroup:
+    return DuplicateGroup(np.arange(len(paths)), paths, np.arange(len(paths)))
+
+
+def test_keep_policies(folder):
+    groups = [group(["a.jpg", "b.jpg", "c.jpg"]), group(["d.jpg", "missing.jpg"])]
+    largest = decide(groups, folder, "largest")
+    assert [d.members[d.kept].path for d in largest] == ["c.jpg", "d.jpg"]
+    assert largest[0].members[1].width == 128 and largest[1].members[1].bytes is None
+    assert [d.members[d.kept].path for d in decide(groups, folder, "first")] == ["a.jpg", "d.jpg"]
+    assert [d.members[d.kept].path for d in decide(groups, folder, "newest")] == ["c.jpg", "d.jpg"]
+    assert [d.members[d.kept].path for d in decide(groups, folder, "oldest")] == ["a.jpg", "d.jpg"]
+    with pytest.raises(TbhError, match="--keep"):
+        decide(groups, folder, "biggest")
+
+
+def test_equal_sizes_keep_the_first_path(folder):
+    shutil.copy(folder / "c.jpg", folder / "e.jpg")
+    [decision] = decide([group(["e.jpg", "c.jpg"])], folder, "largest")
+    assert decision.kept == 0
+
+
+def test_to_remove_lists_all_but_the_kept_and_deletes_nothing(folder, tmp_path):
+    decisions = decide([group(["a.jpg", "b.jpg", "c.jpg"])], folder)
+    out = tmp_path / "lists" / "remove.txt"
+    assert write_to_remove(decisions, out) == 2
+    assert out.read_text().splitlines() == [str(folder / "a.jpg"), str(folder / "b.jpg")]
+    assert all((folder / n).is_file() for n in ["a.jpg", "b.jpg", "c.jpg"])
+
+
+def test_page_marks_the_kept_one_and_escapes_paths(folder, tmp_path):
+    hostile = "<i>x&y.jpg"
+    shutil.copy(folder / "a.jpg", folder / hostile)
+    decisions = decide([group(["a.jpg", "c.jpg", hostile])], folder)
+    page = write_page(decisions, tmp_path / "groups.html").read_text()
+    assert page.count('class="keep"') == 1 and page.count('class="copy"') == 2
+    assert "&lt;i&gt;x&amp;y.jpg" in page and "<i>" not in page
+    assert page.count("data:image/jpeg;base64,") == 3 and "128×96" in page
+
+
+def test_page_in_a_real_browser(folder, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra")
+    decisions = decide([group(["a.jpg", "b.jpg", "c.jpg"]), group(["d.jpg", "a.jpg"])], folder)
+    page_path = write_page(decisions, tmp_path / "groups.html")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(page_path.as_uri())
+        shot = tmp_path / "groups.png"
+        page.screenshot(path=str(shot), full_page=True)
+        sizes = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        captions = "els => els.map(e => e.innerText)"
+        kept = page.eval_on_selector_all("figure.keep figcaption", captions)
+        sections = page.eval_on_selector_all("section", "els => els.length")
+        browser.close()
+    assert sections == 2
+    assert len(sizes) == 5 and all(w > 0 for w in sizes)  # every thumbnail decoded
+    assert kept[0].startswith("keep") and "c.jpg" in kept[0] and "a.jpg" in kept[1]
+    with Image.open(shot) as img:  # the screenshot shows a rendered page, not a blank one
+        assert img.width > 300 and len(np.unique(np.asarray(img.convert("L")))) > 50

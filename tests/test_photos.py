@@ -1,0 +1,110 @@
+"""tbhcli.apps.photos: `tbh duplicates FOLDER` fits, exports, stores, reuses and groups."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tbhcli.apps.photos import CachePaths, fit_binariser, folder_duplicates, update_store
+from tbhcli.cli import app
+from tbhcli.deploy.runtime import create_session, run_codes
+from tbhcli.imaging.images import load_image
+from tbhcli.storage.store import open_store
+
+
+def scene(seed: int, size: int = 96) -> Image.Image:
+    """A smooth random picture: blobs of colour, so resized copies stay close."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        scene(i).save(root / f"p{i:02d}.png")
+    shutil.copy(root / "p03.png", root / "copy-of-p03.png")  # an exact copy: distance 0
+    return root
+
+
+def store_codes(paths: CachePaths) -> dict[str, np.ndarray]:
+    table = open_store(paths.store)
+    return dict(zip(table.paths.tolist(), table.read_codes(), strict=True))
+
+
+def test_first_run_fits_exports_and_stores_onnx_equal_codes(folder):
+    paths = update_store(folder, backbone="tiny", bits=16, workers=0, device="cpu")
+    assert paths.store == folder / ".tbh" / "duplicates.zarr"
+    assert paths.model.is_file() and (paths.run / "config.json").is_file()
+    config = json.loads((paths.run / "config.json").read_text())
+    assert config["method"] == "lsh" and config["images"] == 13  # 13 < 2 * 16 bits: LSH
+    codes = store_codes(paths)
+    assert sorted(codes) == sorted(p.name for p in folder.glob("*.png"))
+    # the first run's codes (torch, from features) equal what the exported model gives later
+    session, _ = create_session(paths.model, "cpu")
+    for name, code in codes.items():
+        onnx_code = run_codes(session, load_image(folder / name, 32)[None])[0]
+        assert (np.unpackbits(onnx_code) != np.unpackbits(code)).sum() <= 1
+
+
+def test_second_run_embeds_only_new_files_with_the_same_model(folder):
+    paths = update_store(folder, backbone="tiny", bits=16, workers=0, device="cpu")
+    before = store_codes(paths)
+    model_bytes = paths.model.read_bytes()
+    scene(99).save(folder / "new.png")
+    update_store(folder, backbone="tiny", bits=16, workers=0, device="cpu")
+    after = store_codes(paths)
+    assert paths.model.read_bytes() == model_bytes  # the binariser was not refitted
+    assert set(after) - set(before) == {"new.png"}
+    assert all(np.array_equal(after[k], v) for k, v in before.items())
+
+
+def test_groups_match_a_brute_force_reference(folder):
+    groups = folder_duplicates(folder, radius=3, backbone="tiny", bits=16, workers=0)
+    codes = store_codes(CachePaths.for_folder(folder, None))
+    names = list(codes)
+    grouped = {p for g in groups for p in g.paths}
+    for g in groups:
+        for p, d in zip(g.paths, g.distances, strict=True):
+            assert np.bitwise_count(codes[p] ^ codes[g.paths[0]]).sum() == d <= 3
+    for a in names:  # every pair within the radius has at least one side grouped
+        for b in names:
+            if a < b and np.bitwise_count(codes[a] ^ codes[b]).sum() <= 3:
+                assert a in grouped or b in grouped
+    assert any({"p03.png", "copy-of-p03.png"} <= set(g.paths) for g in groups)
+
+
+def test_itq_when_the_folder_is_large_enough():
+    features = np.random.default_rng(0).standard_normal((40, 24)).astype(np.float32)
+    method, encoder = fit_binariser(features, 16)
+    assert method == "itq" and encoder.projection.shape == (24, 16)
+    assert fit_binariser(features[:31], 16)[0] == "lsh"
+
+
+def test_cli_folder_json_to_remove_html(folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "mine.zarr"
+    args = ["duplicates", str(folder), "--backbone", "tiny", "--bits", "16", "--radius", "0"]
+    args += ["--store", str(store), "--workers", "0", "--json"]
+    result = CliRunner().invoke(app, [*args, "--to-remove", "rm.txt", "--html", "g.html"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    group = next(g for g in payload if "p03.png" in [i["path"] for i in g["items"]])
+    assert {i["path"] for i in group["items"]} >= {"p03.png", "copy-of-p03.png"}
+    assert sum(i["keep"] for i in group["items"]) == 1 and group["items"][0]["width"] == 96
+    # equal resolution and size: the first path (store order) is kept
+    assert group["kept"] == "copy-of-p03.png"
+    assert str(folder / "p03.png") in (tmp_path / "rm.txt").read_text().splitlines()
+    assert (folder / "p03.png").is_file() and "copy-of-p03.png" in (tmp_path / "g.html").read_text()
+    assert store.is_dir() and (tmp_path / "mine.onnx").is_file()
+    again = CliRunner().invoke(app, ["duplicates", "--store", str(store), "--radius", "0"])
+    assert again.exit_code == 0 and "copy-of-p03.png" in again.stdout
+    bad = CliRunner().invoke(app, ["duplicates", str(folder), "--keep", "best"])
+    assert bad.exit_code == 1 and "--keep" in bad.output
+    missing = CliRunner().invoke(app, ["duplicates", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "not found" in missing.output
