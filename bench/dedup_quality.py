@@ -1,6 +1,6 @@
 """Near-duplicate detection on real photos: tbh against imagehash and imagededup, one run.
 
-    nice -n 10 .venv/bin/python bench/dedup_quality.py [--originals 120] [--data DIR]
+    nice -n 10 .venv/bin/python bench/dedup_quality.py [--originals 60] [--data DIR]
 
 Builds the offline photo set of bench/dedup_photos.py (distinct originals = tiles of the
 photographs that scikit-image, scikit-learn and matplotlib ship; one copy per named transform),
@@ -122,47 +122,44 @@ def run_imagededup(root: Path, paths: list[str]) -> dict:
 
 def run_tbh(root: Path, paths: list[str], workdir: Path, radius: int | None, workers: int):
     """tbh's real command on the folder; codes read back from its store in `paths` order."""
-    from tbhcli.apps.photos import DEFAULT_RADIUS, CachePaths, folder_duplicates
+    from tbhcli.apps.duplicates import duplicates
+    from tbhcli.apps.photos import DEFAULT_RADIUS, update_store
     from tbhcli.storage.store import open_store
 
     radius = DEFAULT_RADIUS if radius is None else radius
-    store = workdir / "tbh.zarr"
     start = time.perf_counter()
-    folder_duplicates(root, store, radius=radius, workers=workers, threads=1)
+    cache = update_store(root, workdir / "tbh.zarr", workers=workers, device="cpu")
+    began = time.perf_counter()
+    duplicates(cache.store, radius, threads=1)
+    cache.seconds["group"] = time.perf_counter() - began
     seconds = time.perf_counter() - start
-    table = open_store(CachePaths.for_folder(root, store).store)
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in cache.seconds.items())
+    print(f"tbh duplicates: {seconds:.1f} s in all; {stages}", file=sys.stderr)
+    table = open_store(cache.store)
     row = {str(p): i for i, p in enumerate(table.paths)}
     codes = table.read_codes()[[row[p] for p in paths]]
-    return {"tbh duplicates": (codes, seconds, radius)}
+    return {"tbh duplicates": (codes, seconds, radius)}, cache.seconds
 
 
-def table_rows(name: str, result: dict, usual: int, per_image_ms: float) -> list[str]:
-    """Markdown rows of one method: overall at the usual and the F1-best threshold, + transforms."""
+def overall_row(name: str, result: dict, threshold: str, t: int, ms: float) -> str:
     precision, recall, f1 = scores(*result["overall"])
-    best = int(f1.argmax())
-    lines = []
-    for label, t in (("usual", usual), ("F1-best", best)):
-        fg = float((result["nearest_other"] <= t).mean())
-        per = []
-        for key, value in result.items():
-            if key in ("overall", "nearest_other"):
-                continue
-            _, r, _ = scores(*value)
-            per.append(f"{key} {r[t]:.2f}")
-        lines.append(
-            f"| {name} | {label} {t} | {precision[t]:.3f} | {recall[t]:.3f} | {f1[t]:.3f} | "
-            f"{fg:.3f} | {per_image_ms:.2f} |"
-        )
-        lines.append("|  | recall per transform | " + ", ".join(per) + " | | | | |")
-    return lines
+    false_groups = float((result["nearest_other"] <= t).mean())
+    return (
+        f"| {name} | {threshold} {t} | {precision[t]:.3f} | {recall[t]:.3f} | {f1[t]:.3f} | "
+        f"{false_groups:.3f} | {ms:.1f} |"
+    )
+
+
+def best_threshold(result: dict) -> int:
+    return int(scores(*result["overall"])[2].argmax())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--originals", type=int, default=120, help="distinct originals")
+    parser.add_argument("--originals", type=int, default=60, help="distinct originals")
     parser.add_argument("--data", type=Path, help="photo set folder (default: a temporary one)")
     parser.add_argument("--radius", type=int, help="tbh's threshold (default: its default)")
-    parser.add_argument("--workers", type=int, default=1, help="tbh's decoding processes")
+    parser.add_argument("--workers", type=int, default=0, help="tbh's decoding processes")
     parser.add_argument("--skip", nargs="*", default=[], help="imagehash, imagededup")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,24 +173,44 @@ def main() -> None:
         paths = [p.as_posix() for p in list_images(root)]
         family, transform = families(paths)
         print(f"{len(paths)} images, {len(set(family))} originals", file=sys.stderr)
-        methods = {}
-        methods |= run_tbh(root, paths, Path(tmp), args.radius, args.workers)
+        methods, stages = run_tbh(root, paths, Path(tmp), args.radius, args.workers)
         if "imagehash" not in args.skip:
             methods |= run_imagehash(root, paths)
         if "imagededup" not in args.skip:
             methods |= run_imagededup(root, paths)
+        results, times = {}, {}
+        for name, (codes, seconds, usual) in methods.items():
+            if not name.startswith("imagededup"):  # imagededup's time includes its own search
+                seconds += pair_search_seconds(codes, usual)
+            results[name] = evaluate(codes, family, transform)
+            times[name] = 1000 * seconds / len(paths)
         print(
-            f"{len(paths)} images ({len(set(family))} originals); pair precision / recall / F1; "
-            "time = wall ms per image, one process\n"
+            f"{len(paths)} images ({len(set(family))} originals x {len(set(transform)) - 1} "
+            "transforms + originals); pair precision / recall / F1 over non-flip copies; false "
+            "groups = originals within the threshold of another original; ms/image = wall time "
+            "of decode + code + pair search, one process\n"
         )
         print("| method | threshold | precision | recall | F1 | false groups | ms/image |")
         print("|---|---|---|---|---|---|---|")
-        for name, (codes, seconds, usual) in methods.items():
-            if not name.startswith("imagededup"):
-                seconds += pair_search_seconds(codes, usual)
-            result = evaluate(codes, family, transform)
-            for line in table_rows(name, result, usual, 1000 * seconds / len(paths)):
-                print(line)
+        for name, (_, _, usual) in methods.items():
+            result = results[name]
+            print(overall_row(name, result, "usual", usual, times[name]))
+            print(overall_row(name, result, "F1-best", best_threshold(result), times[name]))
+        tbh_ms = 1000 * sum(stages.values()) / len(paths)
+        shares = ", ".join(f"{k} {100 * v / sum(stages.values()):.0f} %" for k, v in stages.items())
+        print(f"\ntbh stages ({tbh_ms:.1f} ms/image in all): {shares}\n")
+        print("Per transform, each method at its F1-best threshold: precision / recall / F1\n")
+        print("| transform | " + " | ".join(methods) + " |")
+        print("|---|" + "---|" * len(methods))
+        for key in results["tbh duplicates"]:
+            if key in ("overall", "nearest_other"):
+                continue
+            cells = []
+            for name in methods:
+                t = best_threshold(results[name])
+                p, r, f = (v[t] for v in scores(*results[name][key]))
+                cells.append(f"{p:.2f} / {r:.2f} / {f:.2f}")
+            print(f"| {key} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

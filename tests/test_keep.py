@@ -73,7 +73,7 @@ def test_page_marks_the_kept_one_and_escapes_paths(folder, tmp_path):
     page = write_page(decisions, tmp_path / "groups.html").read_text()
     assert page.count('class="keep"') == 1 and page.count('class="copy"') == 2
     assert "&lt;i&gt;x&amp;y.jpg" in page and "<i>" not in page
-    assert page.count("data:image/jpeg;base64,") == 3 and "128×96" in page
+    assert page.count("data:image/") == 3 and "128×96" in page
 
 
 def test_page_in_a_real_browser(folder, tmp_path):

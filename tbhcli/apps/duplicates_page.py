@@ -1,6 +1,6 @@
 """`tbh duplicates --html`: one self-contained page, each group side by side, the kept one marked.
 
-Thumbnails are base64 JPEG data URIs (`gallery.thumbnail`), so the page opens anywhere; every
+Thumbnails are base64 data URIs (`gallery.thumbnail`), so the page opens anywhere; every
 path is HTML-escaped.
 """
 
@@ -31,8 +31,13 @@ def _size(m: Member) -> str:
 
 
 def _figure(m: Member, kept: bool) -> str:
-    uri = thumbnail(m.file)
-    picture = f'<img src="{uri}" alt="">' if uri else '<div class="missing">not readable</div>'
+    thumb = thumbnail(m.file)
+    if thumb is None:
+        picture = '<div class="missing">not readable</div>'
+    else:  # small images are shown at their size with crisp pixels
+        uri, small = thumb
+        style = ' style="image-rendering: pixelated"' if small else ""
+        picture = f'<img src="{uri}" alt=""{style}>'
     badge = '<span class="badge">keep</span> · ' if kept else ""
     caption = f"{badge}d={m.distance} · {_size(m)}<br>{html.escape(m.path)}"
     css = "keep" if kept else "copy"

@@ -12,7 +12,8 @@ images), or beside `store` when one is given: `NAME.zarr` (codes), `NAME.onnx` (
 `NAME-run/` (the binariser). The user's files are only read.
 """
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ class CachePaths:
     store: Path
     model: Path
     run: Path
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage run
 
     @classmethod
     def for_folder(cls, folder: Path, store: Path | None) -> "CachePaths":
@@ -59,16 +61,20 @@ def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, devi
     from tbhcli.hashing.runs import load_run, save_run
     from tbhcli.imaging.backbones import load_backbone, weights_id
     from tbhcli.imaging.embed import embed_images
-    from tbhcli.storage.store import StoreLock, open_writer
+    from tbhcli.storage.writer import StoreLock, open_writer
 
     relpaths = list_images(folder)
     if len(relpaths) < 2:
         raise TbhError(f"{folder} holds {len(relpaths)} image(s); duplicates need at least two.")
     model = load_backbone(backbone, weights)
+    began = time.perf_counter()
     feats, ok = embed_images(folder, relpaths, model, model.image_size, workers=workers)
+    paths.seconds["embed"] = time.perf_counter() - began
     if not ok.any():
         raise TbhError(f"none of the {len(relpaths)} images in {folder} could be decoded.")
+    began = time.perf_counter()
     method, encoder = fit_binariser(feats[ok], bits)
+    paths.seconds["fit"] = time.perf_counter() - began
     config = {
         "method": method,
         "bits": bits,
@@ -79,9 +85,12 @@ def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, devi
         "fitted_on": str(Path(folder).resolve()),
         "images": int(ok.sum()),
     }
+    began = time.perf_counter()
     save_run(paths.run, config, encoder)
     export(paths.run, paths.model, "images", weights)
     info = model_info(paths.model)
+    paths.seconds["export"] = time.perf_counter() - began
+    began = time.perf_counter()
     with torch.no_grad():
         codes = load_run(paths.run).encode(feats[ok])  # (N, bits / 8)
     kept = [p.as_posix() for p, good in zip(relpaths, ok, strict=True) if good]
@@ -96,6 +105,7 @@ def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, devi
             root=folder,
         )
         writer.append(codes, kept, np.full(len(kept), -1, np.int32))
+    paths.seconds["store"] = time.perf_counter() - began
 
 
 def update_store(
@@ -117,7 +127,9 @@ def update_store(
     if paths.model.is_file() and (paths.store / "zarr.json").is_file():
         from tbhcli.storage.indexing import index
 
+        began = time.perf_counter()
         index(folder, paths.store, paths.model, workers=workers, device=device)
+        paths.seconds["index"] = time.perf_counter() - began
     else:
         paths.store.parent.mkdir(parents=True, exist_ok=True)
         _first_run(folder, paths, backbone, weights, bits, workers, device)
