@@ -61,6 +61,7 @@ class CodeSource:
     def __init__(self, database):
         self.store_path = None
         self._read = None
+        self.store = None  # the open CodeStore, when the database is one
         if isinstance(database, np.ndarray):
             self.array = _check_codes(database, "the database")
             self.block_rows = max(1, len(self.array))
@@ -71,6 +72,7 @@ class CodeSource:
 
             database = open_store(database)
         if hasattr(database, "read_codes"):  # a CodeStore: committed rows only
+            self.store = database
             self.store_path = Path(database.path)
             self.n_rows = len(database)
             self.array = database.group["codes"]
@@ -86,10 +88,13 @@ class CodeSource:
         chunk_rows = self.array.chunks[0]
         self.block_rows = chunk_rows * max(1, BLOCK_BYTES // max(1, chunk_rows * self.n_bytes))
 
-    def ranges(self) -> list[tuple[int, int]]:
+    def ranges(self, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
+        """Blocks of rows [start, stop) (default: all), cut at multiples of block_rows."""
+        stop = self.n_rows if stop is None else stop
+        first = start - start % self.block_rows
         return [
-            (s, min(s + self.block_rows, self.n_rows))
-            for s in range(0, self.n_rows, self.block_rows)
+            (max(s, start), min(s + self.block_rows, stop))
+            for s in range(first, stop, self.block_rows)
         ]
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -97,10 +102,11 @@ class CodeSource:
             return self._read(start, stop)
         return np.asarray(self.array[start:stop])
 
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, uint8 [rows, B]) in row order; the next block is read during the search."""
+    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, uint8 [rows, B]) of rows [start, stop) in row order; the next block is
+        read during the search."""
         with ThreadPoolExecutor(1) as reader:
-            ranges = self.ranges()
+            ranges = self.ranges(start, stop)
             pending = reader.submit(self.read, *ranges[0]) if ranges else None
             for i, (start, _) in enumerate(ranges):
                 block = pending.result()
@@ -207,28 +213,54 @@ def merge_into(best, parts, k: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
     return out_dists, out_ids
 
 
+def scan_topk(
+    source: CodeSource, query_words: np.ndarray, k: int, n_threads: int, start: int = 0, stop=None
+):
+    """Top-k by scanning rows [start, stop) of a source block by block (padded as block_topk)."""
+    best = None
+    for first, block in source.blocks(start, stop):
+        parts = block_topk(as_words(block), query_words, k, first, n_threads)
+        best = merge_into(best, parts, k, _bits(query_words))
+    return best
+
+
+METHODS = ("auto", "scan", "mih")
+
+
 def topk(
-    database, queries: np.ndarray, k: int, threads: int | None = None, dask: str | None = None
+    database,
+    queries: np.ndarray,
+    k: int,
+    threads: int | None = None,
+    dask: str | None = None,
+    method: str = "auto",
 ):
     """The k nearest database rows of each query by Hamming distance, ties to the lower row.
 
     database: packed uint8 [N, B] (array, zarr array, CodeStore or store path); queries: uint8
     [Q, B]. k larger than N is clamped to N. threads: search threads (default: the usable cores).
     dask: None, "local" or a scheduler address, to search a store's blocks on a Dask cluster.
+    method: "scan", "mih" (multi-index hashing: a store's tables, or tables built on the fly for
+    an array) or "auto" (the multi-index when the store has tables and it is measured to be
+    cheaper for this batch, see `tbhcli.search.planner`). All three return the same result.
     Returns (distances int32 [Q, k], ids int64 [Q, k]), each row sorted by (distance, id).
     """
+    if method not in METHODS:
+        raise TbhError(f"method must be one of {', '.join(METHODS)} (got {method!r}).")
     source, query_words = _open(database, queries)
     k = _check_k(k, source.n_rows)
-    bits = _bits(query_words)
     if dask is not None:
         from tbhcli.search.cluster import dask_topk
 
-        return dask_topk(source, query_words, k, bits, dask, threads)
-    best, n_threads = None, check_threads(threads)
-    for first, block in source.blocks():
-        parts = block_topk(as_words(block), query_words, k, first, n_threads)
-        best = merge_into(best, parts, k, bits)
-    return best
+        return dask_topk(source, query_words, k, _bits(query_words), dask, threads)
+    n_threads = check_threads(threads)
+    if method != "scan":
+        from tbhcli.search.planner import multi_index_topk
+
+        found = multi_index_topk(source, query_words, k, n_threads, method)
+        if found is not None:
+            return found
+    return scan_topk(source, query_words, k, n_threads)
 
 
 # ---- radius ------------------------------------------------------------------------------------

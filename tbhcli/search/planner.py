@@ -1,0 +1,90 @@
+"""Which method answers a top-k batch: the multi-index (mih.py) or the scan (scan.py).
+
+The rule for method="auto" (docs/search.md), per query batch:
+1. The scan, when the database has no multi-index tables (an array, a zarr array, a store never
+   indexed with `--multi-index`), when more than 1/8 of its rows were appended after the tables
+   were built, or when k * RANDOM_ROW_COST >= N (a search checks at least k rows, in random order).
+2. Otherwise the multi-index answers the first SAMPLE_QUERIES queries, each allowed a quarter of
+   the work that scanning the database for it costs (N / RANDOM_ROW_COST work units: probed
+   values plus checked rows). If any of them runs out, the scan answers the whole batch: the
+   codes do not cluster enough (uniform random codes always end here), and the sample cost at most
+   a quarter of scanning for those few queries.
+3. Otherwise the multi-index answers every query with the full scan-equivalent allowance; the rare
+   query that runs out is answered by one scan of all such queries at the end.
+Results are the same whichever answers: both are exact by (distance, row).
+"""
+
+import numpy as np
+
+from tbhcli.errors import TbhError
+from tbhcli.search import mih
+from tbhcli.search.scan import CodeSource, _bits, as_words, merge_into, scan_topk
+
+
+def _tables(source: CodeSource, method: str):
+    """(MultiIndex, codes chunks, chunk shift) for a source, or None for the scan."""
+    if source.store is not None:
+        from tbhcli.storage.mih_tables import map_codes, open_tables
+
+        index = open_tables(source.store)
+        if index is None:
+            if method == "mih":
+                raise TbhError(
+                    f"store {source.store.path} has no multi-index tables; build them with "
+                    "`tbh index IMAGES_DIR --multi-index`, or search with method='scan'."
+                )
+            return None
+        codes, shift = map_codes(source.store)
+        return index, codes, shift
+    if method != "mih":
+        return None
+    words = np.ascontiguousarray(as_words(source.read(0, source.n_rows)))
+    return mih.build_index(words), [words], max(1, len(words)).bit_length()
+
+
+def multi_index_topk(
+    source: CodeSource, query_words: np.ndarray, k: int, n_threads: int, method: str
+):
+    """`topk` by the multi-index, or None when (method "auto") the scan should answer."""
+    found = _tables(source, method)
+    if found is None:
+        return None
+    index, codes, shift = found
+    n, n_queries, indexed = source.n_rows, len(query_words), index.rows_indexed
+    if method == "auto" and (
+        8 * (n - indexed) > n or k * mih.RANDOM_ROW_COST >= n or n_queries == 0
+    ):
+        return None
+    bits = _bits(query_words)
+    query_words = np.ascontiguousarray(query_words)
+    values = mih.query_values(query_words, index.bounds)
+    probe = mih.Probe.of(index, codes, shift)
+    width = min(k, indexed)
+    best_d = np.full((n_queries, width), bits + 1, np.int32)
+    best_i = np.full((n_queries, width), -1, np.int64)
+    counts = np.zeros(n_queries, np.int64)
+    work = np.zeros(n_queries, np.int64)
+    allowance = -1 if method == "mih" else n // mih.RANDOM_ROW_COST
+    done = 0
+    if method == "auto":
+        done = min(n_queries, mih.SAMPLE_QUERIES)
+        probe.search(
+            query_words[:done], values[:done], int(allowance * mih.SAMPLE_SHARE),
+            best_d[:done], best_i[:done], counts[:done], work[:done], n_threads,
+        )  # fmt: skip
+        if (work[:done] < 0).any():
+            return None
+    probe.search(
+        query_words[done:], values[done:], allowance,
+        best_d[done:], best_i[done:], counts[done:], work[done:], n_threads,
+    )  # fmt: skip
+    if width < k:
+        best_d = np.pad(best_d, ((0, 0), (0, k - width)), constant_values=bits + 1)
+        best_i = np.pad(best_i, ((0, 0), (0, k - width)), constant_values=-1)
+    if indexed < n:  # rows appended after the tables: scanned, then merged in row order
+        tail = scan_topk(source, query_words, k, n_threads, indexed, n)
+        best_d, best_i = merge_into((best_d, best_i), (tail[0][None], tail[1][None]), k, bits)
+    hard = np.flatnonzero(work < 0)
+    if len(hard):
+        best_d[hard], best_i[hard] = scan_topk(source, query_words[hard], k, n_threads)
+    return best_d, best_i

@@ -1,0 +1,168 @@
+"""Multi-index tables stored with the codes: the `mih` group of a code store (docs/store.md).
+
+Layout: group `mih` with attributes `bits`, `bounds` (substring bit ranges [m + 1]) and
+`segments`, a list of {"name", "start", "stop", "shifts"}; each segment is a subgroup holding, per
+substring j, uint32 arrays `directory_j`, `rows_j` and `keys_j` (`tbhcli.search.mih`), each one
+uncompressed chunk so that a search maps it from disk instead of reading it.
+
+Commit discipline as for the codes (store.py): a writer builds new segment groups, fsyncs their
+files, and only then rewrites the `mih` attributes (one atomic zarr.json write), which is what
+readers trust; groups no segment names are leftovers of an interrupted writer and are deleted by
+the next one. Tables cover rows [0, rows_indexed) with rows_indexed <= rows_committed; rows
+appended since are scanned by the search until `update_tables` extends the tables.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from tbhcli.search.mih import MultiIndex, Segment, build_segment, substring_bounds, substring_count
+from tbhcli.search.scan import CodeSource, as_words
+from tbhcli.storage.store import CodeStore, open_store
+
+TABLES = "mih"
+MAX_SEGMENTS = 6  # past this many, the next extension rebuilds all tables as one segment
+
+
+def _chunk_file(array: zarr.Array, path: Path, chunk: int) -> Path:
+    return path.joinpath("c", str(chunk), *["0"] * (array.ndim - 1))
+
+
+def _raw(array: zarr.Array) -> bool:
+    """Whether chunk files hold the array's bytes as they are (maybe followed by a checksum)."""
+    codecs = [c.get("name") for c in array.metadata.to_dict().get("codecs", [])]
+    little = array.dtype.itemsize == 1 or array.dtype.byteorder in "<=|"
+    return bool(codecs) and codecs[0] == "bytes" and set(codecs[1:]) <= {"crc32c"} and little
+
+
+def _map(file: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A copy-on-write map of the first bytes of a chunk file (zeros if it was never written)."""
+    if not np.prod(shape) or not file.is_file():
+        return np.zeros(shape, dtype)
+    return np.asarray(np.memmap(file, dtype=dtype, mode="c", shape=shape))
+
+
+def map_codes(store: CodeStore) -> tuple[list[np.ndarray], int]:
+    """The committed codes as words arrays of 2^shift rows each (mapped, not read) and shift.
+
+    When the chunks cannot be mapped (compressed, odd sizes) the codes are read into one array.
+    """
+    array, n = store.group["codes"], len(store)
+    chunk_rows, n_bytes = array.chunks[0], array.shape[1]
+    if _raw(array) and chunk_rows & (chunk_rows - 1) == 0 and n_bytes % 4 == 0:
+        chunks = []
+        for chunk in range(-(-n // chunk_rows)):
+            file = _chunk_file(array, store.path / "codes", chunk)
+            codes = _map(file, np.uint8, (chunk_rows, n_bytes))
+            chunks.append(as_words(codes[: min(chunk_rows, n - chunk * chunk_rows)]))
+        return chunks, chunk_rows.bit_length() - 1
+    words = as_words(store.read_codes())
+    return [words], max(1, len(words)).bit_length()
+
+
+def open_tables(store: CodeStore) -> MultiIndex | None:
+    """The store's committed tables, mapped from disk; None when it has none it can use."""
+    if TABLES not in store.group.group_keys():
+        return None
+    group = store.group[TABLES]
+    attrs = dict(group.attrs)
+    segments = attrs.get("segments")
+    if attrs.get("bits") != store.bits or not segments or segments[-1]["stop"] > len(store):
+        return None  # none committed, or made for rows this store no longer has
+    bounds = np.asarray(attrs["bounds"], np.int64)
+    loaded = []
+    for entry in segments:
+        sub, n = group[entry["name"]], entry["stop"] - entry["start"]
+        arrays = {}
+        for name in ("directory", "rows", "keys"):
+            for j in range(len(bounds) - 1):
+                array = sub[f"{name}_{j}"]
+                if not _raw(array) or array.chunks[0] < max(1, array.shape[0]):
+                    return None
+                file = _chunk_file(array, store.path / TABLES / entry["name"] / f"{name}_{j}", 0)
+                arrays.setdefault(name, []).append(_map(file, np.uint32, array.shape))
+        if any(len(r) != n for r in arrays["rows"]):
+            return None
+        loaded.append(
+            Segment(entry["start"], entry["stop"], arrays["directory"], arrays["rows"],
+                    arrays["keys"], list(entry["shifts"]))
+        )  # fmt: skip
+    return MultiIndex(store.bits, bounds, loaded)
+
+
+def _fsync(folder: Path) -> None:
+    for file in folder.rglob("*"):
+        if file.is_file():
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _write_segment(group: zarr.Group, folder: Path, segment: Segment) -> dict:
+    name = f"rows-{segment.start}-{segment.stop}"
+    sub = group.create_group(name, overwrite=True)
+    for j in range(len(segment.rows)):
+        for kind, values in (
+            ("directory", segment.directories[j]),
+            ("rows", segment.rows[j]),
+            ("keys", segment.keys[j]),
+        ):
+            array = sub.create_array(
+                f"{kind}_{j}",
+                shape=values.shape,
+                chunks=(max(1, len(values)),),
+                dtype="uint32",
+                compressors=None,
+                fill_value=0,
+            )
+            if len(values):
+                array[:] = values
+    _fsync(folder / name)
+    return {"name": name, "start": segment.start, "stop": segment.stop, "shifts": segment.shifts}
+
+
+def update_tables(path: str | Path, build: bool = False) -> tuple[int, int] | None:
+    """Extend the store's tables to all committed rows (create them if `build`); hold a StoreLock.
+
+    New rows become a new segment; a store without tables (or with stale ones), more than
+    MAX_SEGMENTS segments, or more new rows than indexed ones gets all tables rebuilt, with the
+    substring count re-chosen for the store's size. Returns (rows indexed, segments) or None when
+    the store has no tables and `build` is False.
+    """
+    path = Path(path)
+    store = open_store(path)
+    top = zarr.open_group(path, mode="r+", zarr_format=3)
+    present = TABLES in top.group_keys()
+    if not (present or build):
+        return None
+    group = top[TABLES] if present else top.create_group(TABLES)
+    attrs = dict(group.attrs)
+    current = open_tables(store) if present else None
+    n = len(store)
+    source = CodeSource(store)
+    for leftover in set(group.group_keys()) - {s["name"] for s in attrs.get("segments", [])}:
+        del group[leftover]
+
+    def blocks(start: int, stop: int):
+        return lambda: ((first, as_words(b)) for first, b in source.blocks(start, stop))
+
+    if current is not None and n == current.rows_indexed:
+        return n, len(current.segments)
+    grow = current is not None and len(current.segments) < MAX_SEGMENTS
+    if grow and n - current.rows_indexed <= current.rows_indexed:
+        bounds, entries = current.bounds, list(attrs["segments"])
+        start = current.rows_indexed
+    else:
+        bounds, entries, start = substring_bounds(store.bits, substring_count(store.bits, n)), [], 0
+    segment = build_segment(blocks(start, n), bounds, start, n)
+    entries.append(_write_segment(group, path / TABLES, segment))
+    old = {s["name"] for s in attrs.get("segments", [])} - {e["name"] for e in entries}
+    # The commit point: readers see the new tables only now.
+    group.attrs.update({"bits": store.bits, "bounds": bounds.tolist(), "segments": entries})
+    for name in old:
+        del group[name]
+    return n, len(entries)

@@ -1,0 +1,153 @@
+"""Multi-index top-k (search/mih.py, search/planner.py, storage/mih_tables.py) equals the scan."""
+
+import numpy as np
+import pytest
+import zarr
+from code_stores import random_codes, write_store
+
+from tbhcli.errors import TbhError
+from tbhcli.search import as_words, mih, planner, topk, topk_reference
+from tbhcli.storage import mih_tables
+from tbhcli.storage.store import open_store
+
+
+def assert_same(result, expected) -> None:
+    assert result[0].dtype == np.int32 and result[1].dtype == np.int64
+    np.testing.assert_array_equal(result[1], expected[1])
+    np.testing.assert_array_equal(result[0], expected[0])
+
+
+def clustered(rng, n: int, bits: int, centres: int = 20, flips: int = 3) -> np.ndarray:
+    """Codes near a few random centres: crowded buckets, many ties, what the multi-index is for."""
+    centre = rng.integers(0, 256, (centres, bits // 8), dtype=np.uint8)
+    noise = np.packbits(rng.random((n, bits)) < flips / bits, axis=1)
+    return centre[rng.integers(0, centres, n)] ^ noise
+
+
+def near(rng, codes: np.ndarray, n: int) -> np.ndarray:
+    """Queries from the same distribution: stored codes with a bit or two flipped."""
+    flips = np.packbits(rng.random((n, codes.shape[1] * 8)) < 1.5 / (codes.shape[1] * 8), axis=1)
+    return codes[rng.integers(0, len(codes), n)] ^ flips
+
+
+def append(store, codes: np.ndarray) -> None:
+    """Append committed rows the way StoreWriter does (codes only; search reads nothing else)."""
+    group = zarr.open_group(store, mode="r+", zarr_format=3)
+    n = group.attrs["rows_committed"]
+    group["codes"].resize((n + len(codes), codes.shape[1]))
+    group["codes"][n:] = codes
+    group.attrs["rows_committed"] = n + len(codes)
+
+
+def test_substring_values_cut_the_bits():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (50, 16), dtype=np.uint8)
+    words = codes.view(np.uint64)
+    bits = np.unpackbits(codes.view("<u8").byteswap().view(np.uint8), axis=1)[:, ::-1]
+    bits = bits.reshape(50, 2, 64)[:, ::-1].reshape(50, 128)  # bit i of word w at w * 64 + i
+    out = np.empty(50, np.int64)
+    for lo, width in ((0, 21), (21, 21), (50, 30), (64, 32), (100, 28)):
+        mih.substring_values(words, lo, width, out)
+        expected = (bits[:, lo : lo + width] * (1 << np.arange(width))).sum(axis=1)
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("bits", [8, 32, 64, 128, 256])
+def test_mih_equals_reference_with_ties(bits):
+    rng = np.random.default_rng(bits)
+    database = np.concatenate([clustered(rng, 1500, bits), random_codes(rng, 500, bits)])
+    queries = np.concatenate([near(rng, database, 9), random_codes(rng, 4, bits)])
+    for k in (1, 10, 100, len(database), len(database) + 7):
+        assert_same(topk(database, queries, k, method="mih"), topk_reference(database, queries, k))
+
+
+@pytest.mark.parametrize(("bits", "m"), [(32, 2), (64, 3), (64, 5)])
+def test_every_substring_count(bits, m):
+    rng = np.random.default_rng(m)
+    database = clustered(rng, 800, bits)
+    queries = near(rng, database, 6)
+    words = as_words(database)
+    index = mih.build_index(words, m)
+    probe = mih.Probe.of(index, [words], 10)
+    qw = as_words(queries)
+    best_d = np.full((6, 30), bits + 1, np.int32)
+    best_i = np.full((6, 30), -1, np.int64)
+    counts, work = np.zeros(6, np.int64), np.zeros(6, np.int64)
+    probe.search(qw, mih.query_values(qw, index.bounds), -1, best_d, best_i, counts, work, 2)
+    assert_same((best_d, best_i), topk_reference(database, queries, 30))
+    assert (work > 0).all()
+    with pytest.raises(ValueError, match="wider"):
+        mih.substring_bounds(64, 1)
+
+
+def test_store_tables_append_and_missing(tmp_path, monkeypatch):
+    """Tables in the store: exact across chunks, after appends (scanned tail, new segments,
+    rebuilds), and a store without them, or with stale ones, still answers (by the scan)."""
+    import tbhcli.search.scan as scan
+
+    monkeypatch.setattr(scan, "BLOCK_BYTES", 1)  # one chunk per block
+    rng = np.random.default_rng(7)
+    codes = clustered(rng, 4000, 64)
+    queries = np.concatenate([near(rng, codes, 5), codes[:3]])
+    store = write_store(tmp_path / "codes.zarr", codes[:1000], chunk_rows=128)
+    with pytest.raises(TbhError, match="multi-index"):
+        topk(store, queries, 5, method="mih")
+    assert_same(topk(store, queries, 5), topk_reference(codes[:1000], queries, 5))
+    assert mih_tables.update_tables(store) is None  # no tables, none asked for
+    assert mih_tables.update_tables(store, build=True) == (1000, 1)
+    for n, segments in ((1000, 1), (1300, 2), (1900, 3), (4000, 1)):
+        if n > len(open_store(store)):
+            append(store, codes[len(open_store(store)) : n])
+        for k in (1, 64, 2000):  # rows past the tables are scanned and merged; then extended
+            expected = topk_reference(codes[:n], queries, k)
+            assert_same(topk(store, queries, k, method="mih"), expected)
+            assert_same(topk(store, queries, k, threads=1), expected)
+        assert mih_tables.update_tables(store)[1] == segments
+        expected = topk_reference(codes[:n], queries, 64)
+        assert_same(topk(open_store(store), queries, 64, method="mih"), expected)
+    # a leftover segment from an interrupted writer is ignored, then cleaned up
+    zarr.open_group(store / "mih", mode="r+").create_group("rows-0-5-leftover")
+    assert_same(topk(store, queries, 9, method="mih"), topk_reference(codes, queries, 9))
+    mih_tables.update_tables(store)
+    assert "rows-0-5-leftover" not in zarr.open_group(store / "mih").group_keys()
+
+
+def test_stale_tables_are_not_used(tmp_path):
+    rng = np.random.default_rng(8)
+    codes = clustered(rng, 600, 32)
+    queries = near(rng, codes, 4)
+    store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=100)  # read, not mapped
+    mih_tables.update_tables(store, build=True)
+    group = zarr.open_group(store, mode="r+")
+    group.attrs["rows_committed"] = 500  # rows the tables cover are gone (a truncated store)
+    assert mih_tables.open_tables(open_store(store)) is None
+    assert_same(topk(store, queries, 20), topk_reference(codes[:500], queries, 20))
+    assert mih_tables.update_tables(store) == (500, 1)
+    assert_same(topk(store, queries, 20, method="mih"), topk_reference(codes[:500], queries, 20))
+
+
+def test_auto_picks_by_cost(tmp_path, monkeypatch):
+    """Clustered codes go to the multi-index, uniform random ones to the scan; same answers."""
+    rng = np.random.default_rng(9)
+    chosen = []
+    real = planner.multi_index_topk
+
+    def spy(*args):
+        found = real(*args)
+        chosen.append(found is not None)
+        return found
+
+    monkeypatch.setattr(planner, "multi_index_topk", spy)
+    monkeypatch.setattr(mih, "RANDOM_ROW_COST", 4)  # a small store: pretend random reads are cheap
+    for name, codes, wins in (
+        ("clustered", clustered(rng, 20_000, 64, centres=2000, flips=1), True),
+        ("random", rng.integers(0, 256, (20_000, 8), dtype=np.uint8), False),
+    ):
+        store = write_store(tmp_path / f"{name}.zarr", codes, chunk_rows=1024)
+        mih_tables.update_tables(store, build=True)
+        queries = near(rng, codes, 40)
+        assert_same(topk(store, queries, 10), topk_reference(codes, queries, 10))
+        assert chosen[-1] is wins, name
+    assert_same(topk(store, queries, 10, method="scan"), topk_reference(codes, queries, 10))
+    with pytest.raises(TbhError, match="method"):
+        topk(store, queries, 10, method="fast")
