@@ -16,9 +16,11 @@ from tbhcli.cli_options import (
     DeviceOption,
     ImageBatchOption,
     JsonOption,
+    MethodOption,
     ModelInput,
     ModelOption,
     RunOption,
+    SearchMethod,
     StoreOption,
     TbhCommand,
     ThreadsOption,
@@ -316,7 +318,7 @@ def export(
 
 
 @command(
-    "tbh index ./images",
+    "tbh index ./images --multi-index",
     "tbh index ./images --query-images ./queries --errors skipped.txt",
     "tbh index /new/place/images --root --prune",
 )
@@ -345,6 +347,14 @@ def index(
     prune: Annotated[
         bool, typer.Option("--prune", help="Then drop the rows whose files are gone.")
     ] = False,
+    multi_index: Annotated[
+        bool,
+        typer.Option(
+            "--multi-index",
+            help="Also build multi-index tables for sub-linear exact search (kept up to date by "
+            "later runs).",
+        ),
+    ] = False,
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
     from tbhcli.storage.indexing import index as run_index
@@ -360,6 +370,7 @@ def index(
         device,
         repoint=root,
         prune=prune,
+        multi_index=multi_index,
     )
     for table in report.tables:
         err_console.print(
@@ -378,6 +389,9 @@ def index(
     )
     if report.removed is not None:
         _print_removed(report.removed)
+    if report.multi_index is not None:
+        rows, segments = report.multi_index
+        err_console.print(f"multi-index tables: {rows} rows in {segments} segment(s)")
 
 
 def _print_removed(report) -> None:
@@ -455,12 +469,13 @@ def query(
     ] = None,
     device: DeviceOption = Device.auto,
     dask: DaskOption = None,
+    method: MethodOption = SearchMethod.auto,
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
     from tbhcli.apps.query import print_results, results_json
     from tbhcli.apps.query import query as run_query
 
-    results = run_query(images, top, store, model, radius, device, dask=dask)
+    results = run_query(images, top, store, model, radius, device, dask=dask, method=method)
     if html is not None:
         from tbhcli.apps.gallery import write_gallery
 

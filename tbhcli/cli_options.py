@@ -34,6 +34,14 @@ class Backbone(StrEnum):
     tiny = "tiny"
 
 
+class SearchMethod(StrEnum):
+    """How top-k is found (tbhcli.search.topk): all exact, same results."""
+
+    auto = "auto"
+    scan = "scan"
+    mih = "mih"
+
+
 class ModelInput(StrEnum):
     """What an exported model takes: uint8 images (with the backbone) or features."""
 
@@ -80,6 +88,13 @@ DaskOption = Annotated[
     str | None,
     typer.Option(
         metavar="ADDRESS", help='Search on a Dask cluster: "local" or a scheduler address.'
+    ),
+]
+MethodOption = Annotated[
+    SearchMethod,
+    typer.Option(
+        help="Top-k by scan, by the store's multi-index tables (`tbh index --multi-index`), "
+        "or auto: the multi-index when it is measured to be faster.",
     ),
 ]
 JsonOption = Annotated[

@@ -246,3 +246,30 @@ def test_cli_index_reports_and_refuses_with_one_line(workspace, tmp_path):
         assert "Traceback" not in refused.output
     finally:
         (ws / "images" / "broken.jpg").unlink()
+
+
+def test_multi_index_tables_are_built_and_kept(workspace, tmp_path):
+    """`--multi-index` builds the tables; a later run extends them; searches stay exact."""
+    from tbhcli.search import topk, topk_reference
+    from tbhcli.storage.mih_tables import open_tables
+
+    ws, run, model, files = workspace
+    store = tmp_path / "s.zarr"
+    first = make_images(tmp_path / "images", {"a": 10})
+    assert _index(tmp_path, model, store).multi_index is None  # not asked for
+    result = CliRunner().invoke(
+        app,
+        ["index", str(tmp_path / "images"), "--store", str(store), "--model", str(model),
+         "--workers", "0", "--device", "cpu", "--multi-index"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "multi-index tables: 10 rows" in result.output
+    more = make_images(tmp_path / "images", {"b": 6}, seed=3, start=20)
+    assert _index(tmp_path, model, store).multi_index == (16, 2)  # extended without asking
+    assert open_tables(open_store(store)).rows_indexed == 16
+    codes = reference_codes(run, first + more)
+    for k in (1, 5, 16):
+        expected = topk_reference(codes, codes, k)
+        found = topk(store, codes, k, method="mih")
+        np.testing.assert_array_equal(found[1], expected[1])
+        np.testing.assert_array_equal(found[0], expected[0])

@@ -127,3 +127,21 @@ def test_cli_table_and_errors(workspace, monkeypatch):
     empty.write_bytes(b"")
     bad = CliRunner().invoke(app, ["query", str(empty)])
     assert bad.exit_code == 1 and "could be decoded" in bad.output
+
+
+def test_multi_index_gives_the_same_neighbours(workspace, monkeypatch):
+    from tbhcli.storage.mih_tables import update_tables
+
+    ws, run, files, queries = workspace
+    monkeypatch.chdir(ws)
+    update_tables(ws / "codes.zarr", build=True)
+    expected = _brute_force(run, files, queries, 30)
+    for method in ("mih", "auto"):
+        results = query(queries, top=30, method=method)
+        for result, (dist, ids) in zip(results, expected, strict=True):
+            np.testing.assert_array_equal(result.distances, dist)
+            np.testing.assert_array_equal(result.ids, ids)
+    cli = CliRunner().invoke(app, ["query", str(queries[0]), "--method", "mih", "--json"])
+    assert cli.exit_code == 0, cli.output
+    ids = [r["id"] for r in json.loads(cli.stdout)[0]["neighbours"]]
+    assert ids == expected[0][1][:10].tolist()

@@ -179,16 +179,19 @@ def search_codes(
     radius: int | None = None,
     dask: str | None = None,
     threads: int | None = None,
+    method: str = "auto",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(distances int32 [k], rows int64 [k]) for each query code uint8 [Q, bits/8], nearest first:
     the `top` nearest, or at most `top` within Hamming `radius` when one is given.
 
-    `database` is anything `tbhcli.search.topk` takes (a `CodeStore`, an array of codes).
+    `database` is anything `tbhcli.search.topk` takes (a `CodeStore`, an array of codes);
+    `method` is its top-k method ("auto", "scan" or "mih").
     """
     from tbhcli.search import radius_search, topk
 
     if radius is None:
-        dists, ids = topk(database, codes, min(top, len(database)), threads=threads, dask=dask)
+        k = min(top, len(database))
+        dists, ids = topk(database, codes, k, threads=threads, dask=dask, method=method)
         found = zip(dists, ids, strict=True)
     else:
         hits = radius_search(database, codes, radius, threads, dask)
@@ -205,11 +208,13 @@ def query(
     device: str = "auto",
     batch_size: int = 256,
     dask: str | None = None,
+    method: str = "auto",
 ) -> list[QueryResult]:
     """The `top` nearest store items of each query image (within Hamming `radius` if given).
 
     `model` defaults to the store's own (verified by sha256, so query and database codes match).
-    `dask` ("local" or a scheduler address) searches the store's blocks on a Dask cluster.
+    `dask` ("local" or a scheduler address) searches the store's blocks on a Dask cluster;
+    `method` picks the top-k method (`tbhcli.search.topk`).
     """
     check_search(top, radius)
     began = time.perf_counter()
@@ -217,7 +222,7 @@ def query(
     files = expand_images(images)
     workers = default_workers() if len(files) > batch_size else 0  # a pool pays off for folders
     codes, kept = encode_images(files, info.path, device, batch_size, workers, info)
-    found = search_codes(db, codes, top, radius, dask)
+    found = search_codes(db, codes, top, radius, dask, method=method)
     seconds = time.perf_counter() - began
     setup = QuerySetup(db.path, len(db), info.path, info.method, info.bits, seconds)
     folders = [Path(p) for p in images if Path(p).is_dir()] + [db.root]

@@ -34,6 +34,7 @@ from tbhcli.imaging.images import (
     list_images,
     load_image,
 )
+from tbhcli.storage.mih_tables import update_tables
 from tbhcli.storage.names import encode_name
 from tbhcli.storage.prune import RemoveReport, remove
 from tbhcli.storage.store import QUERIES
@@ -74,6 +75,7 @@ class IndexReport:
     seconds: float
     tables: list[TableReport]
     removed: RemoveReport | None = None  # with `prune`: the rows whose files were gone
+    multi_index: tuple[int, int] | None = None  # (rows, segments) of the mih tables, if any
 
     @property
     def added(self) -> int:
@@ -240,13 +242,16 @@ def index(
     device: str = "auto",
     repoint: bool = False,
     prune: bool = False,
+    multi_index: bool = False,
 ) -> IndexReport:
     """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
 
     `model` defaults to the newest onnx/*.onnx; `query_images` is a folder recorded as the store's
     query set (for `tbh evaluate`); `errors` receives the list of skipped files. `repoint`: the
     indexed folder was moved; the store's root becomes `images` (and `query_images`). `prune`:
-    then drop the rows whose files are gone (`tbhcli.storage.prune.remove`).
+    then drop the rows whose files are gone (`tbhcli.storage.prune.remove`). `multi_index`
+    builds the store's multi-index tables (storage/mih_tables.py); a store that has them gets
+    them extended to the new rows either way.
     """
     images = Path(images)
     if batch_size <= 0:
@@ -283,9 +288,10 @@ def index(
             tables.append(index_folder(folder, writer, session, info, batch_size, workers))
             if table is None:
                 rows = len(writer)
+        mih = update_tables(store_path, build=multi_index)
     if errors is not None:
         write_errors(errors, tables)
     removed = remove(store_path) if prune else None
     rows = removed.rows["store"] if removed else rows
     seconds = time.perf_counter() - began
-    return IndexReport(store_path, model_path, provider, rows, seconds, tables, removed)
+    return IndexReport(store_path, model_path, provider, rows, seconds, tables, removed, mih)
