@@ -68,7 +68,7 @@ def test_every_substring_count(bits, m):
     queries = near(rng, database, 6)
     words = as_words(database)
     index = mih.build_index(words, m)
-    probe = mih.Probe.of(index, [words], 10)
+    probe = mih.Probe.of(index)
     qw = as_words(queries)
     best_d = np.full((6, 30), bits + 1, np.int32)
     best_i = np.full((6, 30), -1, np.int64)
@@ -138,7 +138,8 @@ def test_auto_picks_by_cost(tmp_path, monkeypatch):
         return found
 
     monkeypatch.setattr(planner, "multi_index_topk", spy)
-    monkeypatch.setattr(mih, "RANDOM_ROW_COST", 4)  # a small store: pretend random reads are cheap
+    monkeypatch.setattr(mih, "RANDOM_ROW_COST", 4)  # a small store: pretend checks are cheap
+    monkeypatch.setattr(planner, "SMALL_BATCH", 0)
     for name, codes, wins in (
         ("clustered", clustered(rng, 20_000, 64, centres=2000, flips=1), True),
         ("random", rng.integers(0, 256, (20_000, 8), dtype=np.uint8), False),

@@ -1,20 +1,21 @@
 """Exact top-k by multi-index hashing (Norouzi, Punjani, Fleet, CVPR 2012): sub-linear search.
 
 Each code is cut into m disjoint substrings of s <= 32 bits (`substring_bounds`); each substring has
-a table from its value to the rows holding it. A code within distance r of a query lies within
-r // m of it in at least one substring (pigeonhole), so the search probes, for substring radius
-rho = 0, 1, 2, ... and each substring j in turn, every value at exactly rho bits from the query's
-substring j, and checks each row found by its full distance. Once (rho, j) is probed, every row at
-distance <= m * rho + j has been seen (an unseen row differs by > rho bits in substrings <= j and
-by >= rho in the others), so when the k-th best distance is within that bound the answer is exact,
-ties included: every row at the k-th distance has been seen, and the best list orders by
-(distance, row) like the scan.
+a table from its value to the rows holding it, with a copy of their codes in the same order, so
+that checking a bucket's rows reads memory in sequence instead of at random. A code within
+distance r of a query lies within r // m of it in at least one substring (pigeonhole), so the
+search probes, for substring radius rho = 0, 1, 2, ... and each substring j in turn, every value
+at exactly rho bits from the query's substring j, and checks each row found by its full distance.
+Once (rho, j) is probed, every row at distance <= m * rho + j has been seen (an unseen row
+differs by > rho bits in substrings <= j and by >= rho in the others), so when the k-th best
+distance is within that bound the answer is exact, ties included: every row at the k-th distance
+has been seen, and the best list orders by (distance, row) like the scan.
 
 A table (one per substring and *segment*, a run of rows indexed together) is CSR with a directory:
 `directory` [2^t + 1] offsets into `rows` (uint32, the segment's rows sorted by value, then row)
 over the top t = min(s, bit length of the segment's rows) bits of a value, so the directory is at
 most twice the rows; when t < s, `keys` holds the sorted values and a bucket is narrowed by binary
-search. Rows past the last segment (appended since) are scanned and seed the best lists.
+search. Rows past the last segment (appended since) are scanned and merged (planner.py).
 
 Cost: on codes that cluster, a query touches a few buckets; on uniform random codes it touches a
 sizeable fraction of the database in random order and a scan is faster. `topk` with
@@ -32,9 +33,9 @@ from numba.typed import List
 from tbhcli.search.kernels import popcount
 
 MAX_SUBSTRING_BITS = 32  # a substring value is a uint32 and a directory stays addressable
-# Work units: one probed value or one candidate row. A candidate is read from a random place, so
-# it costs about as much as RANDOM_ROW_COST rows of the vectorised scan (measured, docs/search.md).
-RANDOM_ROW_COST = 48
+# Work units: one probed value or one checked row. A unit costs about as much as RANDOM_ROW_COST
+# rows of the vectorised scan (40-90 measured by bench/mih.py; see docs/performance.md).
+RANDOM_ROW_COST = 64
 SAMPLE_QUERIES = 4  # auto tries the multi-index on this many queries of a batch first
 SAMPLE_SHARE = 0.25  # ... giving each a quarter of what scanning for it would cost
 TASKS_PER_THREAD = 4  # query slices per thread: evens out queries of very different cost
@@ -49,6 +50,7 @@ class Segment:
     directories: list[np.ndarray]  # uint32 [2^t + 1] each
     rows: list[np.ndarray]  # uint32 [stop - start] each, segment-relative
     keys: list[np.ndarray]  # uint32 [stop - start], or [0] when the directory is exact
+    codes: list[np.ndarray]  # words [stop - start, W] in the order of `rows`
     shifts: list[int]  # s - t per substring: the value bits the directory ignores
 
 
@@ -141,30 +143,27 @@ def build_table(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray,
     return directory, order.astype(np.uint32), values[order], shift
 
 
-def build_segment(blocks, bounds: np.ndarray, start: int, stop: int) -> Segment:
-    """Tables for rows [start, stop), from `blocks()` -> iterable of (first row, words [r, W])."""
-    directories, rows, keys, shifts = [], [], [], []
+def build_segment(words: np.ndarray, bounds: np.ndarray, start: int) -> Segment:
+    """Tables for rows [start, start + n) whose words [n, W] are given."""
+    directories, rows, keys, codes, shifts = [], [], [], [], []
+    values = np.empty(len(words), np.uint32)
     for j in range(len(bounds) - 1):
         width = int(bounds[j + 1] - bounds[j])
-        values = np.empty(stop - start, np.uint32)
-        for first, words in blocks():
-            at = first - start
-            substring_values(words, bounds[j], width, values[at : at + len(words)])
+        substring_values(words, bounds[j], width, values)
         table = build_table(values, width)
-        del values
         directories.append(table[0])
         rows.append(table[1])
         keys.append(table[2])
+        codes.append(words[table[1]])
         shifts.append(table[3])
-    return Segment(start, stop, directories, rows, keys, shifts)
+    return Segment(start, start + len(words), directories, rows, keys, codes, shifts)
 
 
 def build_index(words: np.ndarray, m: int | None = None) -> MultiIndex:
     """In-memory tables (one segment) over database words [N, W]."""
     bits = words.shape[1] * words.itemsize * 8
     bounds = substring_bounds(bits, m or substring_count(bits, len(words)))
-    segment = build_segment(lambda: [(0, words)], bounds, 0, len(words))
-    return MultiIndex(bits, bounds, [segment])
+    return MultiIndex(bits, bounds, [build_segment(words, bounds, 0)])
 
 
 # ---- searching -----------------------------------------------------------------------------------
@@ -207,9 +206,48 @@ def _insert(best_d, best_i, count, dist, row):
 
 
 @njit(cache=True, nogil=True)
+def _probe_table(
+    directory, rows, keys, codes, shift, first, centre, width, rho, query, best_d, best_i, count,
+    work, budget, pos,
+):  # fmt: skip
+    """Check the rows of one table whose value is exactly rho bits from `centre`.
+
+    Returns (count, work); work is -1 once it passes `budget` (>= 0).
+    """
+    k = best_d.shape[0]
+    for c in range(rho):
+        pos[c] = c
+    while True:  # every value at exactly rho bits from the query's substring
+        value = centre
+        for c in range(rho):
+            value ^= np.int64(1) << pos[c]
+        lo = np.int64(directory[value >> shift])
+        hi = np.int64(directory[(value >> shift) + 1])
+        if shift > 0 and hi > lo:
+            bucket = keys[lo:hi]
+            hi = lo + np.searchsorted(bucket, np.uint32(value), side="right")
+            lo = lo + np.searchsorted(bucket, np.uint32(value), side="left")
+        work += 1 + hi - lo
+        for e in range(lo, hi):
+            dist = _distance(codes[e], query)
+            if count < k or dist <= best_d[k - 1]:
+                count = _insert(best_d, best_i, count, dist, first + np.int64(rows[e]))
+        if budget >= 0 and work > budget:
+            return count, -1
+        c = rho - 1  # the next combination of rho bit positions
+        while c >= 0 and pos[c] == width - rho + c:
+            c -= 1
+        if c < 0:
+            return count, work
+        pos[c] += 1
+        for e in range(c + 1, rho):
+            pos[e] = pos[e - 1] + 1
+
+
+@njit(cache=True, nogil=True)
 def _search_one(
-    codes, chunk_shift, query, values, bounds, starts, dirs, rows, keys, shifts,
-    budget, best_d, best_i, count, pos,
+    query, values, bounds, starts, dirs, rows, keys, codes, shifts, budget, best_d, best_i, count,
+    pos,
 ):  # fmt: skip
     """Multi-index search of one query, continuing the best lists (count entries filled).
 
@@ -217,8 +255,6 @@ def _search_one(
     """
     k = best_d.shape[0]
     m = bounds.shape[0] - 1
-    n_segments = starts.shape[0]
-    in_chunk = (1 << chunk_shift) - 1
     widest = 0
     for j in range(m):
         widest = max(widest, bounds[j + 1] - bounds[j])
@@ -227,39 +263,14 @@ def _search_one(
         for j in range(m):
             width = bounds[j + 1] - bounds[j]
             if rho <= width:
-                for c in range(rho):
-                    pos[c] = c
-                while True:  # every value at exactly rho bits from the query's substring j
-                    value = values[j]
-                    for c in range(rho):
-                        value ^= np.int64(1) << pos[c]
-                    work += 1
-                    for s in range(n_segments):
-                        t = s * m + j
-                        directory = dirs[t]
-                        lo = np.int64(directory[value >> shifts[t]])
-                        hi = np.int64(directory[(value >> shifts[t]) + 1])
-                        if shifts[t] > 0 and hi > lo:
-                            bucket = keys[t][lo:hi]
-                            hi = lo + np.searchsorted(bucket, np.uint32(value), side="right")
-                            lo = lo + np.searchsorted(bucket, np.uint32(value), side="left")
-                        work += hi - lo
-                        segment_rows = rows[t]
-                        first = starts[s]
-                        for e in range(lo, hi):
-                            row = first + np.int64(segment_rows[e])
-                            dist = _distance(codes[row >> chunk_shift][row & in_chunk], query)
-                            count = _insert(best_d, best_i, count, dist, row)
-                    if budget >= 0 and work > budget:
+                for s in range(starts.shape[0]):  # typed-list lookups once per table, not value
+                    t = s * m + j
+                    count, work = _probe_table(
+                        dirs[t], rows[t], keys[t], codes[t], shifts[t], starts[s], values[j],
+                        width, rho, query, best_d, best_i, count, work, budget, pos,
+                    )  # fmt: skip
+                    if work < 0:
                         return -1, count
-                    c = rho - 1  # the next combination of rho bit positions
-                    while c >= 0 and pos[c] == width - rho + c:
-                        c -= 1
-                    if c < 0:
-                        break
-                    pos[c] += 1
-                    for e in range(c + 1, rho):
-                        pos[e] = pos[e - 1] + 1
             if count == k and best_d[k - 1] <= m * rho + j:
                 return work, count
     return work, count
@@ -267,15 +278,15 @@ def _search_one(
 
 @njit(cache=True, nogil=True)
 def search_queries(
-    codes, chunk_shift, queries, values, bounds, starts, dirs, rows, keys, shifts,
-    budget, best_d, best_i, counts, work,
+    queries, values, bounds, starts, dirs, rows, keys, codes, shifts, budget, best_d, best_i,
+    counts, work,
 ):  # fmt: skip
     """`_search_one` for each query [Q, W]; best lists [Q, k] arrive seeded with counts [Q]."""
     pos = np.empty(MAX_SUBSTRING_BITS + 1, np.int64)
     for a in range(queries.shape[0]):
         work[a], counts[a] = _search_one(
-            codes, chunk_shift, queries[a], values[a], bounds, starts, dirs, rows, keys, shifts,
-            budget, best_d[a], best_i[a], counts[a], pos,
+            queries[a], values[a], bounds, starts, dirs, rows, keys, codes, shifts, budget,
+            best_d[a], best_i[a], counts[a], pos,
         )  # fmt: skip
 
 
@@ -283,34 +294,27 @@ def search_queries(
 class Probe:
     """Everything the kernel reads, in numba's typed containers (built once per search)."""
 
-    codes: List
-    chunk_shift: int
     bounds: np.ndarray
     starts: np.ndarray
     dirs: List
     rows: List
     keys: List
+    codes: List
     shifts: np.ndarray
 
     @classmethod
-    def of(cls, index: MultiIndex, codes: list[np.ndarray], chunk_shift: int) -> "Probe":
-        """codes: words arrays of 2^chunk_shift rows each (the last may be shorter), in order."""
+    def of(cls, index: MultiIndex) -> "Probe":
         typed = [List(), List(), List(), List()]
         for segment in index.segments:
             for j in range(len(index.bounds) - 1):
                 typed[0].append(segment.directories[j])
                 typed[1].append(segment.rows[j])
                 typed[2].append(segment.keys[j])
-        for chunk in codes:
-            typed[3].append(chunk)
+                typed[3].append(segment.codes[j])
         return cls(
-            typed[3],
-            chunk_shift,
             index.bounds,
             np.array([s.start for s in index.segments], np.int64),
-            typed[0],
-            typed[1],
-            typed[2],
+            *typed,
             np.array([x for s in index.segments for x in s.shifts], np.int64),
         )
 
@@ -322,9 +326,9 @@ class Probe:
         def run(lo: int) -> None:
             hi = lo + step
             search_queries(
-                self.codes, self.chunk_shift, queries[lo:hi], values[lo:hi], self.bounds,
-                self.starts, self.dirs, self.rows, self.keys, self.shifts, budget,
-                best_d[lo:hi], best_i[lo:hi], counts[lo:hi], work[lo:hi],
+                queries[lo:hi], values[lo:hi], self.bounds, self.starts, self.dirs, self.rows,
+                self.keys, self.codes, self.shifts, budget, best_d[lo:hi], best_i[lo:hi],
+                counts[lo:hi], work[lo:hi],
             )  # fmt: skip
 
         if threads == 1 or n <= step:

@@ -3,7 +3,8 @@
 The rule for method="auto" (docs/search.md), per query batch:
 1. The scan, when the database has no multi-index tables (an array, a zarr array, a store never
    indexed with `--multi-index`), when more than 1/8 of its rows were appended after the tables
-   were built, or when k * RANDOM_ROW_COST >= N (a search checks at least k rows, in random order).
+   were built, when k * RANDOM_ROW_COST >= N (a search checks at least k rows), or when
+   N * Q < SMALL_BATCH (the scan takes a few milliseconds, about what opening the tables costs).
 2. Otherwise the multi-index answers the first SAMPLE_QUERIES queries, each allowed a quarter of
    the work that scanning the database for it costs (N / RANDOM_ROW_COST work units: probed
    values plus checked rows). If any of them runs out, the scan answers the whole batch: the
@@ -20,45 +21,42 @@ from tbhcli.errors import TbhError
 from tbhcli.search import mih
 from tbhcli.search.scan import CodeSource, _bits, as_words, merge_into, scan_topk
 
+SMALL_BATCH = 10**8  # rows x queries below which the scan is as quick as opening the tables
 
-def _tables(source: CodeSource, method: str):
-    """(MultiIndex, codes chunks, chunk shift) for a source, or None for the scan."""
+
+def _tables(source: CodeSource, method: str) -> mih.MultiIndex | None:
+    """The multi-index of a source, or None for the scan."""
     if source.store is not None:
-        from tbhcli.storage.mih_tables import map_codes, open_tables
+        from tbhcli.storage.mih_tables import open_tables
 
         index = open_tables(source.store)
-        if index is None:
-            if method == "mih":
-                raise TbhError(
-                    f"store {source.store.path} has no multi-index tables; build them with "
-                    "`tbh index IMAGES_DIR --multi-index`, or search with method='scan'."
-                )
-            return None
-        codes, shift = map_codes(source.store)
-        return index, codes, shift
+        if index is None and method == "mih":
+            raise TbhError(
+                f"store {source.store.path} has no multi-index tables; build them with "
+                "`tbh index IMAGES_DIR --multi-index`, or search with method='scan'."
+            )
+        return index
     if method != "mih":
         return None
-    words = np.ascontiguousarray(as_words(source.read(0, source.n_rows)))
-    return mih.build_index(words), [words], max(1, len(words)).bit_length()
+    return mih.build_index(np.ascontiguousarray(as_words(source.read(0, source.n_rows))))
 
 
 def multi_index_topk(
     source: CodeSource, query_words: np.ndarray, k: int, n_threads: int, method: str
 ):
     """`topk` by the multi-index, or None when (method "auto") the scan should answer."""
-    found = _tables(source, method)
-    if found is None:
+    index = _tables(source, method)
+    if index is None:
         return None
-    index, codes, shift = found
     n, n_queries, indexed = source.n_rows, len(query_words), index.rows_indexed
     if method == "auto" and (
-        8 * (n - indexed) > n or k * mih.RANDOM_ROW_COST >= n or n_queries == 0
+        8 * (n - indexed) > n or k * mih.RANDOM_ROW_COST >= n or n * n_queries < SMALL_BATCH
     ):
         return None
     bits = _bits(query_words)
     query_words = np.ascontiguousarray(query_words)
     values = mih.query_values(query_words, index.bounds)
-    probe = mih.Probe.of(index, codes, shift)
+    probe = mih.Probe.of(index)
     width = min(k, indexed)
     best_d = np.full((n_queries, width), bits + 1, np.int32)
     best_i = np.full((n_queries, width), -1, np.int64)

@@ -2,8 +2,9 @@
 
 Layout: group `mih` with attributes `bits`, `bounds` (substring bit ranges [m + 1]) and
 `segments`, a list of {"name", "start", "stop", "shifts"}; each segment is a subgroup holding, per
-substring j, uint32 arrays `directory_j`, `rows_j` and `keys_j` (`tbhcli.search.mih`), each one
-uncompressed chunk so that a search maps it from disk instead of reading it.
+substring j, uint32 arrays `directory_j`, `rows_j` and `keys_j` and the segment's codes in the
+order of `rows_j`, `codes_j` (uint8 [n, word bytes]; `tbhcli.search.mih`), each one uncompressed
+chunk so that a search maps it from disk instead of reading it.
 
 Commit discipline as for the codes (store.py): a writer builds new segment groups, fsyncs their
 files, and only then rewrites the `mih` attributes (one atomic zarr.json write), which is what
@@ -13,13 +14,14 @@ appended since are scanned by the search until `update_tables` extends the table
 """
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import zarr
 
 from tbhcli.search.mih import MultiIndex, Segment, build_segment, substring_bounds, substring_count
-from tbhcli.search.scan import CodeSource, as_words
+from tbhcli.search.scan import as_words
 from tbhcli.storage.store import CodeStore, open_store
 
 TABLES = "mih"
@@ -44,24 +46,6 @@ def _map(file: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(np.memmap(file, dtype=dtype, mode="c", shape=shape))
 
 
-def map_codes(store: CodeStore) -> tuple[list[np.ndarray], int]:
-    """The committed codes as words arrays of 2^shift rows each (mapped, not read) and shift.
-
-    When the chunks cannot be mapped (compressed, odd sizes) the codes are read into one array.
-    """
-    array, n = store.group["codes"], len(store)
-    chunk_rows, n_bytes = array.chunks[0], array.shape[1]
-    if _raw(array) and chunk_rows & (chunk_rows - 1) == 0 and n_bytes % 4 == 0:
-        chunks = []
-        for chunk in range(-(-n // chunk_rows)):
-            file = _chunk_file(array, store.path / "codes", chunk)
-            codes = _map(file, np.uint8, (chunk_rows, n_bytes))
-            chunks.append(as_words(codes[: min(chunk_rows, n - chunk * chunk_rows)]))
-        return chunks, chunk_rows.bit_length() - 1
-    words = as_words(store.read_codes())
-    return [words], max(1, len(words)).bit_length()
-
-
 def open_tables(store: CodeStore) -> MultiIndex | None:
     """The store's committed tables, mapped from disk; None when it has none it can use."""
     if TABLES not in store.group.group_keys():
@@ -76,18 +60,20 @@ def open_tables(store: CodeStore) -> MultiIndex | None:
     for entry in segments:
         sub, n = group[entry["name"]], entry["stop"] - entry["start"]
         arrays = {}
-        for name in ("directory", "rows", "keys"):
+        for name in ("directory", "rows", "keys", "codes"):
             for j in range(len(bounds) - 1):
                 array = sub[f"{name}_{j}"]
-                if not _raw(array) or array.chunks[0] < max(1, array.shape[0]):
+                if not _raw(array) or array.chunks != tuple(max(1, x) for x in array.shape):
                     return None
                 file = _chunk_file(array, store.path / TABLES / entry["name"] / f"{name}_{j}", 0)
-                arrays.setdefault(name, []).append(_map(file, np.uint32, array.shape))
-        if any(len(r) != n for r in arrays["rows"]):
+                dtype = np.uint8 if name == "codes" else np.uint32
+                arrays.setdefault(name, []).append(_map(file, dtype, array.shape))
+        if any(len(r) != n for r in arrays["rows"] + arrays["codes"]):
             return None
+        codes = [as_words(c) for c in arrays["codes"]]
         loaded.append(
             Segment(entry["start"], entry["stop"], arrays["directory"], arrays["rows"],
-                    arrays["keys"], list(entry["shifts"]))
+                    arrays["keys"], codes, list(entry["shifts"]))
         )  # fmt: skip
     return MultiIndex(store.bits, bounds, loaded)
 
@@ -103,23 +89,24 @@ def _fsync(folder: Path) -> None:
 
 
 def _write_segment(group: zarr.Group, folder: Path, segment: Segment) -> dict:
-    name = f"rows-{segment.start}-{segment.stop}"
+    name = f"rows-{segment.start}-{segment.stop}-{time.time_ns():x}"  # never a committed name
     sub = group.create_group(name, overwrite=True)
     for j in range(len(segment.rows)):
         for kind, values in (
             ("directory", segment.directories[j]),
             ("rows", segment.rows[j]),
             ("keys", segment.keys[j]),
+            ("codes", segment.codes[j].view(np.uint8)),
         ):
             array = sub.create_array(
                 f"{kind}_{j}",
                 shape=values.shape,
-                chunks=(max(1, len(values)),),
-                dtype="uint32",
+                chunks=tuple(max(1, x) for x in values.shape),
+                dtype=values.dtype,
                 compressors=None,
                 fill_value=0,
             )
-            if len(values):
+            if values.size:
                 array[:] = values
     _fsync(folder / name)
     return {"name": name, "start": segment.start, "stop": segment.stop, "shifts": segment.shifts}
@@ -143,12 +130,8 @@ def update_tables(path: str | Path, build: bool = False) -> tuple[int, int] | No
     attrs = dict(group.attrs)
     current = open_tables(store) if present else None
     n = len(store)
-    source = CodeSource(store)
     for leftover in set(group.group_keys()) - {s["name"] for s in attrs.get("segments", [])}:
         del group[leftover]
-
-    def blocks(start: int, stop: int):
-        return lambda: ((first, as_words(b)) for first, b in source.blocks(start, stop))
 
     if current is not None and n == current.rows_indexed:
         return n, len(current.segments)
@@ -158,7 +141,8 @@ def update_tables(path: str | Path, build: bool = False) -> tuple[int, int] | No
         start = current.rows_indexed
     else:
         bounds, entries, start = substring_bounds(store.bits, substring_count(store.bits, n)), [], 0
-    segment = build_segment(blocks(start, n), bounds, start, n)
+    words = np.ascontiguousarray(as_words(store.read_codes(start, n)))  # the new rows only
+    segment = build_segment(words, bounds, start)
     entries.append(_write_segment(group, path / TABLES, segment))
     old = {s["name"] for s in attrs.get("segments", [])} - {e["name"] for e in entries}
     # The commit point: readers see the new tables only now.

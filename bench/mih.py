@@ -1,0 +1,218 @@
+"""Exact top-k by multi-index hashing vs tbh's scan vs faiss, on realistic clustered codes, one run.
+
+    nice -n 10 .venv/bin/python bench/mih.py --rows 1_000_000 --bits 32 64 128
+    nice -n 10 .venv/bin/python bench/mih.py --rows 10_000_000 --bits 64 --hashers itq lsh
+
+Codes: features from a mixture of many Gaussians in 128-d (rows / 200 clusters, clamped to
+[10^4, 10^5], Zipf-like heavy-tailed sizes, per-cluster spreads), hashed by ITQ and by LSH fitted
+on 20,000 of them; queries are held-out draws of the same mixture (`clustered_codes`). Each
+configuration writes a code store, builds its multi-index tables (`tbh index --multi-index`'s
+`update_tables`), and times, interleaved (best of --repeats): tbh `topk` by scan, by multi-index
+and auto, faiss IndexBinaryMultiHash (recall at its cheapest setting with recall >= 0.99), and,
+for the --ann-bits widths up to --ann-rows rows, faiss IndexBinaryHNSW and IndexBinaryIVF at
+recall 0.95 and 0.99. tbh's three methods are checked to be identical. `--uniform` adds uniform
+random codes (auto must stay within 5 % of the scan). Recall counts ties: a returned row is a hit
+when its distance is <= the exact k-th distance. Needs the `bench` extra (faiss-cpu).
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+from search import best_times, cpu_name, load  # bench/search.py
+
+from tbhcli.hashing.baselines import fit_baseline
+from tbhcli.search import topk
+from tbhcli.storage.mih_tables import open_tables, update_tables
+from tbhcli.storage.store import code_chunk_rows, open_store
+
+DIM = 128
+BLOCK = 250_000  # rows generated at a time: bounds the float features in memory
+QUERY_SEED = 10**6  # block seeds of held-out queries start here
+
+
+class ClusteredFeatures:
+    """A deterministic mixture of Gaussians: block b of rows is drawn from rng([seed, b])."""
+
+    def __init__(self, rows: int, seed: int = 0):
+        rng = np.random.default_rng([seed, 999_999_999])
+        self.clusters = int(np.clip(rows // 200, 10**4, 10**5))
+        weights = 1.0 / np.arange(1, self.clusters + 1) ** 1.1  # Zipf-like sizes
+        self.weights = rng.permutation(weights / weights.sum())
+        self.centres = rng.standard_normal((self.clusters, DIM)).astype(np.float32)
+        self.spread = (0.15 + 0.45 * rng.random(self.clusters)).astype(np.float32)
+        self.seed = seed
+
+    def block(self, b: int, n: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, b])
+        which = rng.choice(self.clusters, n, p=self.weights)
+        noise = rng.standard_normal((n, DIM), dtype=np.float32)
+        return self.centres[which] + self.spread[which, None] * noise
+
+
+def clustered_codes(rows: int, n_queries: int, bits: int, hasher: str, seed: int = 0):
+    """(database codes uint8 [rows, bits/8], held-out query codes [n_queries, bits/8])."""
+    mixture = ClusteredFeatures(rows, seed)
+    encoder = fit_baseline(hasher, mixture.block(QUERY_SEED + 1, 20_000), bits, seed)
+    mean = encoder.mean.numpy().astype(np.float32)
+    projection = encoder.projection.numpy().astype(np.float32)
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        return np.packbits((x - mean) @ projection >= 0, axis=1)
+
+    codes = np.empty((rows, bits // 8), np.uint8)
+    for b, start in enumerate(range(0, rows, BLOCK)):
+        codes[start : start + BLOCK] = encode(mixture.block(b, min(BLOCK, rows - start)))
+    return codes, encode(mixture.block(QUERY_SEED, n_queries))
+
+
+def write_store(path: Path, codes: np.ndarray) -> None:
+    """A minimal code store (codes and the attributes search reads), chunked as `tbh index` does."""
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    bits = codes.shape[1] * 8
+    array = group.create_array(
+        "codes", shape=codes.shape, chunks=(code_chunk_rows(bits), codes.shape[1]),
+        dtype="uint8", compressors=None,
+    )  # fmt: skip
+    step = 1 << 22
+    for start in range(0, len(codes), step):
+        array[start : start + step] = codes[start : start + step]
+    group.attrs.update({"format_version": 1, "bits": bits, "rows_committed": len(codes)})
+
+
+def recall(found_d: np.ndarray, exact_d: np.ndarray) -> float:
+    """Share of returned rows within the exact k-th distance (ties count as hits)."""
+    return float((found_d <= exact_d[:, -1:]).mean())
+
+
+def sweep(name, make, settings, set_param, queries, k, exact_d, threads, targets):
+    """q/s at the cheapest setting reaching each recall target (or the best reached)."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    started = time.perf_counter()
+    index = make()
+    build = time.perf_counter() - started
+    rows, reached = [], {t: None for t in targets}
+    for setting in settings:
+        set_param(index, setting)
+        times, results = best_times({"x": lambda: index.search(queries, k)}, 1)
+        got = recall(results["x"][0], exact_d)
+        rows.append((setting, got, len(queries) / times["x"]))
+        for t in targets:
+            if reached[t] is None and got >= t:
+                reached[t] = rows[-1]
+        if all(reached.values()):
+            break
+    for t in targets:
+        setting, got, qps = reached[t] or max(rows, key=lambda r: r[1])
+        flag = "" if reached[t] else f" (never reached {t})"
+        print(
+            f"    faiss {name:<10} recall>={t:.2f}: {qps:>9,.0f} q/s at {setting} "
+            f"(recall {got:.3f}){flag}; build {build:.0f} s"
+        )
+    return reached
+
+
+def compare(codes, queries, k, threads, repeats, ann: bool, label: str) -> None:
+    """One configuration: store + tables, tbh scan/mih/auto, faiss MultiHash (+ HNSW, IVF)."""
+    import faiss
+
+    rows, bits = codes.shape[0], codes.shape[1] * 8
+    folder = Path(tempfile.mkdtemp(prefix="tbh-mih-"))
+    try:
+        store = folder / "codes.zarr"
+        write_store(store, codes)
+        started = time.perf_counter()
+        update_tables(store, build=True)
+        build = time.perf_counter() - started
+        tables = sum(f.stat().st_size for f in (store / "mih").rglob("*") if f.is_file())
+        m = len(open_tables(open_store(store)).bounds) - 1
+        runs = {
+            method: (lambda method=method: topk(store, queries, k, threads, method=method))
+            for method in ("scan", "mih", "auto")
+        }
+        times, results = best_times(runs, repeats)
+        for method in ("mih", "auto"):
+            for got, want in zip(results[method], results["scan"], strict=True):
+                assert (got == want).all(), f"{method} differs from the scan"
+        qps = {name: len(queries) / t for name, t in times.items()}
+        print(
+            f"{label}: {rows:,} x {bits} bits, m = {m}, tables {tables / codes.nbytes:.2f} x "
+            f"the codes, built in {build:.1f} s; load {load()}"
+        )
+        print(
+            f"    tbh scan {qps['scan']:>9,.0f} q/s   mih {qps['mih']:>9,.0f} q/s "
+            f"({qps['mih'] / qps['scan']:.1f}x)   auto {qps['auto']:>9,.0f} q/s "
+            f"({qps['auto'] / qps['scan']:.2f}x the scan)"
+        )
+        exact_d = results["scan"][0]
+        width = bits // m
+
+        def multihash():
+            index = faiss.IndexBinaryMultiHash(bits, m, width)
+            index.add(codes)
+            return index
+
+        sweep("MultiHash", multihash, [0, 1, 2, 3], lambda i, s: setattr(i, "nflip", s),
+              queries, k, exact_d, threads, [0.99])  # fmt: skip
+        if ann:
+            nlist = int(4 * np.sqrt(rows))
+
+            def hnsw():
+                index = faiss.IndexBinaryHNSW(bits, 16)
+                index.add(codes)
+                return index
+
+            def ivf():
+                index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
+                index.train(codes[:: max(1, rows // (50 * nlist))])
+                index.add(codes)
+                return index
+
+            sweep("HNSW", hnsw, [16, 32, 64, 128, 256, 512, 1024],
+                  lambda i, s: setattr(i.hnsw, "efSearch", s), queries, k, exact_d, threads,
+                  [0.95, 0.99])  # fmt: skip
+            sweep("IVF", ivf, [1, 2, 4, 8, 16, 32, 64, 128, 256],
+                  lambda i, s: setattr(i, "nprobe", s), queries, k, exact_d, threads,
+                  [0.95, 0.99])  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--bits", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--hashers", nargs="+", default=["itq", "lsh"])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ann-rows", type=int, default=1_000_000, help="HNSW/IVF up to this")
+    parser.add_argument("--ann-bits", type=int, nargs="*", default=[64])
+    parser.add_argument("--uniform", action="store_true", help="also uniform random codes")
+    args = parser.parse_args()
+    print(f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads; load {load()}")
+    for rows in args.rows:
+        for bits in args.bits:
+            for hasher in args.hashers:
+                started = time.perf_counter()
+                codes, queries = clustered_codes(rows, args.queries, bits, hasher)
+                label = f"clustered/{hasher} (generated in {time.perf_counter() - started:.0f} s)"
+                ann = rows <= args.ann_rows and bits in args.ann_bits
+                compare(codes, queries, args.k, args.threads, args.repeats, ann, label)
+            if args.uniform:
+                rng = np.random.default_rng(rows + bits)
+                codes = rng.integers(0, 256, (rows, bits // 8), dtype=np.uint8)
+                queries = rng.integers(0, 256, (args.queries, bits // 8), dtype=np.uint8)
+                compare(codes, queries, args.k, args.threads, args.repeats, False, "uniform")
+
+
+if __name__ == "__main__":
+    main()
