@@ -72,17 +72,23 @@ def clustered_codes(rows: int, n_queries: int, bits: int, hasher: str, seed: int
 
 
 def write_store(path: Path, codes: np.ndarray) -> None:
-    """A minimal code store (codes and the attributes search reads), chunked as `tbh index` does."""
+    """A code store of `codes` (placeholder paths, no labels), chunked as `tbh index` does."""
     group = zarr.open_group(path, mode="w", zarr_format=3)
-    bits = codes.shape[1] * 8
+    n, bits = len(codes), codes.shape[1] * 8
     array = group.create_array(
         "codes", shape=codes.shape, chunks=(code_chunk_rows(bits), codes.shape[1]),
         dtype="uint8", compressors=None,
     )  # fmt: skip
     step = 1 << 22
-    for start in range(0, len(codes), step):
+    for start in range(0, n, step):
         array[start : start + step] = codes[start : start + step]
-    group.attrs.update({"format_version": 1, "bits": bits, "rows_committed": len(codes)})
+    paths = group.create_array("paths", shape=(n,), dtype=str, chunks=(1 << 20,))
+    paths[:] = np.full(n, "x.jpg", dtype=object)
+    group.create_array("labels", data=np.full(n, -1, np.int32), chunks=(1 << 20,))
+    group.attrs.update(
+        {"format_version": 1, "bits": bits, "rows_committed": n, "root": ".", "classes": [],
+         "model_sha256": "0" * 64}
+    )  # fmt: skip
 
 
 def recall(found_d: np.ndarray, exact_d: np.ndarray) -> float:

@@ -55,22 +55,42 @@ def _load_tile(db, start, n, tile):
 
 
 @njit(cache=True, nogil=True)
-def _tile_distances(tile, n, query, dist):
-    """Distances of the tile's first n rows to query [W] into dist [TILE // SUB, SUB].
+def _tile_distances(tile, n, query, dist, below):
+    """Distances of the tile's first n rows to query [W] into dist [TILE // SUB, SUB]; returns
+    how many are < below.
 
-    Slots past n get a distance no threshold accepts, so callers may scan whole stretches.
+    The count is fused into the last word's loop (one vector compare-and-add per row): most tiles
+    have no candidate, and a separate counting pass cost as much as the distances themselves
+    (bench/scan_profile.py). Slots past n get a distance no threshold accepts.
     """
     flat = dist.reshape(TILE)
-    row = tile[0]
-    word = query[0]
-    for i in range(n):
-        flat[i] = popcount(row[i] ^ word)
-    for w in range(1, tile.shape[0]):
-        row = tile[w]
-        word = query[w]
+    last = tile.shape[0] - 1
+    hits = 0
+    if last == 0:
+        row = tile[0]
+        word = query[0]
         for i in range(n):
-            flat[i] += popcount(row[i] ^ word)
+            d = popcount(row[i] ^ word)
+            flat[i] = d
+            hits += d < below
+    else:
+        row = tile[0]
+        word = query[0]
+        for i in range(n):
+            flat[i] = popcount(row[i] ^ word)
+        for w in range(1, last):
+            row = tile[w]
+            word = query[w]
+            for i in range(n):
+                flat[i] += popcount(row[i] ^ word)
+        row = tile[last]
+        word = query[last]
+        for i in range(n):
+            d = flat[i] + popcount(row[i] ^ word)
+            flat[i] = d
+            hits += d < below
     flat[n:] = NEVER
+    return hits
 
 
 @njit(cache=True, nogil=True)
@@ -149,7 +169,8 @@ def scan_topk(db, queries, start, stop, k, first_id, out_dists, out_ids):
         _load_tile(db, tile_start, n, tile)
         for a in range(n_queries):
             limit = below[a]
-            _tile_distances(tile, n, queries[a], dist)
+            if _tile_distances(tile, n, queries[a], dist, limit) == 0:
+                continue  # the common case once the threshold settles
             c = count[a]
             for b in range((n + SUB - 1) // SUB):
                 stretch = dist[b]
@@ -203,7 +224,8 @@ def scan_radius(db, queries, start, stop, below, first_id, counts, offsets, out_
         n = min(TILE, stop - tile_start)
         _load_tile(db, tile_start, n, tile)
         for a in range(queries.shape[0]):
-            _tile_distances(tile, n, queries[a], dist)
+            if _tile_distances(tile, n, queries[a], dist, below) == 0:
+                continue
             for b in range((n + SUB - 1) // SUB):
                 stretch = dist[b]
                 hits = _count_below(stretch, below)
