@@ -56,7 +56,21 @@ class ClusteredFeatures:
 
 
 def clustered_codes(rows: int, n_queries: int, bits: int, hasher: str, seed: int = 0):
-    """(database codes uint8 [rows, bits/8], held-out query codes [n_queries, bits/8])."""
+    """(database codes uint8 [rows, bits/8], held-out query codes [n_queries, bits/8]).
+
+    Kept in the temporary folder (deterministic, so a rerun reads them instead of drawing them).
+    """
+    cache = Path(tempfile.gettempdir()) / f"tbh-clustered-{rows}-{n_queries}-{bits}-{hasher}-{seed}"
+    if (cache / "queries.npy").is_file():
+        return np.load(cache / "codes.npy"), np.load(cache / "queries.npy")
+    codes, queries = _draw_codes(rows, n_queries, bits, hasher, seed)
+    cache.mkdir(exist_ok=True)
+    np.save(cache / "codes.npy", codes)
+    np.save(cache / "queries.npy", queries)
+    return codes, queries
+
+
+def _draw_codes(rows: int, n_queries: int, bits: int, hasher: str, seed: int):
     mixture = ClusteredFeatures(rows, seed)
     encoder = fit_baseline(hasher, mixture.block(QUERY_SEED + 1, 20_000), bits, seed)
     mean = encoder.mean.numpy().astype(np.float32)

@@ -31,12 +31,17 @@ def near(rng, codes: np.ndarray, n: int) -> np.ndarray:
 
 
 def append(store, codes: np.ndarray) -> None:
-    """Append committed rows the way StoreWriter does (codes only; search reads nothing else)."""
+    """Append committed rows the way StoreWriter does: arrays first, rows_committed last."""
     group = zarr.open_group(store, mode="r+", zarr_format=3)
-    n = group.attrs["rows_committed"]
-    group["codes"].resize((n + len(codes), codes.shape[1]))
-    group["codes"][n:] = codes
-    group.attrs["rows_committed"] = n + len(codes)
+    n, stop = group.attrs["rows_committed"], group.attrs["rows_committed"] + len(codes)
+    for name, values in (
+        ("codes", codes),
+        ("paths", np.array([f"img/{i:05d}.jpg" for i in range(n, stop)], dtype=object)),
+        ("labels", np.full(len(codes), -1, np.int32)),
+    ):
+        group[name].resize((stop, *group[name].shape[1:]))
+        group[name][n:] = values
+    group.attrs["rows_committed"] = stop
 
 
 def test_substring_values_cut_the_bits():
@@ -141,7 +146,7 @@ def test_auto_picks_by_cost(tmp_path, monkeypatch):
     monkeypatch.setattr(mih, "RANDOM_ROW_COST", 4)  # a small store: pretend checks are cheap
     monkeypatch.setattr(planner, "SMALL_BATCH", 0)
     for name, codes, wins in (
-        ("clustered", clustered(rng, 20_000, 64, centres=2000, flips=1), True),
+        ("clustered", clustered(rng, 20_000, 64, centres=200, flips=1), True),
         ("random", rng.integers(0, 256, (20_000, 8), dtype=np.uint8), False),
     ):
         store = write_store(tmp_path / f"{name}.zarr", codes, chunk_rows=1024)

@@ -34,10 +34,12 @@ from tbhcli.search.kernels import popcount
 
 MAX_SUBSTRING_BITS = 32  # a substring value is a uint32 and a directory stays addressable
 # Work units: one probed value or one checked row. A unit costs about as much as RANDOM_ROW_COST
-# rows of the vectorised scan (40-90 measured by bench/mih.py; see docs/performance.md).
-RANDOM_ROW_COST = 64
-SAMPLE_QUERIES = 4  # auto tries the multi-index on this many queries of a batch first
+# rows of the vectorised scan (40-320 measured on clustered codes, bench/mih.py; set high, so
+# that auto errs on the side of the scan).
+RANDOM_ROW_COST = 128
+SAMPLE_QUERIES = 8  # auto tries the multi-index on this many queries of a batch first
 SAMPLE_SHARE = 0.25  # ... giving each a quarter of what scanning for it would cost
+QUERY_SHARE = 0.5  # then each other query half of it, before the scan takes over
 TASKS_PER_THREAD = 4  # query slices per thread: evens out queries of very different cost
 
 

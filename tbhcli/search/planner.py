@@ -10,8 +10,8 @@ The rule for method="auto" (docs/search.md), per query batch:
    values plus checked rows). If any of them runs out, the scan answers the whole batch: the
    codes do not cluster enough (uniform random codes always end here), and the sample cost at most
    a quarter of scanning for those few queries.
-3. Otherwise the multi-index answers every query with the full scan-equivalent allowance; the rare
-   query that runs out is answered by one scan of all such queries at the end.
+3. Otherwise the multi-index answers the other queries, each allowed half the scan-equivalent
+   work; a query that runs out is answered by one scan of all such queries at the end.
 Results are the same whichever answers: both are exact by (distance, row).
 """
 
@@ -72,6 +72,8 @@ def multi_index_topk(
         )  # fmt: skip
         if (work[:done] < 0).any():
             return None
+    if method == "auto":
+        allowance = int(allowance * mih.QUERY_SHARE)
     probe.search(
         query_words[done:], values[done:], allowance,
         best_d[done:], best_i[done:], counts[done:], work[done:], n_threads,
