@@ -28,17 +28,6 @@ TABLES = "mih"
 MAX_SEGMENTS = 6  # past this many, the next extension rebuilds all tables as one segment
 
 
-def _chunk_file(array: zarr.Array, path: Path, chunk: int) -> Path:
-    return path.joinpath("c", str(chunk), *["0"] * (array.ndim - 1))
-
-
-def _raw(array: zarr.Array) -> bool:
-    """Whether chunk files hold the array's bytes as they are (maybe followed by a checksum)."""
-    codecs = [c.get("name") for c in array.metadata.to_dict().get("codecs", [])]
-    little = array.dtype.itemsize == 1 or array.dtype.byteorder in "<=|"
-    return bool(codecs) and codecs[0] == "bytes" and set(codecs[1:]) <= {"crc32c"} and little
-
-
 def _map(file: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
     """A copy-on-write map of the first bytes of a chunk file (zeros if it was never written)."""
     if not np.prod(shape) or not file.is_file():
@@ -53,23 +42,31 @@ def open_tables(store: CodeStore) -> MultiIndex | None:
     group = store.group[TABLES]
     attrs = dict(group.attrs)
     segments = attrs.get("segments")
-    if attrs.get("bits") != store.bits or not segments or segments[-1]["stop"] > len(store):
-        return None  # none committed, or made for rows this store no longer has
+    keys = {"name", "start", "stop", "shifts", "directory", "keys", "width"}
+    if (
+        attrs.get("bits") != store.bits
+        or not segments
+        or any(set(entry) != keys for entry in segments)
+        or segments[-1]["stop"] > len(store)
+    ):
+        return None  # none committed, another layout, or rows this store no longer has
     bounds = np.asarray(attrs["bounds"], np.int64)
     loaded = []
-    for entry in segments:
-        sub, n = group[entry["name"]], entry["stop"] - entry["start"]
+    for entry in segments:  # shapes come from the attributes: no zarr array is opened
+        folder, n, shapes = store.path / TABLES / entry["name"], entry["stop"] - entry["start"], {}
+        shapes["rows"] = [(n,)] * (len(bounds) - 1)
+        shapes["codes"] = [(n, entry["width"])] * (len(bounds) - 1)
+        shapes["directory"] = [(size,) for size in entry["directory"]]
+        shapes["keys"] = [(size,) for size in entry["keys"]]
         arrays = {}
-        for name in ("directory", "rows", "keys", "codes"):
-            for j in range(len(bounds) - 1):
-                array = sub[f"{name}_{j}"]
-                if not _raw(array) or array.chunks != tuple(max(1, x) for x in array.shape):
+        for name, dtype in (("directory", np.uint32), ("rows", np.uint32), ("keys", np.uint32),
+                            ("codes", np.uint8)):  # fmt: skip
+            for j, shape in enumerate(shapes[name]):
+                file = folder.joinpath(f"{name}_{j}", "c", *["0"] * len(shape))
+                try:
+                    arrays.setdefault(name, []).append(_map(file, dtype, shape))
+                except ValueError:  # shorter than its shape: damaged, so not used
                     return None
-                file = _chunk_file(array, store.path / TABLES / entry["name"] / f"{name}_{j}", 0)
-                dtype = np.uint8 if name == "codes" else np.uint32
-                arrays.setdefault(name, []).append(_map(file, dtype, array.shape))
-        if any(len(r) != n for r in arrays["rows"] + arrays["codes"]):
-            return None
         codes = [as_words(c) for c in arrays["codes"]]
         loaded.append(
             Segment(entry["start"], entry["stop"], arrays["directory"], arrays["rows"],
@@ -109,7 +106,15 @@ def _write_segment(group: zarr.Group, folder: Path, segment: Segment) -> dict:
             if values.size:
                 array[:] = values
     _fsync(folder / name)
-    return {"name": name, "start": segment.start, "stop": segment.stop, "shifts": segment.shifts}
+    return {
+        "name": name,
+        "start": segment.start,
+        "stop": segment.stop,
+        "shifts": segment.shifts,
+        "directory": [len(d) for d in segment.directories],
+        "keys": [len(k) for k in segment.keys],
+        "width": segment.codes[0].shape[1] * segment.codes[0].itemsize,
+    }
 
 
 def update_tables(path: str | Path, build: bool = False) -> tuple[int, int] | None:
