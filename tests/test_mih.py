@@ -129,6 +129,10 @@ def test_stale_tables_are_not_used(tmp_path):
     assert_same(topk(store, queries, 20), topk_reference(codes[:500], queries, 20))
     assert mih_tables.update_tables(store) == (500, 1)
     assert_same(topk(store, queries, 20, method="mih"), topk_reference(codes[:500], queries, 20))
+    mih_tables.invalidate(zarr.open_group(store, mode="r+"))  # as tbh remove / check --repair do
+    assert mih_tables.open_tables(open_store(store)) is None
+    assert mih_tables.update_tables(store) == (500, 1)  # rebuilt
+    assert_same(topk(store, queries, 20, method="mih"), topk_reference(codes[:500], queries, 20))
     (table,) = (store / "mih").glob("rows-*/rows_0/c/0")
     table.write_bytes(table.read_bytes()[:100])  # a truncated table file: not used, scan answers
     assert mih_tables.open_tables(open_store(store)) is None

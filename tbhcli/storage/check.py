@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from tbhcli.errors import TbhError
+from tbhcli.storage.mih_tables import invalidate, update_tables
 from tbhcli.storage.store import (
     ARRAYS,
     DECODE_ERRORS,
@@ -168,10 +169,14 @@ def check(store: str | Path | None = None, repair: bool = False) -> CheckReport:
             if table.problems:
                 group = top if table.name == "store" else top[QUERIES]
                 _repair(group, path if group is top else path / QUERIES, table)
+        if report.tables[0].repaired:
+            invalidate(top)  # rows were cut: the multi-index tables no longer match
         after = _check(path, top)
         for table, again in zip(report.tables, after.tables, strict=True):
             table.problems = again.problems  # what is left
             table.rows = again.rows
+        if not after.tables[0].problems and update_tables(path) is not None:
+            report.tables[0].repaired.append("multi-index tables checked (rebuilt if stale)")
         return report
 
 

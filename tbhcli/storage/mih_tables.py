@@ -117,6 +117,13 @@ def _write_segment(group: zarr.Group, folder: Path, segment: Segment) -> dict:
     }
 
 
+def invalidate(top: zarr.Group) -> None:
+    """Mark a store's tables stale (rows were removed or cut): searches scan until
+    `update_tables` rebuilds them. For writers that change committed rows; hold the lock."""
+    if TABLES in top.group_keys():
+        top[TABLES].attrs["segments"] = []
+
+
 def update_tables(path: str | Path, build: bool = False) -> tuple[int, int] | None:
     """Extend the store's tables to all committed rows (create them if `build`); hold a StoreLock.
 

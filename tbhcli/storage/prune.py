@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 
 from tbhcli.errors import TbhError
+from tbhcli.storage.mih_tables import invalidate, update_tables
 from tbhcli.storage.store import ARRAYS, QUERIES, open_store
 from tbhcli.storage.writer import StoreLock, swap_paths, writable, write_errors
 from tbhcli.workspace import resolve_store
@@ -75,6 +76,8 @@ def remove(store: str | Path | None = None) -> RemoveReport:
                 if len(rows):
                     group = copy if name == "store" else copy[QUERIES]
                     _compact(group, np.setdiff1d(np.arange(len(tables[name])), rows))
+            if len(gone["store"]):
+                invalidate(copy)  # rows shifted: the multi-index tables are rebuilt below
             os.sync()  # the copy is on disk before it replaces the store
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)  # the store itself is untouched
@@ -82,4 +85,5 @@ def remove(store: str | Path | None = None) -> RemoveReport:
         os.rename(path, old)
         os.rename(new, path)
         shutil.rmtree(old)
+        update_tables(path)
     return report
