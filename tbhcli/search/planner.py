@@ -45,13 +45,14 @@ def multi_index_topk(
     source: CodeSource, query_words: np.ndarray, k: int, n_threads: int, method: str
 ):
     """`topk` by the multi-index, or None when (method "auto") the scan should answer."""
+    n, n_queries = source.n_rows, len(query_words)
+    if method == "auto" and (k * mih.RANDOM_ROW_COST >= n or n * n_queries < SMALL_BATCH):
+        return None  # decided before opening anything
     index = _tables(source, method)
     if index is None:
         return None
-    n, n_queries, indexed = source.n_rows, len(query_words), index.rows_indexed
-    if method == "auto" and (
-        8 * (n - indexed) > n or k * mih.RANDOM_ROW_COST >= n or n * n_queries < SMALL_BATCH
-    ):
+    indexed = index.rows_indexed
+    if method == "auto" and 8 * (n - indexed) > n:
         return None
     bits = _bits(query_words)
     query_words = np.ascontiguousarray(query_words)
