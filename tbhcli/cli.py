@@ -504,8 +504,8 @@ def duplicates(
         int | None,
         typer.Option(
             metavar="R",
-            help="Most bits two near duplicates may differ in (default: 2 for a store; "
-            "with PHOTOS_DIR the calibrated photo threshold, see docs/duplicates.md).",
+            help="Most bits two near duplicates may differ in (default: 2 bits, for a store and "
+            "for PHOTOS_DIR; see docs/duplicates.md).",
         ),
     ] = None,
     store: Annotated[
