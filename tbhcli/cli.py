@@ -355,6 +355,23 @@ def index(
             "later runs).",
         ),
     ] = False,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help='Decode and encode on a Dask cluster: "local" (--workers sets its size) '
+            "or a scheduler address.",
+        ),
+    ] = None,
+    files: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Index the files listed here (one path a line), not a listing."
+        ),
+    ] = None,
+    task_size: Annotated[
+        int, typer.Option(metavar="N", help="Files per Dask task (with --dask).")
+    ] = 2048,
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
     from tbhcli.storage.indexing import index as run_index
@@ -371,6 +388,9 @@ def index(
         repoint=root,
         prune=prune,
         multi_index=multi_index,
+        dask=dask,
+        files=files,
+        task_size=task_size,
     )
     for table in report.tables:
         err_console.print(

@@ -148,7 +148,7 @@ def test_radius_over_store_blocks(tmp_path, monkeypatch):
 def test_dask_equals_local(tmp_path, monkeypatch):
     from distributed import LocalCluster
 
-    import tbhcli.search.cluster as cluster
+    import tbhcli.cluster as cluster
     import tbhcli.search.scan as scan
 
     monkeypatch.setattr(scan, "BLOCK_BYTES", 2000)  # 200-row blocks: ten tasks

@@ -155,11 +155,18 @@ def gpu_count() -> int:
     return count.value
 
 
-def create_session(model_path: str | Path, device: str = "auto", info: ModelInfo | None = None):
+def create_session(
+    model: str | Path | bytes,
+    device: str = "auto",
+    info: ModelInfo | None = None,
+    threads: int | None = None,
+):
     """An onnxruntime session on `device` ("auto", "cuda" or "cpu") and the provider it runs on.
 
-    "auto" means CUDA when a GPU is present, else CPU. With `info` (the model's metadata), the
-    session's code width is checked against it (`check_output`). Returns (session, provider name).
+    `model` is an ONNX file or its bytes (what Dask workers receive). "auto" means CUDA when a
+    GPU is present, else CPU. With `info` (the model's metadata), the session's code width is
+    checked against it (`check_output`). `threads` caps onnxruntime's intra-op threads on CPU
+    (default: all cores). Returns (session, provider name).
     """
     import onnxruntime as ort
 
@@ -173,6 +180,8 @@ def create_session(model_path: str | Path, device: str = "auto", info: ModelInfo
     options.log_severity_level = 3  # onnxruntime's own warnings are noise for users
     # Idle onnxruntime threads would otherwise busy-wait, stealing the cores that decode images.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = threads
     if want_cuda:
         if CUDA not in ort.get_available_providers():
             raise TbhError(
@@ -183,7 +192,8 @@ def create_session(model_path: str | Path, device: str = "auto", info: ModelInfo
         providers = [CUDA, CPU]
     else:
         providers = [CPU]
-    session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, sess_options=options, providers=providers)
     provider = session.get_providers()[0]
     if want_cuda and provider != CUDA:
         raise TbhError(

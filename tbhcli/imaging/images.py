@@ -90,6 +90,37 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def read_file_list(list_file: Path, root: Path) -> list[Path]:
+    """The images named in `list_file` (one path a line, relative to `root` or absolute under it),
+    in the file's order, each once, as paths relative to `root`.
+
+    For folders too big or too slow to list (object-store mounts): nothing is checked on disk
+    here; a listed file that is missing or unreadable is skipped and listed like a corrupt one.
+    """
+    list_file, root = Path(list_file), Path(root)
+    if not list_file.is_file():
+        raise TbhError(f"file list not found: {list_file}; pass a text file with one path a line.")
+    absolute_root = root.resolve()
+    found: dict[Path, None] = {}  # ordered set: a path listed twice is indexed once
+    for number, line in enumerate(list_file.read_text().splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        path = Path(name)
+        if path.is_absolute():
+            path = Path(os.path.normpath(path))
+            if not path.is_relative_to(absolute_root):
+                raise TbhError(
+                    f"{list_file}:{number}: {name} is not under {root}; list paths relative to "
+                    "the image folder, or absolute paths inside it."
+                )
+            path = path.relative_to(absolute_root)
+        elif ".." in path.parts:
+            raise TbhError(f"{list_file}:{number}: {name} leaves the image folder {root}.")
+        found[path] = None
+    return list(found)
+
+
 def load_image(
     path: Path | BinaryIO,
     size: int,

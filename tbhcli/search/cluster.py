@@ -5,11 +5,9 @@ on a shared file system) and returns its top-k parts or radius matches with glob
 client merges them in row order with the same kernels, so the result is identical to `topk`.
 """
 
-import os
-from contextlib import contextmanager
-
 import numpy as np
 
+from tbhcli.cluster import dask_client
 from tbhcli.errors import TbhError
 from tbhcli.search.scan import (
     CodeSource,
@@ -19,36 +17,6 @@ from tbhcli.search.scan import (
     check_threads,
     merge_into,
 )
-
-CONNECT_TIMEOUT_S = 10  # how long to try a scheduler address before telling the user
-
-
-@contextmanager
-def _client(address: str):
-    """A distributed.Client on `address`, or on a fresh LocalCluster for "local" (closed after)."""
-    from distributed import Client, LocalCluster
-
-    if address == "local":
-        # one single-threaded worker process per core: tasks then run numba on one thread each
-        with (
-            LocalCluster(
-                n_workers=os.cpu_count() or 1,
-                threads_per_worker=1,
-                dashboard_address=None,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            yield client, 1
-        return
-    try:
-        client = Client(address, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
-        raise TbhError(
-            f"cannot reach the Dask scheduler at {address} ({exc}); "
-            "start one with `dask scheduler` or use --dask local."
-        ) from None
-    with client:
-        yield client, None
 
 
 def _store_path(source) -> str:
@@ -73,7 +41,9 @@ def _task_radius(path, start, stop, query_words, radius, threads):
 def _run(source, task, query_words, argument, address: str, threads: int | None):
     """Submit `task` for every block of the store; yield the results in row order."""
     path = _store_path(source)
-    with _client(address) as (client, task_threads):
+    # a local cluster's workers are single-threaded: tasks then run numba on one thread each
+    task_threads = 1 if address == "local" else None
+    with dask_client(address) as client:
         shared = client.scatter(query_words, broadcast=True)
         futures = [
             client.submit(

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from tbhcli.imaging.images import (
     label_of,
     list_images,
     load_image,
+    read_file_list,
 )
 from tbhcli.storage.mih_tables import update_tables
 from tbhcli.storage.names import encode_name
@@ -44,6 +46,7 @@ from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
 console = make_console(stderr=True)
 DECODE_TASK = 32  # images per worker task: small, so every worker helps with every batch
+TASK_SIZE = 2048  # files per Dask task: scheduling costs nothing next to it, tasks still balance
 
 
 @dataclass
@@ -172,34 +175,61 @@ def decode_batches(
                 parts, sizes = [], []
 
 
+def pending_images(
+    writer: StoreWriter, relpaths: list[Path], report: TableReport
+) -> tuple[list[Path], np.ndarray]:
+    """The images of `relpaths` the table does not hold yet, in order, and their int32 labels.
+
+    Registers unseen classes up front, so labels do not depend on which batch lands first.
+    """
+    report.found = len(relpaths)
+    done = writer.committed_paths()
+    todo = [p for p in relpaths if encode_name(p.as_posix()) not in done]
+    report.already = len(relpaths) - len(todo)
+    return todo, writer.label_ids([label_of(p) for p in todo])
+
+
+def commit_encoded(
+    writer: StoreWriter,
+    report: TableReport,
+    todo: list[Path],
+    labels: np.ndarray,
+    start: int,
+    codes: np.ndarray | None,
+    ok: list[int],
+    errors: list[tuple[int, str]],
+) -> int:
+    """Append and commit the codes [len(ok), bits / 8] of files `todo[start + i]` for i in `ok`,
+    record the files that failed; return the position of the next file."""
+    rows = [start + i for i in ok]
+    if rows:
+        writer.append(codes, [todo[r].as_posix() for r in rows], labels[rows])
+    report.added += len(rows)
+    report.errors += [(todo[start + i].as_posix(), why) for i, why in errors]
+    return start + len(ok) + len(errors)
+
+
 def index_folder(
     folder: Path,
     writer: StoreWriter,
+    relpaths: list[Path],
     session,
     info: ModelInfo,
     batch_size: int,
     workers: int,
 ) -> TableReport:
-    """Append every image under `folder` that the table does not hold yet."""
+    """Append every image of `relpaths` (relative to `folder`) that the table does not hold yet."""
     report = TableReport(folder)
-    relpaths = list_images(folder)
-    report.found = len(relpaths)
-    done = writer.committed_paths()
-    todo = [p for p in relpaths if encode_name(p.as_posix()) not in done]
-    report.already = len(relpaths) - len(todo)
-    labels = writer.label_ids([label_of(p) for p in todo])  # (N,) registers new classes up front
+    todo, labels = pending_images(writer, relpaths, report)
     batches = decode_batches([folder / p for p in todo], info.image_size, batch_size, workers)
     with image_progress(f"indexing {folder}", console) as progress:
         task = progress.add_task("index", total=len(todo), rate=0.0)
         start = 0
         for batch in batches:
-            rows = [start + i for i in batch.ok]
-            if rows:
-                codes = run_codes(session, batch.pixels)  # (B, bits / 8)
-                writer.append(codes, [todo[r].as_posix() for r in rows], labels[rows])
-            report.added += len(rows)
-            report.errors += [(todo[start + i].as_posix(), why) for i, why in batch.errors]
-            start += len(batch.ok) + len(batch.errors)
+            codes = run_codes(session, batch.pixels) if batch.ok else None  # (B, bits / 8)
+            start = commit_encoded(
+                writer, report, todo, labels, start, codes, batch.ok, batch.errors
+            )
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, completed=start, rate=report.added / elapsed)
     return report
@@ -243,6 +273,9 @@ def index(
     repoint: bool = False,
     prune: bool = False,
     multi_index: bool = False,
+    dask: str | None = None,
+    files: Path | None = None,
+    task_size: int = TASK_SIZE,
 ) -> IndexReport:
     """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
 
@@ -251,7 +284,10 @@ def index(
     indexed folder was moved; the store's root becomes `images` (and `query_images`). `prune`:
     then drop the rows whose files are gone (`tbhcli.storage.prune.remove`). `multi_index`
     builds the store's multi-index tables (storage/mih_tables.py); a store that has them gets
-    them extended to the new rows either way.
+    them extended to the new rows either way. `files` names the images to index instead of
+    listing the folder (one path a line). `dask` ("local" or a scheduler address) decodes and
+    encodes on a Dask cluster in tasks of `task_size` files; `workers` is then the size of the
+    local cluster (distributed.py).
     """
     images = Path(images)
     if batch_size <= 0:
@@ -264,34 +300,56 @@ def index(
             "(--input images) and pass that file as --model."
         )
     store_path = resolve_store(store, must_exist=False)
-    workers = check_workers(workers)
-    folders = [(images, None)] + ([(Path(query_images), QUERIES)] if query_images else [])
-    for folder, _ in folders:
-        list_images(folder)  # a missing folder is a user error before any work starts
-    session, provider = create_session(model_path, device, info)
-    console.print(f"model {shown(model_path)} on [bold]{describe_provider(provider)}[/]")
-    began = time.perf_counter()
-    tables = []
-    with StoreLock(store_path):
-        for folder, table in folders:
-            writer = open_writer(
-                store_path,
-                bits=info.bits,
-                model_sha256=info.sha256,
-                model=model_path.name,
-                backbone=info.backbone or "",
-                image_size=info.image_size,
-                root=folder,
-                table=table,
-                repoint=repoint,
+    if dask is None:
+        workers = check_workers(workers)
+    # Listed before any work starts: a missing folder or a bad file list is a user error.
+    listings = [(images, None, list_images(images) if files is None else None)]
+    if files is not None:
+        if not images.is_dir():
+            raise TbhError(f"image folder not found: {images}; pass a directory of images.")
+        listings = [(images, None, read_file_list(files, images))]
+    if query_images:
+        listings.append((Path(query_images), QUERIES, list_images(query_images)))
+    with ExitStack() as stack:
+        if dask is None:
+            session, provider = create_session(model_path, device, info)
+            console.print(f"model {shown(model_path)} on [bold]{describe_provider(provider)}[/]")
+
+            def index_table(folder, writer, relpaths):
+                return index_folder(folder, writer, relpaths, session, info, batch_size, workers)
+        else:
+            from tbhcli.storage.distributed import cluster_indexer
+
+            cluster = stack.enter_context(
+                cluster_indexer(dask, workers, info, device, batch_size, task_size)
             )
-            tables.append(index_folder(folder, writer, session, info, batch_size, workers))
-            if table is None:
-                rows = len(writer)
-        mih = update_tables(store_path, build=multi_index)
+            index_table = cluster.index_folder
+        began = time.perf_counter()
+        tables = []
+        with StoreLock(store_path):
+            for folder, table, relpaths in listings:
+                writer = open_writer(
+                    store_path,
+                    bits=info.bits,
+                    model_sha256=info.sha256,
+                    model=model_path.name,
+                    backbone=info.backbone or "",
+                    image_size=info.image_size,
+                    root=folder,
+                    table=table,
+                    repoint=repoint,
+                )
+                tables.append(index_table(folder, writer, relpaths))
+                if table is None:
+                    rows = len(writer)
+            mih = update_tables(store_path, build=multi_index)
+        seconds = time.perf_counter() - began
+        if dask is not None:
+            provider = cluster.provider
     if errors is not None:
         write_errors(errors, tables)
+    pruned_at = time.perf_counter()
     removed = remove(store_path) if prune else None
     rows = removed.rows["store"] if removed else rows
-    seconds = time.perf_counter() - began
+    seconds += time.perf_counter() - pruned_at
     return IndexReport(store_path, model_path, provider, rows, seconds, tables, removed, mih)
