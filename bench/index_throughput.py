@@ -44,8 +44,10 @@ def write_jpegs(folder: Path, n: int, side: int = 256, seed: int = 0) -> list[Pa
     return files
 
 
-def export_lsh(workdir: Path, backbone: str, size: int, bits: int) -> Path:
-    dim = load_backbone(backbone).feature_dim
+def export_lsh(
+    workdir: Path, backbone: str, size: int, bits: int, weights: Path | None = None
+) -> Path:
+    dim = load_backbone(backbone, weights).feature_dim
     encoder = LinearHash(dim, bits)
     encoder.projection.copy_(torch.randn(dim, bits, generator=torch.Generator().manual_seed(0)))
     config = {
@@ -57,7 +59,8 @@ def export_lsh(workdir: Path, backbone: str, size: int, bits: int) -> Path:
         "seed": 0,
     }
     save_run(workdir / "runs" / "bench", config, encoder)
-    return export(workdir / "runs" / "bench", out=workdir / "onnx" / "bench.onnx")
+    out = workdir / "onnx" / "bench.onnx"
+    return export(workdir / "runs" / "bench", out=out, backbone_weights=weights)
 
 
 def rate(n: int, seconds: float) -> float:
@@ -73,13 +76,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backbone-weights", type=Path, default=None, help="a local state dict")
     args = parser.parse_args()
     workers = args.workers or default_workers()
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         files = write_jpegs(workdir / "images", args.images)
-        model = export_lsh(workdir, args.backbone, args.size, args.bits)
+        model = export_lsh(workdir, args.backbone, args.size, args.bits, args.backbone_weights)
 
         start = time.perf_counter()
         decoded = sum(len(b.ok) for b in decode_batches(files, args.size, args.batch_size, workers))

@@ -6,6 +6,7 @@ files). Dask is imported only here and only when a cluster is asked for.
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,15 +25,16 @@ def dask_client(address: str, workers: int | None = None) -> Iterator:
     from distributed import Client, LocalCluster
 
     if address == "local":
-        with (
-            LocalCluster(
+        with warnings.catch_warnings():
+            # "Port 8787 is already in use": the scheduler's status page, which tbh never uses
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            cluster = LocalCluster(
                 n_workers=workers or os.cpu_count() or 1,
                 threads_per_worker=1,
                 dashboard_address=None,
                 silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+            )
+        with cluster, Client(cluster) as client:
             yield client
         return
     if workers is not None:
