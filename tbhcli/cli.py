@@ -15,6 +15,7 @@ from tbhcli.cli_options import (
     Device,
     DeviceOption,
     ImageBatchOption,
+    JpegDecoder,
     JsonOption,
     MethodOption,
     ModelInput,
@@ -372,6 +373,13 @@ def index(
     task_size: Annotated[
         int, typer.Option(metavar="N", help="Files per Dask task (with --dask).")
     ] = 2048,
+    jpeg_decoder: Annotated[
+        JpegDecoder,
+        typer.Option(
+            help="JPEG decoding on Dask workers: auto (nvJPEG where the model runs on CUDA), "
+            "pillow or nvjpeg."
+        ),
+    ] = JpegDecoder.auto,
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
     from tbhcli.storage.indexing import index as run_index
@@ -391,6 +399,7 @@ def index(
         dask=dask,
         files=files,
         task_size=task_size,
+        jpeg_decoder=jpeg_decoder,
     )
     for table in report.tables:
         err_console.print(

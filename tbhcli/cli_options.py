@@ -17,6 +17,14 @@ import typer
 from typer.core import TyperCommand
 
 
+class JpegDecoder(StrEnum):
+    """How Dask index workers decode JPEGs (storage/distributed.py)."""
+
+    auto = "auto"
+    pillow = "pillow"
+    nvjpeg = "nvjpeg"
+
+
 class Device(StrEnum):
     """Where models run: CUDA when a GPU is present (auto), or forced."""
 

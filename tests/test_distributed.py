@@ -16,12 +16,13 @@ from tiny_workspace import make_images, make_lsh_run, reference_codes
 from typer.testing import CliRunner
 
 from tbhcli.cli import app
+from tbhcli.cli_options import JpegDecoder
 from tbhcli.deploy.export import export
 from tbhcli.deploy.runtime import model_info
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import read_file_list
 from tbhcli.search.scan import topk
-from tbhcli.storage.distributed import ModelPlugin
+from tbhcli.storage.distributed import DECODERS, ModelPlugin
 from tbhcli.storage.indexing import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreWriter
@@ -208,6 +209,7 @@ def test_cli_dask_reports_and_refuses_with_one_line(workspace, cluster, tmp_path
     import tbhcli.cluster
 
     monkeypatch.setattr(tbhcli.cluster, "CONNECT_TIMEOUT_S", 1)
+    assert [d.value for d in JpegDecoder] == list(DECODERS)
     ws, model, _ = workspace
     args = ["index", str(ws / "images"), "--store", str(tmp_path / "s.zarr"), "--device", "cpu"]
     args += ["--model", str(model), "--task-size", "8"]
@@ -220,7 +222,10 @@ def test_cli_dask_reports_and_refuses_with_one_line(workspace, cluster, tmp_path
         (["--dask", cluster, "--workers", "2"], "--workers sizes a local cluster"),
         (["--dask", "tcp://127.0.0.1:9"], "cannot reach"),
         (["--dask", "local", "--task-size", "0"], "--task-size"),
+        (["--jpeg-decoder", "nvjpeg"], "add --dask"),
+        (["--dask", cluster, "--jpeg-decoder", "nvjpeg"], "needs a CUDA GPU"),
     ]:
         refused = CliRunner().invoke(app, [*args, *extra])
-        assert refused.exit_code == 1 and message in refused.output, refused.output
+        output = " ".join(refused.output.split())
+        assert refused.exit_code == 1 and message in output, refused.output
         assert "Traceback" not in refused.output

@@ -242,7 +242,8 @@ def cluster_indexer(
     if workers is not None and workers <= 0:
         raise TbhError(f"--workers with --dask local counts Dask workers (got {workers}).")
     if decoder not in DECODERS:
-        raise TbhError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}.")
+        raise TbhError(f"unknown --jpeg-decoder {decoder!r}; choose one of {', '.join(DECODERS)}.")
+    device, decoder = str(device), str(decoder)  # plain strings travel to workers, not CLI enums
     model = info.path.read_bytes()
     if hashlib.sha256(model).hexdigest() != info.sha256:
         raise TbhError(f"{info.path} changed while tbh index started; rerun it.")

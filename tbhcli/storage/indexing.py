@@ -276,6 +276,7 @@ def index(
     dask: str | None = None,
     files: Path | None = None,
     task_size: int = TASK_SIZE,
+    jpeg_decoder: str = "auto",
 ) -> IndexReport:
     """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
 
@@ -288,6 +289,8 @@ def index(
     listing the folder (one path a line). `dask` ("local" or a scheduler address) decodes and
     encodes on a Dask cluster in tasks of `task_size` files; `workers` is then the size of the
     local cluster (distributed.py).
+    `jpeg_decoder` "auto" decodes JPEGs with nvJPEG on Dask workers whose model runs on CUDA,
+    "pillow" always with Pillow.
     """
     images = Path(images)
     if batch_size <= 0:
@@ -302,6 +305,8 @@ def index(
     store_path = resolve_store(store, must_exist=False)
     if dask is None:
         workers = check_workers(workers)
+        if jpeg_decoder == "nvjpeg":
+            raise TbhError("--jpeg-decoder nvjpeg runs on Dask GPU workers; add --dask.")
     # Listed before any work starts: a missing folder or a bad file list is a user error.
     listings = [(images, None, list_images(images) if files is None else None)]
     if files is not None:
@@ -321,7 +326,7 @@ def index(
             from tbhcli.storage.distributed import cluster_indexer
 
             cluster = stack.enter_context(
-                cluster_indexer(dask, workers, info, device, batch_size, task_size)
+                cluster_indexer(dask, workers, info, device, batch_size, task_size, jpeg_decoder)
             )
             index_table = cluster.index_folder
         began = time.perf_counter()
