@@ -60,7 +60,7 @@ def assert_same_store(path, reference):
     assert got.paths.tolist() == want.paths.tolist()
     np.testing.assert_array_equal(got.read_codes(), want.read_codes())
     np.testing.assert_array_equal(got.labels, want.labels)
-    assert got.classes == want.classes and got.attrs["root"] == want.attrs["root"]
+    assert got.classes == want.classes and got.root == want.root
     assert got.group["codes"].shape[0] == len(got)  # nothing beyond the committed rows
 
 
