@@ -29,6 +29,7 @@ from tbhcli.cli_options import (
     examples,
 )
 from tbhcli.errors import TbhError
+from tbhcli.jsondoc import document
 from tbhcli.terminal import make_console, shown
 
 err_console = make_console(stderr=True)
@@ -119,11 +120,15 @@ def features(
     ] = None,
     batch_size: ImageBatchOption = 256,
     workers: WorkersOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
     from tbhcli.imaging.embed import features as run_features
+    from tbhcli.imaging.embed import features_summary
 
-    run_features(images, out, backbone, backbone_weights, image_size, batch_size, workers)
+    path = run_features(images, out, backbone, backbone_weights, image_size, batch_size, workers)
+    if json_output:
+        typer.echo(document("features", features_summary(path)))
 
 
 @command(
@@ -170,7 +175,7 @@ def evaluate(
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
     from tbhcli.evaluation.evaluate import evaluate as run_evaluate
-    from tbhcli.evaluation.evaluate import evaluate_runs, print_scores, runs_json
+    from tbhcli.evaluation.evaluate import evaluate_runs, evaluations_json, print_scores
 
     if run and len(run) > 1:
         results = evaluate_runs(run, database, query_features, metric, plot, threads, dask)
@@ -182,7 +187,7 @@ def evaluate(
             )
         ]
     if json_output:
-        typer.echo(runs_json(results) if len(results) > 1 else results[0].to_json())
+        typer.echo(evaluations_json(results))
         return
     print_scores(results, make_console())
     if plot is not None:
@@ -311,11 +316,22 @@ def export(
     ] = ModelInput.images,
     backbone_weights: BackboneWeightsOption = None,
     opset: Annotated[int, typer.Option(metavar="N", help="ONNX opset version.")] = 17,
+    json_output: JsonOption = False,
 ) -> None:
     """Export a run to one ONNX file (images or features -> packed codes), checked against torch."""
     from tbhcli.deploy.export import export as run_export
+    from tbhcli.deploy.runtime import model_info
+    from tbhcli.workspace import resolve_run
 
-    run_export(run, out, input, backbone_weights, opset)
+    run = resolve_run(run)
+    path = run_export(run, out, input, backbone_weights, opset)
+    if json_output:
+        meta = model_info(path)
+        summary = {"run": run, "model": path, "input": meta.input, "bits": meta.bits,
+                   "method": meta.method, "backbone": meta.backbone,
+                   "image_size": meta.image_size, "feature_dim": meta.feature_dim,
+                   "sha256": meta.sha256}  # fmt: skip
+        typer.echo(document("export", summary))
 
 
 @command(
@@ -380,6 +396,7 @@ def index(
             "pillow or nvjpeg."
         ),
     ] = JpegDecoder.auto,
+    json_output: JsonOption = False,
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
     from tbhcli.storage.indexing import index as run_index
@@ -421,6 +438,8 @@ def index(
     if report.multi_index is not None:
         rows, segments = report.multi_index
         err_console.print(f"multi-index tables: {rows} rows in {segments} segment(s)")
+    if json_output:
+        typer.echo(report.to_json())
 
 
 def _print_removed(report) -> None:
@@ -590,8 +609,10 @@ def duplicates(
     if folder is not None:
         store = update_store(folder, store, backbone, backbone_weights, bits, workers, device).store
         radius = DEFAULT_RADIUS if radius is None else radius
-    groups = store_duplicates(store, 2 if radius is None else radius, threads)
-    decisions = decide(groups, open_store(resolve_store(store)).root, keep)
+    store = resolve_store(store)  # named once when it is the default
+    radius = 2 if radius is None else radius
+    groups = store_duplicates(store, radius, threads)
+    decisions = decide(groups, open_store(store).root, keep)
     if to_remove is not None:
         count = write_to_remove(decisions, to_remove)
         err_console.print(f"{count} files to remove listed in {to_remove} (nothing was deleted)")
@@ -602,7 +623,7 @@ def duplicates(
     if json_output:
         from tbhcli.apps.keep import decisions_json
 
-        typer.echo(decisions_json(decisions))
+        typer.echo(decisions_json(decisions, store, radius))
     else:
         print_groups(groups, make_console())
 
@@ -620,9 +641,7 @@ def info(
 
     result = run_info(workspace)
     if json_output:
-        import json
-
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(document("info", result))
     else:
         print_info(result, make_console())
 

@@ -2,13 +2,16 @@
 the sha256 by which runs, models and stores name the files they were made from.
 
 Every verb takes an explicit path; these helpers fill in the ones a user left out, relative to the
-current directory, and say what to do when nothing is there yet.
+current directory, say which one they picked (one line on stderr: "using model onnx/x.onnx
+(newest)"), and say what to do when nothing is there yet.
 """
 
 import hashlib
+import sys
 from pathlib import Path
 
 from tbhcli.errors import TbhError
+from tbhcli.terminal import printable
 
 RUNS_DIR = Path("runs")
 MODELS_DIR = Path("onnx")
@@ -27,18 +30,24 @@ def newest_finished_run() -> tuple[Path, float] | None:
     return None if weights is None else (weights.parent, weights.stat().st_mtime)
 
 
+def announce_default(kind: str, path: Path, why: str) -> None:
+    """Say on stderr which default a command picked: "using run runs/x (newest)"."""
+    print(f"using {kind} {printable(path)} ({why})", file=sys.stderr)
+
+
 def resolve_run(run: str | Path | None) -> Path:
-    """The given run directory, or the newest finished one under `runs/`."""
+    """The given run directory, or the newest finished one under `runs/` (announced)."""
     if run is not None:
         return Path(run)
     newest = newest_finished_run()
     if newest is None:
         raise TbhError("no trained run in ./runs; train one with `tbh train FEATURES.npy`.")
+    announce_default("run", newest[0], "newest")
     return newest[0]
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """The given ONNX file, or the newest `onnx/*.onnx` that takes images."""
+    """The given ONNX file, or the newest `onnx/*.onnx` that takes images (announced)."""
     if model is not None:
         path = Path(model)
         if not path.is_file():
@@ -48,14 +57,17 @@ def resolve_model(model: str | Path | None) -> Path:
     newest = _newest(models)
     if newest is None:
         raise TbhError("no image model in ./onnx; export a run with `tbh export`.")
+    announce_default("model", newest, "newest")
     return newest
 
 
 def resolve_store(store: str | Path | None, must_exist: bool = True) -> Path:
-    """The given store, or `./codes.zarr`."""
+    """The given store, or `./codes.zarr` (announced)."""
     path = Path(store) if store is not None else STORE_PATH
     if must_exist and not path.exists():
         raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
+    if store is None:
+        announce_default("store", path, "default")
     return path
 
 

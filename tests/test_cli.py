@@ -1,6 +1,8 @@
 """The Typer layer: names, help texts, version, completion and the renamed options' old names."""
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -8,6 +10,7 @@ from typer.testing import CliRunner
 import tbhcli
 from tbhcli.cli import app
 from tbhcli.cli_options import RENAMED, Backbone, _rename
+from tbhcli.jsondoc import schema
 
 runner = CliRunner()
 COMMANDS = sorted(app.registered_commands, key=lambda c: c.callback.__name__)
@@ -85,3 +88,50 @@ def test_every_renamed_command_exists_and_the_new_names_are_its_options():
             targets = [new] if isinstance(new, str) else [new("x.npy"), new("x.zarr")]
             assert all(t in help_text for t in targets)
             assert f"{old} " not in help_text  # hidden
+
+
+def _json(args: list[str]) -> tuple[dict, str]:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), result.stderr
+
+
+def test_every_json_document_has_its_schema_and_names_the_defaults(tmp_path, monkeypatch):
+    from tiny_workspace import make_images
+
+    monkeypatch.chdir(tmp_path)
+    make_images(tmp_path / "images", {"a": 6, "b": 6})
+    make_images(tmp_path / "queries", {"a": 2, "b": 2}, seed=5)
+    tiny = ["--backbone", "tiny", "--workers", "0", "--json"]
+    feats, _ = _json(["features", "images", "-o", "images.npy", *tiny])
+    assert (feats["n"], feats["dim"], feats["classes"]) == (12, 32, ["a", "b"])
+    assert feats["features"] == "images.npy" and feats["labels"] == "images.labels.npy"
+    assert (
+        runner.invoke(app, ["train", "images.npy", "--method", "lsh", "--bits", "16"]).exit_code
+        == 0
+    )
+
+    exported, err = _json(["export", "--json"])
+    assert exported["run"] == "runs/images-lsh-16" and exported["bits"] == 16
+    assert "using run runs/images-lsh-16 (newest)" in err
+    model = exported["model"]
+    indexed, err = _json(["index", "images", "--query-images", "queries", "--workers", "0",
+                          "--device", "cpu", "--json"])  # fmt: skip
+    assert f"using model {model} (newest)" in err and "using store codes.zarr (default)" in err
+    assert (indexed["model"], indexed["store"], indexed["rows"]) == (model, "codes.zarr", 12)
+    assert indexed["images"]["added"] == 12 and indexed["query_images"]["added"] == 4
+
+    found, _ = _json(["query", "queries/a/img000.png", "--top", "3", "--device", "cpu", "--json"])
+    assert (found["model"], found["store"]) == (model, "codes.zarr")
+    scores, _ = _json(["evaluate", "--metric", "p@r2", "--json"])
+    (scored,) = scores["results"]
+    assert scored["store"] == "codes.zarr" and 0 <= scored["scores"]["p@r2"] <= 1
+    groups, _ = _json(["duplicates", "--json"])
+    workspace, _ = _json(["info", "--json"])
+    assert workspace["stores"][0]["rows"] == 12
+    documents = {"features": feats, "export": exported, "index": indexed, "query": found,
+                 "evaluate": scores, "duplicates": groups, "info": workspace}  # fmt: skip
+    usage = (Path(__file__).parents[1] / "docs" / "usage.md").read_text()
+    for command, doc in documents.items():
+        assert list(doc)[0] == "schema" and doc["schema"] == schema(command)
+        assert f'"schema": "{schema(command)}"' in usage  # documented

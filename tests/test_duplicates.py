@@ -75,10 +75,18 @@ def test_cli_json_table_and_errors(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["duplicates", "--radius", "1", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert [[item["path"] for item in group["items"]] for group in payload] == [
+    assert (payload["schema"], payload["store"], payload["radius"]) == (
+        "tbh.duplicates/1",
+        "codes.zarr",
+        1,
+    )
+    assert "using store codes.zarr (default)" in result.stderr
+    groups = payload["groups"]
+    assert [[item["path"] for item in group["items"]] for group in groups] == [
         ["img/00003.jpg", "img/00040.jpg"],
         ["img/00009.jpg", "img/00043.jpg"],
     ]
+    assert [item["row"] for item in groups[0]["items"]] == [3, 40]
     table = CliRunner().invoke(app, ["duplicates"])
     assert table.exit_code == 0 and "3 groups" in table.stdout and "img/00041.jpg" in table.stdout
     missing = CliRunner().invoke(app, ["duplicates", "--store", "nope.zarr"])

@@ -74,7 +74,12 @@ def test_cli_json_and_plot(workspace):
         ],
     )
     assert result.exit_code == 0, result.output
-    scores = json.loads(result.stdout)
+    payload = json.loads(result.stdout)
+    (result,) = payload["results"]
+    assert payload["schema"] == "tbh.evaluate/1" and result["store"] is None
+    assert result["run"] == "runs/itq-16"  # the default run, named
+    assert "using run runs/itq-16 (newest)" in result.stderr
+    scores = result["scores"]
     assert list(scores) == ["map@50", "p@10"]
     assert all(0 <= v <= 1 for v in scores.values())
     assert (workspace / "pr.png").read_bytes()[:4] == b"\x89PNG"
@@ -121,8 +126,9 @@ def test_cli_repeated_run_compares_runs(workspace, two_runs):
     result = runner.invoke(app, [*args, *runs, "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert [p["model"] for p in payload] == ["itq-16 (itq, 16 bits)", "pcah-8 (pcah, 8 bits)"]
-    assert list(payload[0]["scores"]) == ["map@1000"]
+    results = payload["results"]
+    assert [r["model"] for r in results] == ["itq-16 (itq, 16 bits)", "pcah-8 (pcah, 8 bits)"]
+    assert [r["run"] for r in results] == runs[1::2] and list(results[0]["scores"]) == ["map@1000"]
     table = runner.invoke(app, [*args, *runs], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "itq-16 (itq, 16 bits)" in table.output and "pcah-8 (pcah, 8 bits)" in table.output
@@ -149,7 +155,8 @@ def test_cli_user_errors_are_one_line(workspace, args, message):
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    lines = result.output.strip().splitlines()  # "using run ... (newest)", then the error
+    assert len([line for line in lines if not line.startswith("using ")]) == 1
 
 
 def test_missing_labels_is_a_user_error(workspace):

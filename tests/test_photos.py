@@ -94,7 +94,8 @@ def test_cli_folder_json_to_remove_html(folder, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, [*args, "--to-remove", "rm.txt", "--html", "g.html"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    group = next(g for g in payload if "p03.png" in [i["path"] for i in g["items"]])
+    assert payload["schema"] == "tbh.duplicates/1" and payload["store"] == str(store)
+    group = next(g for g in payload["groups"] if "p03.png" in [i["path"] for i in g["items"]])
     assert {i["path"] for i in group["items"]} >= {"p03.png", "copy-of-p03.png"}
     assert sum(i["keep"] for i in group["items"]) == 1 and group["items"][0]["width"] == 96
     # equal resolution and size: the first path (store order) is kept

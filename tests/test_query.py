@@ -105,9 +105,12 @@ def test_cli_json_and_html_gallery(workspace, monkeypatch, tmp_path):
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
+    assert payload["schema"] == "tbh.query/1" and payload["store"] == "codes.zarr"
+    assert payload["model"] == "onnx/lsh16.onnx"  # the store's own, named
+    assert "using model onnx/lsh16.onnx (the store's own)" in result.stderr
     expected = _brute_force(run, files, [odd, queries[1]], 5)
-    for item, (dist, ids) in zip(payload, expected, strict=True):
-        assert [n["id"] for n in item["neighbours"]] == ids.tolist()
+    for item, (dist, ids) in zip(payload["results"], expected, strict=True):
+        assert [n["row"] for n in item["neighbours"]] == ids.tolist()
         assert [n["distance"] for n in item["neighbours"]] == dist.tolist()
         assert [n["rank"] for n in item["neighbours"]] == [1, 2, 3, 4, 5]
     page = html_out.read_text()

@@ -79,7 +79,7 @@ def test_upload_answers_the_json_of_tbh_query(workspace, client, monkeypatch):
     # and the neighbours are the brute-force ones (distance, then row)
     dist = hamming(reference_codes(run, queries[:1]), reference_codes(run, files))[0]
     order = np.lexsort((np.arange(len(files)), dist))[:7]
-    assert [n["id"] for n in response.json()[0]["neighbours"]] == order.tolist()
+    assert [n["row"] for n in response.json()[0]["neighbours"]] == order.tolist()
 
 
 def test_query_by_id_by_code_and_in_batches(workspace, client):
@@ -97,7 +97,7 @@ def test_query_by_id_by_code_and_in_batches(workspace, client):
     assert by_id[0]["query"] == item["path"] and by_code[0]["query"] == item["code"]
     assert by_id[0]["neighbours"] == by_code[0]["neighbours"]
     first = by_id[0]["neighbours"][0]
-    assert first["distance"] == 0 and first["id"] <= 5  # itself, or an earlier exact twin
+    assert first["distance"] == 0 and first["row"] <= 5  # itself, or an earlier exact twin
     expected = hamming(codes[5:6], codes)[0]
     assert [n["distance"] for n in by_id[0]["neighbours"]] == sorted(expected.tolist())
 
@@ -115,7 +115,7 @@ def test_radius_keeps_only_neighbours_within_it(workspace, client):
     answer = client.post("/query?top=1000&radius=4", json={"id": 0}).json()[0]["neighbours"]
     dist = hamming(codes[:1], codes)[0]
     within = np.flatnonzero(dist <= 4)
-    assert [n["id"] for n in answer] == within[np.lexsort((within, dist[within]))].tolist()
+    assert [n["row"] for n in answer] == within[np.lexsort((within, dist[within]))].tolist()
 
 
 def test_items_thumbnails_stats_health_page_and_docs(workspace, client):
@@ -302,7 +302,7 @@ def test_rows_committed_while_serving_are_found_without_a_restart(workspace, tmp
         assert client.get("/stats").json()["rows"] == 25
         assert client.get("/items/24").json()["code"] == "ffff"
         found = client.post("/query?top=1", json={"codes": "ffff"}).json()[0]["neighbours"]
-        assert found[0] == {"rank": 1, "distance": 0, "id": 24, "path": "dog/img000.png",
+        assert found[0] == {"rank": 1, "distance": 0, "row": 24, "path": "dog/img000.png",
                             "label": "dog"}  # fmt: skip
         # rows rewritten in place (not appended) are read again, not patched
         zarr.open_array(tmp_path / "codes.zarr" / "paths", mode="r+")[24] = "dog/img001.png"

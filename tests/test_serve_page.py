@@ -43,7 +43,7 @@ def shown(results) -> list[int]:
 def api(url: str, **body) -> list[int]:
     """The ids `POST /query?top=24` answers."""
     answer = httpx.post(url + "query?top=24", timeout=60, **body).json()
-    return [n["id"] for n in answer[0]["neighbours"]]
+    return [n["row"] for n in answer[0]["neighbours"]]
 
 
 def test_upload_a_digit_see_results_click_one_see_its_neighbours(digits, tmp_path):

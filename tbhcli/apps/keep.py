@@ -6,7 +6,6 @@ first path; `first` the first path (store order); `newest` / `oldest` by modific
 then the first path. Unreadable or missing files rank last.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +111,13 @@ def decide(groups: list[DuplicateGroup], root: Path, keep: str = "largest") -> l
     return decisions
 
 
-def decisions_json(decisions: list[Decision]) -> str:
-    """`--json`: a list of groups, each {"kept": path, "items": [{row, path, ..., keep}]}."""
-    return json.dumps([d.to_dict() for d in decisions], indent=2)
+def decisions_json(decisions: list[Decision], store: Path, radius: int) -> str:
+    """The `tbh.duplicates/1` document: store, radius and the groups, each {"kept": path,
+    "items": [{row, path, ..., keep}]} (docs/usage.md)."""
+    from tbhcli.jsondoc import document
+
+    body = {"store": store, "radius": radius, "groups": [d.to_dict() for d in decisions]}
+    return document("duplicates", body)
 
 
 def write_to_remove(decisions: list[Decision], out: Path) -> int:

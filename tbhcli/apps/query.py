@@ -5,7 +5,6 @@ the ONNX model the store was built with, then searched by XOR + popcount (`tbhcl
 ties broken by database row. Results print as a table, as JSON, or as an HTML gallery (gallery.py).
 """
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from tbhcli.imaging.images import default_workers, label_of, list_images
 from tbhcli.storage.indexing import decode_batches
 from tbhcli.storage.store import CodeStore, open_store
 from tbhcli.terminal import make_console, shown
-from tbhcli.workspace import MODELS_DIR, resolve_model, resolve_store
+from tbhcli.workspace import MODELS_DIR, announce_default, resolve_model, resolve_store
 
 console = make_console(stderr=True)
 
@@ -48,7 +47,7 @@ class QueryResult:
 
     query: Path | str  # the query image, or what named a query given as codes or a store row
     distances: np.ndarray  # int32 [k] Hamming distances
-    ids: np.ndarray  # int64 [k] database rows
+    ids: np.ndarray  # int64 [k] store rows
     paths: list[str]  # relative to `root`
     labels: list[str | None]
     root: Path  # the indexed folder (the store's `root` attribute)
@@ -56,9 +55,9 @@ class QueryResult:
     setup: QuerySetup | None = None
 
     def rows(self) -> list[dict]:
-        """One dict per neighbour: rank, distance, id, path, label."""
+        """One dict per neighbour: rank, distance, row (in the store), path, label."""
         return [
-            {"rank": r + 1, "distance": int(d), "id": int(i), "path": p, "label": lab}
+            {"rank": r + 1, "distance": int(d), "row": int(i), "path": p, "label": lab}
             for r, (d, i, p, lab) in enumerate(
                 zip(self.distances, self.ids, self.paths, self.labels, strict=True)
             )
@@ -100,6 +99,7 @@ def store_model(store: CodeStore, model: Path | None) -> Path:
     candidates = [MODELS_DIR / name, store.path.parent / MODELS_DIR / name]
     for path in candidates:
         if path.is_file():
+            announce_default("model", path, "the store's own")
             return path
     raise TbhError(
         f"store {store.path} was built with {store.attrs['model']}, which is not at "
@@ -253,10 +253,21 @@ def print_results(results: list[QueryResult], console: Console) -> None:
 
 
 def results_payload(results: list[QueryResult]) -> list[dict]:
-    """A list of {query, neighbours: [{rank, distance, id, path, label}]}: the JSON of results."""
+    """A list of {query, neighbours: [{rank, distance, row, path, label}]}: the results as JSON
+    data (`tbh serve`'s /query answer, and `results` in the `tbh.query/1` document)."""
     return [{"query": str(r.query), "neighbours": r.rows()} for r in results]
 
 
 def results_json(results: list[QueryResult]) -> str:
-    """`results_payload` as indented JSON text (`tbh query --json`, `tbh serve`'s /query)."""
-    return json.dumps(results_payload(results), indent=2)
+    """The `tbh.query/1` document: store, model, and per query its neighbours (docs/usage.md)."""
+    from tbhcli.jsondoc import document
+
+    setup = results[0].setup if results else None
+    return document(
+        "query",
+        {
+            "store": setup and setup.store,
+            "model": setup and setup.model,
+            "results": results_payload(results),
+        },
+    )

@@ -9,7 +9,6 @@ Both give the same number for the same model and images, since the store holds t
 `evaluate_runs` scores several runs on the same feature sets and overlays their PR curves.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,8 @@ class Evaluation:
     precision: np.ndarray | None = field(default=None, repr=False)
     recall: np.ndarray | None = field(default=None, repr=False)
     model: str = ""  # the run or the store's model: "itq-16 (itq, 16 bits)"
+    run: Path | None = None  # feature level: the run that encoded both sets
+    store: Path | None = None  # store level: the database store
 
     @property
     def headline(self) -> str:
@@ -51,7 +52,8 @@ class Evaluation:
         return f"{'mAP' + name[3:] if name.startswith('map@') else name} {self.scores[name]:.4f}"
 
     def to_json(self) -> str:
-        return json.dumps(self.scores)
+        """This evaluation as a `tbh.evaluate/1` document."""
+        return evaluations_json([self])
 
 
 def encode_feature_set(run_path: Path, features_path: Path) -> LabelledCodes:
@@ -129,16 +131,20 @@ def evaluate(
     `dask` ("local" or a scheduler address) ranks a store's blocks on a Dask cluster.
     """
     metrics = _check_request(metric, plot)
+    run_path = store_path = None
     if database is not None:
-        db, q = _feature_codes(resolve_run(run), database, query_features)
+        run_path = resolve_run(run)
+        db, q = _feature_codes(run_path, database, query_features)
     else:
         if query_features is not None:
             raise TbhError(
                 "--query-features needs --database FEATURES.npy; for a store pass "
                 "--query-store STORE."
             )
-        db, q = store_codes(resolve_store(store), query_store)
+        store_path = resolve_store(store)
+        db, q = store_codes(store_path, query_store)
     result = _score(db, q, metrics, plot is not None, threads, dask)
+    result.run, result.store = run_path, store_path
     if plot is not None:
         save_pr_plot(plot, [result])
     return result
@@ -166,6 +172,7 @@ def evaluate_runs(
     for path in paths:
         db, q = _feature_codes(path, database, query_features)
         results.append(_score(db, q, metrics, plot is not None, threads, dask))
+        results[-1].run = path
     if plot is not None:
         save_pr_plot(plot, results)
     return results
@@ -211,9 +218,23 @@ def _score(
     return result
 
 
-def runs_json(results: list[Evaluation]) -> str:
-    """JSON of `evaluate_runs`: a list of {model, scores} in the order the runs were given."""
-    return json.dumps([{"model": r.model, "scores": r.scores} for r in results])
+def evaluations_json(results: list[Evaluation]) -> str:
+    """The `tbh.evaluate/1` document of one evaluation or of runs compared (docs/usage.md):
+    what was compared, and per run or store its `scores`."""
+    from tbhcli.jsondoc import document
+
+    first = results[0]
+    return document(
+        "evaluate",
+        {
+            "database": first.database,
+            "queries": first.queries,
+            "results": [
+                {"run": r.run, "store": r.store, "model": r.model, "scores": r.scores}
+                for r in results
+            ],
+        },
+    )
 
 
 def print_scores(results: list[Evaluation], console) -> None:

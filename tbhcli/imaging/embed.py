@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 import tbhcli
 from tbhcli.errors import TbhError
 from tbhcli.imaging.backbones import load_backbone, weights_id
-from tbhcli.imaging.featureset import save_features, save_meta
+from tbhcli.imaging.featureset import labels_path, load_meta, save_features, save_meta
 from tbhcli.imaging.images import (
     ImageDecodeError,
     check_workers,
@@ -150,3 +150,20 @@ def features(
     shape = f"{len(kept)} x {model.feature_dim}"
     console.print(f"wrote {shown(out)}: {shape} ({model.name}, {size} px)")
     return out
+
+
+def features_summary(path: Path) -> dict:
+    """What `features` wrote to `path` (the body of the `tbh.features/1` document)."""
+    meta = load_meta(path)
+    labels = labels_path(Path(path))
+    return {
+        "features": Path(path),
+        "labels": labels if labels.exists() else None,
+        "n": meta["n"],
+        "dim": meta["dim"],
+        "backbone": meta["backbone"],
+        "image_size": meta["image_size"],
+        "weights": meta["weights"],
+        "classes": meta["classes"],
+        "skipped": meta["skipped"],
+    }

@@ -82,8 +82,8 @@ function render(neighbours) {
   for (const n of neighbours) {
     const figure = document.createElement("figure");
     figure.className = "result";
-    figure.dataset.id = n.id;
-    figure.title = `${n.path} (item ${n.id}): click to search from it`;
+    figure.dataset.id = n.row;
+    figure.title = `${n.path} (item ${n.row}): click to search from it`;
     const img = document.createElement("img");
     img.alt = n.path;
     const caption = document.createElement("figcaption");
@@ -93,9 +93,9 @@ function render(neighbours) {
     path.textContent = n.path;
     caption.append(path);
     figure.append(img, caption);
-    figure.addEventListener("click", () => queryItem(n.id, n.path));
+    figure.addEventListener("click", () => queryItem(n.row, n.path));
     grid.append(figure);
-    thumbnailInto(img, n.id);
+    thumbnailInto(img, n.row);
   }
 }
 
