@@ -24,8 +24,9 @@ from tbhcli.deploy.runtime import create_session, describe_provider, run_codes
 from tbhcli.hashing.baselines import LinearHash
 from tbhcli.hashing.runs import save_run
 from tbhcli.imaging.backbones import load_backbone
+from tbhcli.imaging.decode import decode_batches
 from tbhcli.imaging.images import default_workers
-from tbhcli.storage.indexing import decode_batches, index
+from tbhcli.storage.indexing import index
 
 
 def write_jpegs(folder: Path, n: int, side: int = 256, seed: int = 0) -> list[Path]:

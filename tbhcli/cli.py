@@ -120,13 +120,16 @@ def features(
     ] = None,
     batch_size: ImageBatchOption = 256,
     workers: WorkersOption = None,
+    device: DeviceOption = Device.auto,
     json_output: JsonOption = False,
 ) -> None:
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
     from tbhcli.imaging.embed import features as run_features
     from tbhcli.imaging.embed import features_summary
 
-    path = run_features(images, out, backbone, backbone_weights, image_size, batch_size, workers)
+    path = run_features(
+        images, out, backbone, backbone_weights, image_size, batch_size, workers, device
+    )
     if json_output:
         typer.echo(document("features", features_summary(path)))
 

@@ -9,8 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 SCHEMAS = {
     "features": 1,
     "train": 1,
@@ -29,11 +27,10 @@ def schema(command: str) -> str:
 
 
 def _plain(value: Any) -> Any:
+    """Paths as strings; NumPy scalars and arrays as numbers and lists (NumPy stays unimported)."""
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
+    if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 

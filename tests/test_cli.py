@@ -96,10 +96,10 @@ def _json(args: list[str]) -> tuple[dict, str]:
     return json.loads(result.stdout), result.stderr
 
 
-def test_every_json_document_has_its_schema_and_names_the_defaults(tmp_path, monkeypatch):
-    from tiny_workspace import make_images
+def test_every_json_document_has_its_schema_and_names_the_defaults(in_tmp):
+    from tests.tiny_workspace import make_images
 
-    monkeypatch.chdir(tmp_path)
+    tmp_path = in_tmp
     make_images(tmp_path / "images", {"a": 6, "b": 6})
     make_images(tmp_path / "queries", {"a": 2, "b": 2}, seed=5)
     tiny = ["--backbone", "tiny", "--workers", "0", "--json"]

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from code_stores import random_codes, write_store
 from typer.testing import CliRunner
 
 from tbhcli.apps.duplicates import duplicates
 from tbhcli.cli import app
 from tbhcli.search import pairs
+from tests.code_stores import random_codes, write_store
 
 
 def reference_groups(codes: np.ndarray, radius: int) -> list[list[int]]:

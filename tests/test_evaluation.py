@@ -14,6 +14,7 @@ from tbhcli.evaluation.metrics import evaluate_codes
 from tbhcli.hashing.baselines import fit_baseline
 from tbhcli.hashing.runs import load_run, save_run
 from tbhcli.imaging.featureset import save_features
+from tests.tiny_workspace import build_image_workspace
 
 runner = CliRunner()
 
@@ -166,7 +167,7 @@ def test_missing_labels_is_a_user_error(workspace):
 
 
 def test_store_without_labels_is_a_user_error(tmp_path):
-    from code_stores import random_codes, write_store
+    from tests.code_stores import random_codes, write_store
 
     codes = random_codes(np.random.default_rng(0), 40, 16)
     write_store(tmp_path / "db.zarr", codes, chunk_rows=16)
@@ -177,7 +178,8 @@ def test_store_without_labels_is_a_user_error(tmp_path):
 
 def test_query_store_of_another_model_is_a_user_error(tmp_path):
     import zarr
-    from code_stores import random_codes, write_store
+
+    from tests.code_stores import random_codes, write_store
 
     codes = random_codes(np.random.default_rng(0), 40, 16)
     for name, sha in (("db", "a" * 64), ("q", "b" * 64)):
@@ -200,27 +202,10 @@ def test_multi_labels_with_other_classes_are_a_user_error(workspace):
 
 @pytest.fixture
 def image_workspace(tmp_path, monkeypatch):
-    """Tiny PNG classes, their features, an LSH run on the tiny backbone, its ONNX, a store."""
-    from tiny_workspace import make_images, make_lsh_run
-
-    from tbhcli.deploy.export import export
-    from tbhcli.imaging.embed import features
-    from tbhcli.storage.indexing import index
-
-    classes = {"a": 12, "b": 12, "c": 12}
-    make_images(tmp_path / "images", classes, seed=1)
-    make_images(tmp_path / "queries", {"a": 3, "b": 3, "c": 3}, seed=2)
-    for name in ("images", "queries"):
-        features(tmp_path / name, tmp_path / f"{name}.npy", backbone="tiny", workers=0)
-    run = make_lsh_run(tmp_path / "runs" / "lsh-32")
-    model = export(run, out=tmp_path / "onnx" / "lsh-32.onnx")
-    index(
-        tmp_path / "images",
-        store=tmp_path / "codes.zarr",
-        model=model,
-        query_images=tmp_path / "queries",
-        workers=0,
-    )
+    """Tiny PNG classes, their features, an LSH run on the tiny backbone, its ONNX, a store
+    with the queries recorded as its query set."""
+    classes, query_classes = {"a": 12, "b": 12, "c": 12}, {"a": 3, "b": 3, "c": 3}
+    build_image_workspace(tmp_path, 32, classes, query_classes, record_queries=True, features=True)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -232,6 +217,7 @@ def test_store_level_equals_feature_level(image_workspace):
     assert on_store.scores == pytest.approx(on_features.scores)
 
 
+@pytest.mark.slow
 def test_dask_evaluation_equals_local(image_workspace):
     local = evaluate(["map@20", "p@r2"])
     on_cluster = evaluate(["map@20", "p@r2"], dask="local")

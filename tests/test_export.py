@@ -3,7 +3,6 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from tiny_workspace import FEATURE_DIM, IMAGE_SIZE, make_lsh_run, reference_features
 from typer.testing import CliRunner
 
 import onnx
@@ -15,6 +14,7 @@ from tbhcli.errors import TbhError
 from tbhcli.hashing.baselines import LinearHash
 from tbhcli.hashing.runs import load_run, save_run
 from tbhcli.hashing.tbh import SignEncoder, TBHConfig
+from tests.tiny_workspace import FEATURE_DIM, IMAGE_SIZE, make_lsh_run, reference_features
 
 
 def _ort_codes(model, batch: np.ndarray) -> np.ndarray:

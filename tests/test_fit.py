@@ -68,6 +68,7 @@ def test_seed_makes_training_reproducible(feats, tmp_path):
     assert not torch.equal(a["shared.weight"], c["shared.weight"])
 
 
+@pytest.mark.slow
 def test_resume_equals_a_straight_run(feats, tmp_path):
     straight = quick(feats, tmp_path / "straight", steps=100)
     quick(feats, tmp_path / "split", steps=50)
@@ -81,6 +82,7 @@ def test_resume_equals_a_straight_run(feats, tmp_path):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["exception", "sigint"])
 def test_interrupt_saves_a_checkpoint_that_resumes_mid_epoch(feats, tmp_path, monkeypatch, how):
     straight = quick(feats, tmp_path / "straight", steps=30)
@@ -133,6 +135,7 @@ def test_corrupt_checkpoint_or_meta_is_a_user_error(feats, tmp_path):
         quick(feats, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_tbh_learns_codes_that_retrieve_the_clusters(tmp_path):
     db = clusters(tmp_path / "db.npy", n=400, seed=0)
     q = clusters(tmp_path / "q.npy", n=100, seed=0)  # same centres (same seed), new noise

@@ -6,27 +6,30 @@ import numpy as np
 import psutil
 import pytest
 import zarr
-from tiny_workspace import make_images, make_lsh_run, reference_codes
 from typer.testing import CliRunner
 
 from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.errors import TbhError
-from tbhcli.storage.indexing import decode_batches, index
+from tbhcli.imaging.decode import decode_batches
+from tbhcli.storage.indexing import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreWriter
+from tests.tiny_workspace import (
+    build_image_workspace,
+    make_images,
+    make_lsh_run,
+    reference_codes,
+)
 
 CLASSES = {"cat": 9, "dog": 8, "emu": 7}  # 24 images
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A run, its exported model and an image folder with class subfolders."""
-    ws = tmp_path_factory.mktemp("ws")
-    run = make_lsh_run(ws / "runs" / "lsh32")
-    model = export(run, out=ws / "onnx" / "lsh32.onnx")
-    files = make_images(ws / "images", CLASSES)
-    return ws, run, model, files
+    """A run, its exported model and an image folder with class subfolders (not indexed)."""
+    ws = build_image_workspace(tmp_path_factory.mktemp("ws"), 32, CLASSES, index=False)
+    return ws.root, ws.run, ws.model, ws.images
 
 
 def _index(ws, model, store, **kw):

@@ -1,10 +1,10 @@
-from tiny_workspace import make_images, make_lsh_run
 from typer.testing import CliRunner
 
 from tbhcli.apps.info import info
 from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.storage.indexing import index
+from tests.tiny_workspace import make_images, make_lsh_run
 
 
 def test_info_lists_runs_models_and_store(tmp_path, monkeypatch):

@@ -131,3 +131,18 @@ def test_parse_metric(name, parsed):
 def test_parse_metric_rejects_unknown(name):
     with pytest.raises(TbhError):
         metrics.parse_metric(name)
+
+
+def test_radius_counts_are_the_same_on_any_number_of_threads(monkeypatch):
+    from tbhcli.search import histograms
+
+    db_bits, q_bits, db_labels, q_labels = make_case(5)
+    db, q = pack_bits(db_bits), pack_bits(q_bits)
+    one = metrics.label_histograms(db, db_labels, q, q_labels, threads=1)
+    monkeypatch.setattr(histograms, "HISTOGRAM_CHUNK_BYTES", q.size * 7)  # 7 rows per task
+    for threads in (1, 3):
+        many = metrics.label_histograms(db, db_labels, q, q_labels, threads=threads)
+        np.testing.assert_array_equal(many[0], one[0])
+        np.testing.assert_array_equal(many[1], one[1])
+    with pytest.raises(TbhError, match="--threads"):
+        metrics.evaluate_codes(db, db_labels, q, q_labels, ["p@r2"], threads=0)

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from code_stores import random_codes
 
 from tbhcli.search import pairs
+from tests.code_stores import random_codes
 
 
 @pytest.mark.parametrize("bits", [32, 64, 128])

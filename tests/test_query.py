@@ -3,27 +3,19 @@ import shutil
 
 import numpy as np
 import pytest
-from tiny_workspace import hamming, make_images, make_lsh_run, reference_codes
 from typer.testing import CliRunner
 
 from tbhcli.apps.query import query
 from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.errors import TbhError
-from tbhcli.storage.indexing import index
+from tests.tiny_workspace import hamming, make_lsh_run, reference_codes
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A workspace as the demo leaves it: runs/, onnx/, codes.zarr built from images/ (16 bits,
-    so many distances tie), plus query images in a separate folder."""
-    ws = tmp_path_factory.mktemp("ws")
-    run = make_lsh_run(ws / "runs" / "lsh16", bits=16)
-    model = export(run, out=ws / "onnx" / "lsh16.onnx")
-    files = make_images(ws / "images", {"cat": 20, "dog": 20, "": 5})
-    index(ws / "images", store=ws / "codes.zarr", model=model, workers=0, device="cpu")
-    queries = make_images(ws / "queries", {"q": 4}, seed=9)
-    return ws, run, files, queries
+@pytest.fixture
+def workspace(indexed_workspace):
+    ws = indexed_workspace
+    return ws.root, ws.run, ws.images, ws.queries
 
 
 def _brute_force(run, files, queries, k):

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
-from tiny_workspace import make_lsh_run
 
 import onnx
 from onnx import TensorProto, helper
-from tbhcli.deploy import runtime as infer
+from tbhcli import device
 from tbhcli.deploy.export import export
 from tbhcli.deploy.runtime import create_session, model_info, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.workspace import file_sha256
+from tests.tiny_workspace import make_lsh_run
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,12 @@ def test_cpu_session_runs_and_says_so(model):
 
 
 def test_auto_without_gpu_is_cpu(model, monkeypatch):
-    monkeypatch.setattr(infer, "gpu_count", lambda: 0)
+    monkeypatch.setattr(device, "gpu_count", lambda: 0)
     assert create_session(model)[1] == "CPUExecutionProvider"
 
 
 def test_cuda_without_gpu_is_an_error(model, monkeypatch):
-    monkeypatch.setattr(infer, "gpu_count", lambda: 0)
+    monkeypatch.setattr(device, "gpu_count", lambda: 0)
     with pytest.raises(TbhError, match="no CUDA GPU"):
         create_session(model, device="cuda")
     with pytest.raises(TbhError, match="--device"):
@@ -48,7 +48,7 @@ def test_no_silent_fallback_to_cpu(model, monkeypatch):
         def get_providers(self):
             return ["CPUExecutionProvider"]
 
-    monkeypatch.setattr(infer, "gpu_count", lambda: 1)
+    monkeypatch.setattr(device, "gpu_count", lambda: 1)
     monkeypatch.setattr(ort, "InferenceSession", CpuOnly)
     monkeypatch.setattr(ort, "preload_dlls", lambda: None)
     with pytest.raises(TbhError, match="could not start its CUDA provider"):
@@ -131,10 +131,10 @@ def test_bits_are_checked_against_the_codes_the_model_outputs(image_model, tmp_p
 
 
 def test_index_with_edited_bits_is_one_line_and_writes_no_store(image_model, tmp_path):
-    from tiny_workspace import make_images
     from typer.testing import CliRunner
 
     from tbhcli.cli import app
+    from tests.tiny_workspace import make_images
 
     make_images(tmp_path / "images", {"a": 2})
     bad = _edited(image_model, tmp_path / "bad.onnx", bits=16)

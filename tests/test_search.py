@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import zarr
-from code_stores import random_codes, write_store
 
 from tbhcli.errors import TbhError
 from tbhcli.search import (
@@ -15,6 +14,7 @@ from tbhcli.search import (
 )
 from tbhcli.search.kernels import TILE
 from tbhcli.storage.store import open_store
+from tests.code_stores import random_codes, write_store
 
 WIDTHS = [8, 16, 32, 64, 128, 256]  # bits; 8 and 16 take the zero-padded path
 
@@ -145,6 +145,7 @@ def test_radius_over_store_blocks(tmp_path, monkeypatch):
         radius_search(store, queries, -1)
 
 
+@pytest.mark.slow
 def test_dask_equals_local(tmp_path, monkeypatch):
     from distributed import LocalCluster
 

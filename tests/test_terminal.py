@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_workspace import make_images, make_lsh_run
 from typer.testing import CliRunner
 
 from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.storage.indexing import index
 from tbhcli.terminal import make_console, printable, shown
+from tests.tiny_workspace import make_images, make_lsh_run
 
 ESC = "\x1b[31m"
 # Readable images with hostile names: markup tags, an emoji code, a terminal escape, HTML.

@@ -1,5 +1,7 @@
-"""Tiny fixtures for the export/index/query tests: PNG folders, runs on the `tiny` backbone."""
+"""Tiny fixtures for the export/index/query tests: PNG folders, runs on the `tiny` backbone, and
+whole workspaces built from them (`build_image_workspace`; conftest.py serves them as fixtures)."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,48 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Brute-force Hamming distances [len(a), len(b)] between packed codes."""
     bits_a, bits_b = np.unpackbits(a, axis=1), np.unpackbits(b, axis=1)
     return (bits_a[:, None, :] != bits_b[None, :, :]).sum(axis=2)
+
+
+@dataclass
+class ImageWorkspace:
+    """A workspace as `tbh` leaves it: runs/lshBITS, onnx/lshBITS.onnx, images/, queries/."""
+
+    root: Path
+    run: Path
+    model: Path
+    images: list[Path]  # database image files, in folder order
+    queries: list[Path]  # query image files (queries/), maybe none
+    store: Path | None  # codes.zarr when indexed
+
+
+def build_image_workspace(
+    root: Path,
+    bits: int = 16,
+    classes: dict[str, int] | None = None,
+    query_classes: dict[str, int] | None = None,
+    index: bool = True,
+    record_queries: bool = False,
+    features: bool = False,
+) -> ImageWorkspace:
+    """Images (default cat 20, dog 20, 5 at the root), an LSH run and its images model; with
+    `index`, ./codes.zarr (its query set too with `record_queries`); with `features`,
+    images.npy and queries.npy on the tiny backbone."""
+    from tbhcli.deploy.export import export
+    from tbhcli.imaging.embed import features as embed
+    from tbhcli.storage.indexing import index as index_images
+
+    run = make_lsh_run(root / "runs" / f"lsh{bits}", bits=bits)
+    model = export(run, out=root / "onnx" / f"lsh{bits}.onnx")
+    images = make_images(root / "images", classes or {"cat": 20, "dog": 20, "": 5})
+    queries = make_images(root / "queries", query_classes, seed=9) if query_classes else []
+    if features:
+        for name in ("images", "queries") if queries else ("images",):
+            embed(root / name, root / f"{name}.npy", backbone="tiny", workers=0)
+    store = None
+    if index:
+        store = root / "codes.zarr"
+        query_images = root / "queries" if record_queries else None
+        index_images(
+            root / "images", store, model, query_images=query_images, workers=0, device="cpu"
+        )
+    return ImageWorkspace(root, run, model, images, queries, store)

@@ -20,8 +20,8 @@ from tbhcli.deploy.runtime import (
     run_codes,
 )
 from tbhcli.errors import TbhError
+from tbhcli.imaging.decode import decode_batches
 from tbhcli.imaging.images import default_workers, label_of, list_images
-from tbhcli.storage.indexing import decode_batches
 from tbhcli.storage.store import CodeStore, open_store
 from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import MODELS_DIR, announce_default, resolve_model, resolve_store
@@ -218,8 +218,8 @@ def query(
     """
     check_search(top, radius)
     began = time.perf_counter()
+    files = expand_images(images)  # a mistyped query is reported before any default is picked
     db, info = open_searchable(store, model)
-    files = expand_images(images)
     workers = default_workers() if len(files) > batch_size else 0  # a pool pays off for folders
     codes, kept = encode_images(files, info.path, device, batch_size, workers, info)
     found = search_codes(db, codes, top, radius, dask, method=method)

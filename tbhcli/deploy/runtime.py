@@ -4,16 +4,15 @@ The CUDA provider is used only when a GPU is really there, and a session that as
 came up on CPU is an error, never a silent fallback: callers print which provider ran.
 """
 
-import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tbhcli.device import resolve_device
 from tbhcli.errors import TbhError
 from tbhcli.workspace import file_sha256
 
-DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -143,18 +142,6 @@ def check_output(session, info: ModelInfo) -> None:
         )
 
 
-def gpu_count() -> int:
-    """CUDA devices the driver reports (0 without a driver), without importing torch."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return 0
-    count = ctypes.c_int(0)
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return 0
-    return count.value
-
-
 def create_session(
     model: str | Path | bytes,
     device: str = "auto",
@@ -170,12 +157,7 @@ def create_session(
     """
     import onnxruntime as ort
 
-    if device not in DEVICES:
-        raise TbhError(f"unknown --device {device!r}; choose one of {', '.join(DEVICES)}.")
-    gpus = gpu_count()
-    if device == "cuda" and not gpus:
-        raise TbhError("--device cuda was asked for, but no CUDA GPU is visible; use --device cpu.")
-    want_cuda = device == "cuda" or (device == "auto" and gpus > 0)
+    want_cuda = resolve_device(device) == "cuda"  # the one policy: tbhcli.device
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's own warnings are noise for users
     # Idle onnxruntime threads would otherwise busy-wait, stealing the cores that decode images.

@@ -213,7 +213,7 @@ def _score(
     )
     result = Evaluation(scores, db.source, q.source, model=db.model)
     if curve:
-        counts = label_histograms(db.codes, db.labels, q.codes, q.labels)
+        counts = label_histograms(db.codes, db.labels, q.codes, q.labels, threads, dask)
         result.precision, result.recall = pr_curve(*counts)
     return result
 

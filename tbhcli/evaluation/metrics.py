@@ -56,12 +56,19 @@ def average_precision(relevant: np.ndarray) -> np.ndarray:
     return np.divide(precision_at_hits, found, out=np.zeros(len(relevant)), where=found > 0)
 
 
-def label_histograms(db_codes, db_labels, query_codes, query_labels):
+def label_histograms(
+    db_codes,
+    db_labels,
+    query_codes,
+    query_labels,
+    threads: int | None = None,
+    dask: str | None = None,
+):
     """`distance_histograms` with relevance = sharing a label: (all, relevant) counts [Q, M + 1]."""
     from tbhcli.search.histograms import distance_histograms
 
     return distance_histograms(
-        db_codes, query_codes, lambda start, stop: relevance(query_labels, db_labels[start:stop])
+        db_codes, query_codes, db_labels, query_labels, relevance, threads=threads, dask=dask
     )
 
 
@@ -104,7 +111,7 @@ def evaluate_codes(
     `db_codes` is a packed uint8 array [N, bits / 8] or an open CodeStore, which is then read
     block by block (and, with `dask`, searched on a Dask cluster). Ranked metrics use
     `tbhcli.search.topk`, exact with ties broken by database index; k larger than the database
-    is clamped to its size.
+    is clamped to its size. The radius metrics (`p@rR`) scan with the same `threads` / `dask`.
     """
     from tbhcli.search import topk
 
@@ -123,7 +130,9 @@ def evaluate_codes(
             results[name] = float(score.mean())
     radii = [(n, r) for n, (kind, r) in parsed.items() if kind == "p@r"]
     if radii:
-        counts_all, counts_rel = label_histograms(db_codes, db_labels, query_codes, query_labels)
+        counts_all, counts_rel = label_histograms(
+            db_codes, db_labels, query_codes, query_labels, threads=threads, dask=dask
+        )
         for name, radius in radii:
             results[name] = precision_within_radius(counts_all, counts_rel, radius)
     return {name: results[name] for name in parsed}

@@ -1,7 +1,8 @@
 """`tbh features`: embed an image folder into a feature set `NAME.npy` (+ labels, + meta).
 
-Images are decoded in parallel by DataLoader workers (`images.load_image`), embedded by the
-backbone in batches (on CUDA when available), and written with `featureset.save_features`.
+Images are decoded in parallel by the decoding pool that `tbh index` uses too
+(`imaging.decode.decode_batches`), embedded by the backbone in batches (on the `--device` policy
+of `tbhcli.device`), and written with `featureset.save_features`.
 Class subfolders give int labels: sorted folder names -> 0..C-1, kept in the meta as `classes`.
 Files that cannot be decoded are skipped and counted, never fatal.
 """
@@ -10,41 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 import tbhcli
+from tbhcli.device import torch_device
 from tbhcli.errors import TbhError
 from tbhcli.imaging.backbones import load_backbone, weights_id
+from tbhcli.imaging.decode import decode_batches
 from tbhcli.imaging.featureset import labels_path, load_meta, save_features, save_meta
 from tbhcli.imaging.images import (
-    ImageDecodeError,
     check_workers,
     default_workers,
     image_progress,
     label_of,
     list_images,
-    load_image,
 )
 from tbhcli.terminal import make_console, shown
 
 console = make_console(stderr=True)
-
-
-class ImageFolder(Dataset):
-    """Item i -> (pixels uint8 [3, S, S], ok): `ok` is False (and pixels zero) for a bad file."""
-
-    def __init__(self, root: Path, paths: list[Path], size: int):
-        self.root, self.paths, self.size = root, paths, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
-        try:
-            pixels = load_image(self.root / self.paths[i], self.size)
-        except ImageDecodeError:
-            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), False
-        return torch.from_numpy(pixels), True
 
 
 def class_labels(paths: list[Path]) -> tuple[np.ndarray | None, list[str]]:
@@ -65,32 +48,30 @@ def embed_images(
     image_size: int,
     batch_size: int = 256,
     workers: int | None = None,
+    device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features float32 [N, D] for `root / paths` and a bool mask [N] of decodable images.
 
     Rows of undecodable images are zero and False in the mask.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backbone = backbone.to(device).eval()
+    dev = torch_device(device)
+    backbone = backbone.to(dev).eval()
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(
-        ImageFolder(root, paths, image_size),
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-    )
     features = np.zeros((len(paths), backbone.feature_dim), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
+    files = [root / p for p in paths]
     with image_progress("embedding", console) as progress:
         task = progress.add_task("embed", total=len(paths), rate=0.0)
         start = 0
-        for pixels, good in loader:
-            x = pixels.to(device, non_blocking=True).float().div_(255)  # (B, 3, S, S) in [0, 1]
-            features[start : start + len(x)] = backbone(x).float().cpu().numpy()  # (B, D)
-            ok[start : start + len(x)] = good.numpy()
-            start += len(x)
+        for batch in decode_batches(files, image_size, batch_size, workers):
+            rows = start + np.asarray(batch.ok, dtype=np.int64)
+            if len(rows):
+                x = torch.from_numpy(batch.pixels).to(dev).float().div_(255)  # (B, 3, S, S)
+                features[rows] = backbone(x).float().cpu().numpy()  # (B, D)
+                ok[rows] = True
+            start += len(batch.ok) + len(batch.errors)
             elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(task, advance=len(x), rate=start / elapsed)
+            progress.update(task, completed=start, rate=start / elapsed)
     return features, ok
 
 
@@ -102,6 +83,7 @@ def features(
     image_size: int | None = None,
     batch_size: int = 256,
     workers: int | None = None,
+    device: str = "auto",
 ) -> Path:
     """Embed every image under `images` into `out` (NAME.npy, NAME.labels.npy, NAME.meta.json).
 
@@ -121,7 +103,7 @@ def features(
     if size < 32:
         raise TbhError(f"--image-size must be at least 32 pixels (got {size}).")
 
-    feats, ok = embed_images(images, paths, model, size, batch_size, workers)
+    feats, ok = embed_images(images, paths, model, size, batch_size, workers, device)
     labels, classes = class_labels(paths)  # from all files, so a bad file never renumbers classes
     bad = [p for p, good in zip(paths, ok, strict=True) if not good]
     if len(bad) == len(paths):

@@ -66,3 +66,33 @@ def dask_topk(source, query_words, k, bits, address, threads):
 def dask_radius(source, query_words, radius, address, threads):
     """`radius_search` over the blocks of a store on a Dask cluster; CSR pieces in row order."""
     return list(_run(source, _task_radius, query_words, radius, address, threads))
+
+
+def _task_histograms(path, start, stop, query_codes, query_labels, db_labels, relevance):
+    from tbhcli.search.histograms import block_histograms
+
+    block = CodeSource(path).read(start, stop)
+    return block_histograms(block, query_codes, relevance(query_labels, db_labels))
+
+
+def dask_histograms(source, query_codes, db_labels, query_labels, relevance, address):
+    """`distance_histograms` over the blocks of a store on a Dask cluster; parts in row order."""
+    path = _store_path(source)
+    with dask_client(address) as client:
+        codes, labels = client.scatter([query_codes, query_labels], broadcast=True)
+        futures = [
+            client.submit(
+                _task_histograms,
+                path,
+                start,
+                stop,
+                codes,
+                labels,
+                db_labels[start:stop],
+                relevance,
+                pure=False,
+            )
+            for start, stop in source.ranges()
+        ]
+        for future in futures:
+            yield future.result()

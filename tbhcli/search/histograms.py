@@ -1,43 +1,76 @@
-"""Per query, how many database items (and how many relevant ones) lie at each Hamming distance."""
+"""Per query, how many database items (and how many relevant ones) lie at each Hamming distance.
+
+One exhaustive pass over the database drives the radius metrics (`p@rR`) and the PR curve. Like
+`topk`, it runs on `threads` threads (default: all cores) or, with `dask`, over a store's blocks
+on a Dask cluster (`tbhcli.search.cluster`); the counts are the same either way.
+"""
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-HISTOGRAM_CHUNK_BYTES = 64 << 20  # bound on the [Q, rows, bytes] XOR block in distance_histograms
+from tbhcli.search.scan import CodeSource, check_threads
+
+HISTOGRAM_CHUNK_BYTES = 64 << 20  # bound on one thread's [Q, rows, bytes] XOR block
+
+# relevance(query_labels, db_labels[start:stop]) -> bool [Q, stop - start]
+Relevance = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def block_histograms(
+    block: np.ndarray,
+    query_codes: np.ndarray,
+    relevant: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(all, relevant) counts int64 [Q, M + 1] of one block of database codes uint8 [rows, B];
+    `relevant` is bool [Q, rows]."""
+    n_queries, n_bytes = query_codes.shape
+    width = 8 * n_bytes + 1
+    dist = np.bitwise_count(query_codes[:, None, :] ^ block[None, :, :]).sum(axis=2, dtype=np.int64)
+    cells = (np.arange(n_queries)[:, None] * width + dist).ravel()  # (Q * rows,)
+    counts_all = np.bincount(cells, minlength=n_queries * width)
+    counts_rel = np.bincount(cells[relevant.ravel()], minlength=n_queries * width)
+    return counts_all.reshape(n_queries, width), counts_rel.reshape(n_queries, width)
+
+
+def _rows_histograms(source, query_codes, query_labels, db_labels, relevance, start, stop):
+    block = source.read(start, stop)
+    return block_histograms(block, query_codes, relevance(query_labels, db_labels[start:stop]))
 
 
 def distance_histograms(
     db_codes,
     query_codes: np.ndarray,
-    relevant: Callable[[int, int], np.ndarray],
+    db_labels: np.ndarray,
+    query_labels: np.ndarray,
+    relevance: Relevance,
+    threads: int | None = None,
+    dask: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query and Hamming distance d: (all items at d, relevant items at d), each [Q, M + 1].
 
-    db_codes: packed uint8 [N, B] (array or open CodeStore); relevant(start, stop) gives bool
-    [Q, stop - start], which database rows count for each query (labels stay with the caller).
-    One exhaustive pass over the database in chunks; it drives the radius metrics and the PR curve.
+    db_codes: packed uint8 [N, B] (array, zarr array, open CodeStore or store path); which
+    database rows count as relevant for each query is `relevance(query_labels, db_labels[rows])`
+    (a top-level function, so that Dask workers can run it).
     """
-    n_queries, n_bytes = query_codes.shape
-    width = 8 * n_bytes + 1
-    counts_all = np.zeros(n_queries * width, np.int64)
-    counts_rel = np.zeros(n_queries * width, np.int64)
-    rows = max(1, HISTOGRAM_CHUNK_BYTES // max(1, n_queries * n_bytes))
-    offsets = (np.arange(n_queries) * width)[:, None]
-    for start in range(0, len(db_codes), rows):
-        block = _read_rows(db_codes, start, start + rows)
-        dist = np.bitwise_count(query_codes[:, None, :] ^ block[None, :, :]).sum(
-            axis=2, dtype=np.int64
-        )
-        cells = (offsets + dist).ravel()
-        rel = relevant(start, start + len(block)).ravel()
-        counts_all += np.bincount(cells, minlength=len(counts_all))
-        counts_rel += np.bincount(cells[rel], minlength=len(counts_rel))
-    return counts_all.reshape(n_queries, width), counts_rel.reshape(n_queries, width)
+    query_codes = np.ascontiguousarray(query_codes)
+    source = CodeSource(db_codes)
+    if dask is not None:
+        from tbhcli.search.cluster import dask_histograms
 
-
-def _read_rows(db_codes, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a packed-code array or of an open CodeStore (committed rows)."""
-    if hasattr(db_codes, "read_codes"):
-        return db_codes.read_codes(start, stop)
-    return np.asarray(db_codes[start:stop])
+        parts = dask_histograms(source, query_codes, db_labels, query_labels, relevance, dask)
+    else:
+        n_threads = check_threads(threads)
+        rows = max(1, HISTOGRAM_CHUNK_BYTES // max(1, query_codes.size))
+        ranges = [(s, min(s + rows, source.n_rows)) for s in range(0, source.n_rows, rows)]
+        args = (source, query_codes, query_labels, db_labels, relevance)
+        with ThreadPoolExecutor(min(n_threads, max(1, len(ranges)))) as pool:
+            parts = pool.map(lambda r: _rows_histograms(*args, *r), ranges)
+    width = 8 * query_codes.shape[1] + 1
+    counts_all = np.zeros((len(query_codes), width), np.int64)
+    counts_rel = np.zeros((len(query_codes), width), np.int64)
+    for part_all, part_rel in parts:
+        counts_all += part_all
+        counts_rel += part_rel
+    return counts_all, counts_rel

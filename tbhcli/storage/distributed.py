@@ -35,14 +35,13 @@ from tbhcli.cluster import dask_client
 from tbhcli.deploy.runtime import CUDA, ModelInfo, create_session, describe_provider, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.imaging import nvjpeg
+from tbhcli.imaging.decode import DecodedBatch, decode_batches
 from tbhcli.imaging.images import image_progress
 from tbhcli.storage.indexing import (
     TASK_SIZE,
-    DecodedBatch,
     TableReport,
     commit_encoded,
     console,
-    decode_batches,
     pending_images,
 )
 from tbhcli.storage.writer import StoreWriter

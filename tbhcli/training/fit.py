@@ -14,9 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 import tbhcli
+from tbhcli.device import torch_device
 from tbhcli.errors import TbhError
 from tbhcli.hashing import runs
 from tbhcli.hashing.codes import check_bits
@@ -43,17 +42,6 @@ PRESETS = {
     # measured in docs/results.md: same model and losses, 10x the learning rate, 30x fewer steps
     "fast": Preset(lr=1e-3, steps=3_000, note="Adam 1e-3, 3k steps (see docs/results.md)"),
 }
-
-
-def pick_device(device: str) -> torch.device:
-    """ "auto" -> CUDA when present, else CPU; "cuda" without a GPU is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise TbhError(f"--device must be auto, cpu or cuda (got {device!r}).")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TbhError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
-    return torch.device(device)
 
 
 def default_out(features: Path, method: str, bits: int) -> Path:
@@ -183,7 +171,7 @@ def train(
         model_fields["decoder_output"] = decoder_output
     elif variant == "code":  # the paper's decoder is linear; the code's follows the data's sign
         model_fields["decoder_output"] = decoder_output_for(float(data.features.min()))
-    dev = pick_device(device)
+    dev = torch_device(device)
     config |= {
         "variant": variant,
         "preset": preset,
