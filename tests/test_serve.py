@@ -13,8 +13,6 @@ import pytest
 import zarr
 from fastapi.testclient import TestClient
 from PIL import Image
-from servers import running_server, serve_command, serve_env
-from tiny_workspace import hamming, make_images, make_lsh_run, reference_codes
 from typer.testing import CliRunner
 
 from tbhcli.apps.query import query, results_payload
@@ -26,6 +24,8 @@ from tbhcli.deploy.export import export
 from tbhcli.storage.indexing import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreLock, open_writer
+from tests.servers import running_server, serve_command, serve_env
+from tests.tiny_workspace import hamming, make_images, make_lsh_run, reference_codes
 
 TOKEN = "s3cret-token-0123456789"
 

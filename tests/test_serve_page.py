@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
-from servers import running_server
-from tiny_workspace import make_lsh_run
 
 from tbhcli.apps.demo_data import write_mnist_images
 from tbhcli.deploy.export import export
 from tbhcli.storage.indexing import index
+from tests.servers import running_server
+from tests.tiny_workspace import make_lsh_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(

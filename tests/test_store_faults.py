@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from tiny_workspace import make_images, make_lsh_run
 from typer.testing import CliRunner
 
 from tbhcli.cli import app
@@ -26,6 +25,7 @@ from tbhcli.storage.indexing import index
 from tbhcli.storage.prune import remove
 from tbhcli.storage.store import StoreDamaged, open_store
 from tbhcli.storage.writer import StoreLock, StoreWriter
+from tests.tiny_workspace import make_images, make_lsh_run
 
 CLASSES = {"cat": 6, "dog": 5, "": 3}  # 14 images, three without a class
 
