@@ -1,1 +1,1 @@
-"""tbh's tests; the helper modules (tiny_workspace, code_stores) are imported as `tests.NAME`."""
+"""tbh's tests; helpers (tiny_workspace, code_stores, servers) are imported as `tests.NAME`."""
