@@ -76,11 +76,11 @@ def test_cli_json_and_plot(workspace):
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    (result,) = payload["results"]
-    assert payload["schema"] == "tbh.evaluate/1" and result["store"] is None
-    assert result["run"] == "runs/itq-16"  # the default run, named
     assert "using run runs/itq-16 (newest)" in result.stderr
-    scores = result["scores"]
+    (scored,) = payload["results"]
+    assert payload["schema"] == "tbh.evaluate/1" and scored["store"] is None
+    assert scored["run"] == "runs/itq-16"  # the default run, named
+    scores = scored["scores"]
     assert list(scores) == ["map@50", "p@10"]
     assert all(0 <= v <= 1 for v in scores.values())
     assert (workspace / "pr.png").read_bytes()[:4] == b"\x89PNG"
