@@ -38,6 +38,7 @@ def test_tiny_is_deterministic_and_normalises_inside():
     assert not torch.allclose(out, a.body(x))
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_efficientnet_lite0_features_are_pooled_relu6():
     net = load_backbone("efficientnet-lite0")
@@ -83,6 +84,7 @@ def test_bad_weights_files_are_user_errors(tmp_path):
         load_backbone("tiny", weights=tmp_path / "other.pt")
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_resnet50_from_local_weights(tmp_path):
     reference = torchvision.models.resnet50().eval()
@@ -97,6 +99,7 @@ def test_resnet50_from_local_weights(tmp_path):
     torch.testing.assert_close(out, reference(_normalise(x)))
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_vgg16_fc7_download_path(monkeypatch):
     reference = torchvision.models.vgg16().eval()
@@ -120,6 +123,7 @@ def test_offline_download_is_a_user_error(monkeypatch):
         load_backbone("resnet50")
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_exports_to_onnx_with_dynamic_batch(tmp_path):
     import numpy as np
     import onnxruntime as ort

@@ -80,7 +80,14 @@ def run_block(lang: str, code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "lang, code", [block for doc in DOCS for block in runnable(doc)], ids=lambda v: v[:30]
+    "lang, code",
+    [
+        # a shell example is the whole path with EfficientNet-Lite0 at 224 px, exported to ONNX
+        pytest.param(lang, code, marks=[pytest.mark.slow] if lang == "bash" else [])
+        for doc in DOCS
+        for lang, code in runnable(doc)
+    ],
+    ids=lambda v: v[:30],
 )
 def test_runnable_block_runs(lang, code, docs_workspace):
     """Each block in a fresh workspace; a Python block starts from the features it names."""

@@ -173,6 +173,7 @@ def cli(*args):
     return CliRunner().invoke(app, ["train", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_cli_trains_tbh_and_a_baseline(feats, tmp_path):
     res = cli(feats, "--bits", 8, "--steps", 10, "--batch-size", BATCH, "--out", tmp_path / "t")
     assert res.exit_code == 0, res.output

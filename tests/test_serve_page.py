@@ -46,6 +46,7 @@ def api(url: str, **body) -> list[int]:
     return [n["row"] for n in answer[0]["neighbours"]]
 
 
+@pytest.mark.slow
 def test_upload_a_digit_see_results_click_one_see_its_neighbours(digits, tmp_path):
     ws, queries = digits
     with (
@@ -98,6 +99,7 @@ def test_upload_a_digit_see_results_click_one_see_its_neighbours(digits, tmp_pat
         shutil.copyfile(shot, os.environ["TBH_SERVE_SCREENSHOT"])
 
 
+@pytest.mark.slow
 def test_the_page_asks_for_the_token_of_a_guarded_server(digits, tmp_path):
     ws, queries = digits
     token = "page-token-0123456789"
