@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import zarr
-from code_stores import random_codes, write_store
 
 from tbhcli.errors import TbhError
 from tbhcli.search import as_words, mih, planner, topk, topk_reference
 from tbhcli.storage import mih_tables
 from tbhcli.storage.store import open_store
+from tests.code_stores import random_codes, write_store
 
 
 def assert_same(result, expected) -> None:
