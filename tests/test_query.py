@@ -138,5 +138,5 @@ def test_multi_index_gives_the_same_neighbours(workspace, monkeypatch):
             np.testing.assert_array_equal(result.ids, ids)
     cli = CliRunner().invoke(app, ["query", str(queries[0]), "--method", "mih", "--json"])
     assert cli.exit_code == 0, cli.output
-    ids = [r["id"] for r in json.loads(cli.stdout)[0]["neighbours"]]
+    ids = [r["row"] for r in json.loads(cli.stdout)["results"][0]["neighbours"]]
     assert ids == expected[0][1][:10].tolist()
