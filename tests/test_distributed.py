@@ -12,7 +12,6 @@ import cloudpickle
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
-from tiny_workspace import make_images, make_lsh_run, reference_codes
 from typer.testing import CliRunner
 
 from tbhcli.cli import app
@@ -26,6 +25,7 @@ from tbhcli.storage.distributed import DECODERS, ModelPlugin
 from tbhcli.storage.indexing import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreWriter
+from tests.tiny_workspace import make_images, make_lsh_run, reference_codes
 
 pytestmark = pytest.mark.dask
 # The worker-killing helper below is defined here; ship it by value, workers cannot import tests.
