@@ -71,6 +71,30 @@ class IndexReport:
     def images_per_s(self) -> float:
         return self.added / self.seconds if self.seconds else 0.0
 
+    def to_json(self) -> str:
+        """The `tbh.index/1` document (docs/usage.md)."""
+        from tbhcli.jsondoc import document
+
+        def table(t: TableReport) -> dict:
+            skipped = [{"path": p, "reason": why} for p, why in t.errors]
+            return {"folder": t.folder, "found": t.found, "already": t.already, "added": t.added,
+                    "skipped": skipped}  # fmt: skip
+
+        return document(
+            "index",
+            {
+                "store": self.store,
+                "model": self.model,
+                "provider": self.provider,
+                "rows": self.rows,
+                "added": self.added,
+                "seconds": round(self.seconds, 3),
+                "images_per_s": round(self.images_per_s, 1),
+                "images": table(self.tables[0]),
+                "query_images": table(self.tables[1]) if len(self.tables) > 1 else None,
+            },
+        )
+
 
 def pending_images(
     writer: StoreWriter, relpaths: list[Path], report: TableReport
