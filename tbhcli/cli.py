@@ -200,20 +200,26 @@ def evaluate(
 
 @command(
     "tbh train features.npy --bits 32",
-    "tbh train features.npy --bits 64 --method itq",
-    "tbh train features.npy --resume --out runs/features-tbh-32",
+    "tbh train features.npy --bits 64 --method auto",
+    "tbh train features.npy --preset faithful --steps 100000",
 )
 def train(
     features: Annotated[Path, typer.Argument(help="Training features NAME.npy [N, D].")],
-    bits: Annotated[int, typer.Option(help="Code length M (a multiple of 8).")] = 32,
-    method: Annotated[str, typer.Option(help="tbh, itq, pcah or lsh.")] = "tbh",
+    bits: Annotated[int, typer.Option(help="Code length M (a multiple of 8, at most 4096).")] = 32,
+    method: Annotated[
+        str,
+        typer.Option(help="tbh, itq, pcah, lsh, or auto (fit all four, keep the best held-out)."),
+    ] = "tbh",
     steps: Annotated[
-        int | None, typer.Option(help="Training iterations (default: the preset's).")
+        int | None,
+        typer.Option(help="Train exactly N steps (default: stop at the validation plateau)."),
     ] = None,
     batch_size: Annotated[
         int, typer.Option(help="Items per step; also the size of TBH's per-batch graph.")
     ] = 400,
-    seed: Annotated[int, typer.Option(help="Seed of weights, shuffles, priors, projections.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of weights, shuffles, priors, projections, the split.")
+    ] = 0,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Run directory (default: runs/NAME-METHOD-BITS)."),
@@ -226,8 +232,12 @@ def train(
         str, typer.Option(help="code (released code) or paper (paper figure).")
     ] = "code",
     preset: Annotated[
-        str, typer.Option(help="faithful (Adam 1e-4, 100k steps) or fast (Adam 1e-3, 3k steps).")
-    ] = "faithful",
+        str,
+        typer.Option(
+            help="fast (Adam 1e-3, gamma 8, stops at its plateau) or faithful (the released "
+            "code: Adam 1e-4, 100k steps, gamma 1.4)."
+        ),
+    ] = "fast",
     lr: Annotated[
         float | None, typer.Option(help="Adam learning rate (default: the preset's).")
     ] = None,
@@ -237,8 +247,8 @@ def train(
     gamma: Annotated[
         float | None,
         typer.Option(
-            help="Exponent of the code-driven graph A = (1 - Dh/M)^gamma (default: 1.4, "
-            "paper 1.0); larger = a more local graph. See docs/results.md."
+            help="Exponent of the code-driven graph A = (1 - Dh/M)^gamma (default: the preset's, "
+            "fast 8; faithful 1.4, paper 1.0); larger = a more local graph."
         ),
     ] = None,
     single_bottleneck: Annotated[
@@ -261,6 +271,17 @@ def train(
             help="Ablation: b = [logit > 0] with a straight-through gradient.",
         ),
     ] = False,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Features held out for validation (at most 2,000); 0: train on all, no stopping."
+        ),
+    ] = 0.1,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 100,
+    patience: Annotated[
+        int, typer.Option(help="Stop after N steps without a held-out gain.")
+    ] = 500,
+    min_steps: Annotated[int, typer.Option(help="Never stop before this step.")] = 500,
     eval_every: Annotated[
         int, typer.Option(help="Log mAP@1000 on --eval-queries every N steps (0: never).")
     ] = 0,
@@ -268,9 +289,12 @@ def train(
         Path | None, typer.Option(help="Held-out queries NAME.npy with NAME.labels.npy.")
     ] = None,
     device: DeviceOption = Device.auto,
+    json_output: JsonOption = False,
 ) -> None:
-    """Train TBH (or an LSH / PCAH / ITQ baseline) and write runs/<name>/."""
+    """Train TBH (or LSH / PCAH / ITQ, or the best of them) and write runs/<name>/."""
+    from tbhcli.training.fit import summary
     from tbhcli.training.fit import train as run_train
+    from tbhcli.training.report import print_summary, summary_json
 
     path = run_train(
         features,
@@ -290,10 +314,20 @@ def train(
         single_bottleneck=single_bottleneck,
         fixed_graph=fixed_graph,
         stochastic_neuron=not deterministic_neuron,
+        val_fraction=val_fraction,
+        val_every=val_every,
+        patience=patience,
+        min_steps=min_steps,
         eval_every=eval_every,
         eval_queries=eval_queries,
         device=device,
+        quiet=json_output,
     )
+    result = summary(path)
+    if json_output:
+        typer.echo(summary_json(path, result))
+    else:
+        print_summary(path, result, make_console())
     err_console.print(f"run written to {shown(path)}")
 
 

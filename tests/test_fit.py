@@ -13,7 +13,7 @@ from tbhcli.errors import TbhError
 from tbhcli.evaluation.metrics import evaluate_codes
 from tbhcli.hashing import runs
 from tbhcli.imaging.featureset import labels_path, save_features
-from tbhcli.training.fit import eval_curve, read_log, train
+from tbhcli.training.fit import eval_curve, read_log, summary, train, val_curve
 from tbhcli.training.loop import CHECKPOINT_FILE, Trainer
 
 BATCH = 50
@@ -48,11 +48,14 @@ def test_run_directory_holds_config_weights_and_log(feats, tmp_path):
     run = quick(feats, tmp_path / "run", seed=3)
     config = json.loads((run / runs.CONFIG_FILE).read_text())
     assert config["method"] == "tbh" and config["bits"] == 8 and config["feature_dim"] == 16
-    assert config["seed"] == 3 and config["batch_size"] == BATCH and config["lr"] == 1e-4
+    assert config["seed"] == 3 and config["batch_size"] == BATCH and config["lr"] == 1e-3
     assert config["model"]["decoder_output"] == "relu"  # the features are >= 0
-    assert config["model"]["gamma"] == 1.4 and config["variant"] == "code"
+    assert config["model"]["gamma"] == 8 and config["variant"] == "code"  # the fast preset's
+    assert "bits" not in config["model"] and "feature_dim" not in config["model"]  # stored once
     assert config["backbone"] is None and len(config["features_sha256"]) == 64
-    rows = read_log(run)
+    assert config["validation"]["held_out"] == 20 and config["validation"]["train"] == 180
+    assert config["stop"] is None  # --steps trains exactly that many
+    rows = [r for r in read_log(run) if "rec" in r]
     assert [r["step"] for r in rows] == [10, 20]
     assert {"rec", "adv_b", "adv_z", "actor", "critic"} <= set(rows[0])
     loaded = runs.load_run(run)  # the exported sign encoder loads through the shared contract
@@ -77,9 +80,13 @@ def test_resume_equals_a_straight_run(feats, tmp_path):
     split = quick(feats, tmp_path / "split", steps=100, resume=True)
     a, b = weights(straight), weights(split)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert read_log(straight) == [
-        {**r, "time": r2["time"]} for r, r2 in zip(read_log(split), read_log(straight), strict=True)
-    ]
+
+    def steady(run):  # the log without wall-clock times
+        rows = [r for r in read_log(run) if "summary" not in r]
+        return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+    assert steady(straight) == steady(split)
+    assert sum("summary" in r for r in read_log(split)) == 1  # the 50-step run's summary is gone
 
 
 @pytest.mark.slow
@@ -112,7 +119,7 @@ def test_a_finished_run_is_never_overwritten_silently(feats, tmp_path):
     with pytest.raises(Exception, match="--resume"):
         quick(feats, run)
     with pytest.raises(Exception, match="settings differ"):
-        quick(feats, run, steps=40, resume=True, lr=1e-3)
+        quick(feats, run, steps=40, resume=True, lr=1e-2)
     quick(feats, run, force=True, seed=5)
     assert json.loads((run / runs.CONFIG_FILE).read_text())["seed"] == 5
 
@@ -209,13 +216,135 @@ def bad_inputs(tmp_path):
         "batch 0": ([tmp_path / "ok.npy", "--batch-size", 0], "--batch-size"),
         "lr 0": ([tmp_path / "ok.npy", "--lr", 0], "--lr"),
         "gamma 0": ([tmp_path / "ok.npy", "--gamma", 0], "--gamma"),
+        "gamma inf": ([tmp_path / "ok.npy", "--gamma", "inf"], "--gamma"),
+        "lr inf": ([tmp_path / "ok.npy", "--lr", "inf"], "--lr"),
+        "lr nan": ([tmp_path / "ok.npy", "--lr", "nan"], "--lr"),
+        "lr 1e4": ([tmp_path / "ok.npy", "--lr", "1e4"], "--lr"),
+        "bits 1e12": ([tmp_path / "ok.npy", "--bits", 10**12], "from 8 to 4096"),
+        "val fraction 1": ([tmp_path / "ok.npy", "--val-fraction", 1], "--val-fraction"),
+        "auto without validation": (
+            [tmp_path / "ok.npy", "--method", "auto", "--val-fraction", 0],
+            "--val-fraction",
+        ),
     }
 
 
 def test_cli_bad_input_is_one_line_and_exit_1(tmp_path):
     for name, (args, words) in bad_inputs(tmp_path).items():
-        res = cli(*args, "--out", tmp_path / "runs" / name.replace(" ", "_"))
+        out = tmp_path / "runs" / name.replace(" ", "_")
+        res = cli(*args, "--out", out)
         assert res.exit_code == 1, (name, res.output)
+        assert not out.exists(), name  # refused before anything is written
         lines = [line for line in res.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:"), (name, res.output)
         assert words in lines[0], (name, res.output)
+
+
+def test_cli_prints_tbh_against_itq_and_json_has_both(feats, tmp_path):
+    args = (feats, "--bits", 8, "--steps", 10, "--batch-size", BATCH)
+    res = cli(*args, "--out", tmp_path / "t")
+    assert res.exit_code == 0, res.output
+    assert "TBH" in res.output and "ITQ" in res.output and "neighbour recall@100" in res.output
+    res = cli(*args, "--out", tmp_path / "j", "--json")
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["schema"] == "tbh.train/1" and result["kept"] == "tbh"
+    assert set(result["scores"]) == {"tbh", "itq"} and result["steps"] == 10
+    assert result["scores"] == summary(tmp_path / "j")["scores"]  # also in the run's log
+    assert result["verdict"].startswith(("TBH", "ITQ"))
+
+
+# ---- validation, early stopping, divergence, --method auto ---------------------------------------
+
+
+def test_default_training_stops_at_its_plateau_and_keeps_the_best_weights(tmp_path):
+    db = clusters(tmp_path / "db.npy", n=400, seed=0)  # easy: held-out recall plateaus early
+    run = quick(
+        db, tmp_path / "run", steps=None, lr=3e-3, batch_size=100, val_every=10, patience=30,
+        min_steps=20,
+    )  # fmt: skip
+    result = summary(run)
+    curve = val_curve(run)
+    assert result["stopped"] == "plateau" and result["steps"] < 4000
+    best_step, best = max(curve, key=lambda c: (c[1]["recall@100"], -c[0]))
+    assert result["best_step"] == best_step
+    assert result["steps"] - best_step >= 30  # patience, in steps
+    # the written encoder is the best one, as validation scores it again
+    assert result["scores"]["tbh"] == pytest.approx(best)
+    config = runs.load_config(run)
+    assert config["stop"] == {"patience": 30, "min_steps": 20} and config["steps"] == 4000
+
+
+def test_stopping_is_resumable(tmp_path, monkeypatch):
+    db = clusters(tmp_path / "db.npy", n=400, seed=0)
+    args = dict(steps=None, lr=3e-3, batch_size=100, val_every=10, patience=30, min_steps=20)
+    straight = quick(db, tmp_path / "straight", **args)
+    real_step = Trainer.train_step
+
+    def interrupted(self):
+        if self.step == 25:  # after a first best, before the stop
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quick(db, tmp_path / "cut", **args)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    resumed = quick(db, tmp_path / "cut", resume=True, **args)
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert summary(resumed)["best_step"] == summary(straight)["best_step"]
+
+
+def test_nan_loss_stops_training_with_one_line_and_no_run(feats, tmp_path, monkeypatch):
+    real_step = Trainer.train_step
+
+    def poisoned(self):
+        terms = real_step(self)
+        if self.step == 5:
+            terms["actor"] = torch.tensor(float("nan"))
+        return terms
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    res = cli(feats, "--bits", 8, "--steps", 20, "--batch-size", BATCH, "--out", tmp_path / "n")
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "loss became NaN at step 5" in lines[0] and "--lr" in lines[0]
+    assert not (tmp_path / "n").exists()
+
+
+def test_overflowing_features_diverge_at_step_1(tmp_path):
+    x = np.random.default_rng(0).random((200, 16)).astype(np.float32) * 1e20
+    feats = save_features(tmp_path / "huge.npy", x)
+    with pytest.raises(TbhError, match="loss became inf at step 1"):
+        quick(feats, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_exploding_reconstruction_warns_once(feats, tmp_path):
+    run = quick(feats, tmp_path / "run", steps=30, lr=0.3)  # measured: rec x275 at step 2
+    warnings = summary(run)["warnings"]
+    assert len(warnings) == 1 and "grew" in warnings[0] and "lower --lr" in warnings[0]
+    assert sum("warning" in r for r in read_log(run)) == 1
+
+
+def test_auto_keeps_the_method_with_the_best_held_out_score(feats, tmp_path):
+    run = quick(feats, tmp_path / "auto", method="auto", steps=2)  # 2 steps: TBH is still poor
+    result = summary(run)
+    assert set(result["scores"]) == {"tbh", "itq", "pcah", "lsh"}
+    recall = {m: s["recall@100"] for m, s in result["scores"].items()}
+    assert result["kept"] == max(recall, key=recall.get) != "tbh"
+    assert runs.load_config(run)["method"] == result["kept"]
+    assert not (run / CHECKPOINT_FILE).exists()
+    assert f"kept {result['kept'].upper()}" in result["verdict"]
+    # the kept encoder is the one that was scored
+    again = runs.load_run(run).encode(np.load(feats))
+    assert again.shape == (200, 1)
+
+
+def test_runs_written_with_bits_in_the_model_config_still_load(feats, tmp_path):
+    run = quick(feats, tmp_path / "run")
+    config = runs.load_config(run)
+    config["model"] |= {"bits": 8, "feature_dim": 16}  # the layout before bits was stored once
+    (run / runs.CONFIG_FILE).write_text(json.dumps(config))
+    assert runs.load_run(run).encode(np.load(feats)).shape == (200, 1)

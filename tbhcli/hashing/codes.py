@@ -9,11 +9,15 @@ import torch
 
 from tbhcli.errors import TbhError
 
+MAX_BITS = 4096  # far past any useful code length; a larger value is a typo, not a request
+
 
 def check_bits(bits: int) -> int:
-    """Return `bits` if it is a positive multiple of 8, else raise a user error."""
-    if bits <= 0 or bits % 8:
-        raise TbhError(f"--bits must be a positive multiple of 8 (got {bits}); try 16, 32 or 64.")
+    """Return `bits` if it is a positive multiple of 8 up to MAX_BITS, else raise a user error."""
+    if bits <= 0 or bits % 8 or bits > MAX_BITS:
+        raise TbhError(
+            f"--bits must be a multiple of 8 from 8 to {MAX_BITS} (got {bits}); try 16, 32 or 64."
+        )
     return bits
 
 

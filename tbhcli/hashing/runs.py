@@ -54,13 +54,25 @@ class Run:
         return np.concatenate(out) if out else np.zeros((0, self.bits // 8), np.uint8)
 
 
+def model_config(config: dict):
+    """The TBHConfig of a TBH run: `model` plus the run's `bits` and `feature_dim`.
+
+    A run stores bits and feature_dim once, at its top level; runs written before that also
+    repeat them inside `model`, which is ignored.
+    """
+    from tbhcli.hashing.tbh import TBHConfig
+
+    fields = {k: v for k, v in config["model"].items() if k not in ("bits", "feature_dim")}
+    return TBHConfig(bits=int(config["bits"]), feature_dim=int(config["feature_dim"]), **fields)
+
+
 def build_encoder(config: dict) -> nn.Module:
     """The (untrained) encoder module that a run's config describes."""
     method = config["method"]
     if method == "tbh":
-        from tbhcli.hashing.tbh import SignEncoder, TBHConfig
+        from tbhcli.hashing.tbh import SignEncoder
 
-        return SignEncoder(TBHConfig(**config["model"]))
+        return SignEncoder(model_config(config))
     from tbhcli.hashing.baselines import LinearHash
 
     return LinearHash(int(config["feature_dim"]), int(config["bits"]))

@@ -1,51 +1,33 @@
-"""`tbh train`: fit TBH (or LSH / PCAH / ITQ) on a feature set and write `runs/<name>/`.
+"""`tbh train`: fit TBH (or LSH / PCAH / ITQ, or the best of them) and write `runs/<name>/`.
 
-    tbh train feats/mnist_db.npy --bits 32 --steps 3000 --preset fast \\
-        --eval-every 500 --eval-queries feats/mnist_q.npy
-    tbh train feats/mnist_db.npy --bits 32 --method itq
+    tbh train feats/db.npy --bits 32                  # TBH, stops at its validation plateau
+    tbh train feats/db.npy --bits 32 --method auto    # TBH, ITQ, PCAH, LSH: keep the best
+    tbh train feats/db.npy --bits 32 --preset faithful --steps 100000   # the released schedule
 
-This module is the verb: presets, input checks, the run directory and its config. The code-driven
-graph is built per batch, so the batch size is part of the model: fewer items than a batch is an
-error. The TBH loop itself (two Adam optimisers, checkpoints, `--eval-every`) is in loop.py.
+The verb runs in three stages: `TrainOptions.check` (every value, before data is read), the run's
+config (config.py), then the fit. A slice of the features (10 %, at most 2,000) is held out for
+validation (validation.py); TBH stops when held-out neighbour recall stops improving, and at the
+end ITQ is fitted on the same split so the user learns which codes are better on their data
+(compare.py). The TBH loop itself (optimisers, checkpoints, divergence stop) is in loop.py.
 """
 
 import json
-import time
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
-import tbhcli
+import torch
+
 from tbhcli.device import torch_device
 from tbhcli.errors import TbhError
 from tbhcli.hashing import runs
-from tbhcli.hashing.codes import check_bits
-from tbhcli.hashing.tbh import VARIANTS, TBHConfig, decoder_output_for
-from tbhcli.imaging.featureset import load_features, load_meta
-from tbhcli.training.loop import CHECKPOINT_FILE, EVAL_METRIC, HeldOut, fit_tbh
-from tbhcli.workspace import RUNS_DIR, file_sha256
+from tbhcli.imaging.featureset import FeatureSet, load_features
+from tbhcli.training.compare import Comparison, compare_baselines, summary_row
+from tbhcli.training.config import PRESETS, TrainOptions, check_data, run_config
+from tbhcli.training.loop import CHECKPOINT_FILE, EVAL_METRIC, Diverged, HeldOut, fit_tbh
+from tbhcli.training.validation import Split, Validator, split_rows
 
-METHODS = ("tbh", "itq", "pcah", "lsh")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Training settings that travel together; `--lr`/`--steps` override them one by one."""
-
-    lr: float
-    steps: int
-    note: str
-
-
-PRESETS = {
-    # the released code: Adam 1e-4 for 100,000 steps of batch 400
-    "faithful": Preset(lr=1e-4, steps=100_000, note="reference schedule (Adam 1e-4, 100k steps)"),
-    # measured in docs/results.md: same model and losses, 10x the learning rate, 30x fewer steps
-    "fast": Preset(lr=1e-3, steps=3_000, note="Adam 1e-3, 3k steps (see docs/results.md)"),
-}
-
-
-def default_out(features: Path, method: str, bits: int) -> Path:
-    return RUNS_DIR / f"{features.name.removesuffix('.npy')}-{method}-{bits}"
+__all__ = ["PRESETS", "train", "read_log", "eval_curve", "val_curve", "summary"]
 
 
 def prepare_out(out: Path, resume: bool, force: bool) -> bool:
@@ -82,7 +64,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     variant: str = "code",
-    preset: str = "faithful",
+    preset: str = "fast",
     lr: float | None = None,
     decoder_output: str = "auto",
     gamma: float | None = None,
@@ -90,6 +72,12 @@ def train(
     fixed_graph: bool = False,
     stochastic_neuron: bool = True,
     model_fields: dict | None = None,
+    val_fraction: float = 0.1,
+    val_every: int = 100,
+    patience: int = 500,
+    min_steps: int = 500,
+    neighbours: int = 100,
+    distance: str = "euclidean",
     eval_every: int = 0,
     eval_queries: Path | None = None,
     log_every: int = 10,
@@ -99,98 +87,78 @@ def train(
 ) -> Path:
     """Train a hasher on `features` (NAME.npy [N, D]) and return its run directory.
 
-    `gamma` is the graph's exponent (Eq. 4; default: the variant's, 1.4 code / 1.0 paper).
-    `model_fields` sets any other `TBHConfig` field (e.g. `{"adversarial_weight": 10.0}`); it is
-    recorded in the run's config like every other setting.
+    `preset` "fast" (default) stops when held-out neighbour recall stops improving (`patience`
+    steps without a gain, not before `min_steps`; `steps` trains exactly that many instead);
+    "faithful" is the released code's schedule. `gamma` is the graph's exponent (Eq. 4; default:
+    the preset's, else the variant's). `model_fields` sets any other `TBHConfig` field. `method`
+    "auto" trains TBH, ITQ, PCAH and LSH and keeps the best on the held-out items. What happened
+    (scores, steps, the verdict) is in `summary(run)`.
     """
-    features = Path(features)
-    check_bits(bits)
-    if method not in METHODS:
-        raise TbhError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}.")
-    if variant not in VARIANTS:
-        raise TbhError(f"unknown --variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
-    if preset not in PRESETS:
-        raise TbhError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    if decoder_output not in ("auto", "relu", "identity"):
-        raise TbhError(f"--decoder-output must be auto, relu or identity (got {decoder_output!r}).")
-    data = load_features(features)
-    n, dim = data.features.shape
-    meta = load_meta(features)
-    settings = PRESETS[preset]
-    steps = settings.steps if steps is None else steps
-    if steps < 1:
-        raise TbhError(f"--steps must be at least 1 (got {steps}).")
-    if eval_every and eval_queries is None:
-        raise TbhError("--eval-every needs --eval-queries QUERIES.npy (with QUERIES.labels.npy).")
-    config = {
-        "method": method,
-        "bits": bits,
-        "feature_dim": dim,
-        "num_items": n,
-        "features": str(features),
-        "features_sha256": file_sha256(features),
-        "backbone": meta.get("backbone"),
-        "image_size": meta.get("image_size"),
-        "seed": seed,
-        "tbh_version": tbhcli.__version__,
-    }
-    out = Path(out) if out is not None else default_out(features, method, bits)
-    if method != "tbh":
-        prepare_out(out, resume=False, force=force or resume)  # refitting is cheap and exact
-        from tbhcli.hashing.baselines import fit_baseline
+    options = TrainOptions.from_arguments(locals())
+    options = replace(options, features=Path(features))
+    options.check()
+    data = load_features(options.features)
+    split = split_rows(len(data), options.val_fraction, options.seed)
+    check_data(options, data, split)
+    return fit(options, data, split)
 
-        t0 = time.perf_counter()
-        encoder = fit_baseline(method, data.features, bits, seed)
-        (out / runs.LOG_FILE).write_text(
-            json.dumps({"fit_seconds": time.perf_counter() - t0}) + "\n"
+
+def fit(options: TrainOptions, data: FeatureSet, split: Split) -> Path:
+    """Fit the checked `options` on `data` and write the run (with its summary row in the log)."""
+    out = options.out_dir()
+    dev = torch_device(options.device)
+    validator = None
+    if len(split.held_out):
+        validator = Validator(data, split, dev, options.neighbours, options.distance)
+    trained = "tbh" if options.method == "auto" else options.method
+    config = run_config(replace(options, method=trained), data, split, dev.type)
+    if trained != "tbh":
+        prepare_out(out, resume=False, force=options.force or options.resume)  # refits are exact
+        comparison = compare_baselines(
+            data, split, options.bits, options.seed, (trained,), validator
         )
-        runs.save_run(out, config, encoder)
+        runs.save_run(out, config, comparison.encoders[trained])
+        _append_log(out / runs.LOG_FILE, summary_row(comparison, trained, trained, 0, None))
         return out
-
-    if batch_size < 1:
-        raise TbhError(f"--batch-size must be at least 1 (got {batch_size}).")
-    if lr is not None and not lr > 0:
-        raise TbhError(f"--lr must be positive (got {lr}).")
-    if gamma is not None and not gamma > 0:
-        raise TbhError(f"--gamma must be positive (got {gamma}).")
-    if n < batch_size:
-        raise TbhError(
-            f"{features} has {n} items, fewer than --batch-size {batch_size}; the per-batch graph "
-            "needs full batches: lower --batch-size or add items."
-        )
-    model_fields = (model_fields or {}) | {
-        "feature_dim": dim,
-        "bits": bits,
-        "single_bottleneck": single_bottleneck,
-        "fixed_graph": fixed_graph,
-        "stochastic_neuron": stochastic_neuron,
-    }
-    if gamma is not None:
-        model_fields["gamma"] = gamma
-    if decoder_output != "auto":
-        model_fields["decoder_output"] = decoder_output
-    elif variant == "code":  # the paper's decoder is linear; the code's follows the data's sign
-        model_fields["decoder_output"] = decoder_output_for(float(data.features.min()))
-    dev = torch_device(device)
-    config |= {
-        "variant": variant,
-        "preset": preset,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": settings.lr if lr is None else lr,
-        "eval_every": eval_every,
-        "eval_queries": None if eval_queries is None else str(eval_queries),
-        "device": dev.type,
-        "model": asdict(TBHConfig.preset(variant, **model_fields)),
-    }
-    held_out = HeldOut(data, Path(eval_queries), dev) if eval_every else None
-    resume = prepare_out(out, resume, force)
-    fit_tbh(out, data, config, dev, resume, held_out, log_every, checkpoint_every, quiet)
+    held_out = HeldOut(data, Path(options.eval_queries), dev) if options.eval_every else None
+    created = not out.exists()
+    resume = prepare_out(out, options.resume, options.force)
+    x = torch.from_numpy(data.features[split.train]).to(dev)
+    try:
+        result = fit_tbh(
+            out, x, config, resume, validator, held_out, options.log_every,
+            options.checkpoint_every, options.quiet,
+        )  # fmt: skip
+    except Diverged:  # no run is written, and nothing of a new one is left behind
+        if not resume:
+            (out / runs.LOG_FILE).unlink(missing_ok=True)
+            (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            shutil.rmtree(out)
+        raise
+    others = ("itq", "pcah", "lsh") if options.method == "auto" else ("itq",)
+    comparison = Comparison()
+    if validator is not None:
+        tbh_encoder = runs.load_run(out).encoder
+        comparison.add("tbh", validator(tbh_encoder), tbh_encoder)
+        compare_baselines(data, split, options.bits, options.seed, others, validator, comparison)
+    kept = comparison.best() if options.method == "auto" else "tbh"
+    if kept != "tbh":  # --method auto: a baseline beat TBH on the held-out items
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+        baseline = run_config(replace(options, method=kept), data, split, dev.type)
+        runs.save_run(out, baseline, comparison.encoders[kept])
+    row = summary_row(comparison, kept, options.method, result.step, result)
+    _append_log(out / runs.LOG_FILE, row)
     return out
 
 
+def _append_log(path: Path, row: dict) -> None:
+    with open(path, "a") as log:
+        log.write(json.dumps(row) + "\n")
+
+
 def read_log(run: Path) -> list[dict]:
-    """The rows of a run's log.jsonl (loss rows and evaluation rows)."""
+    """The rows of a run's log.jsonl (loss, validation, evaluation and summary rows)."""
     path = Path(run) / runs.LOG_FILE
     return [json.loads(r) for r in path.read_text().splitlines() if r] if path.is_file() else []
 
@@ -198,3 +166,16 @@ def read_log(run: Path) -> list[dict]:
 def eval_curve(run: Path) -> list[tuple[int, float]]:
     """(step, mAP@1000) pairs logged with --eval-every."""
     return [(r["step"], r[EVAL_METRIC]) for r in read_log(run) if EVAL_METRIC in r]
+
+
+def val_curve(run: Path) -> list[tuple[int, dict[str, float]]]:
+    """(step, held-out scores) pairs logged every --val-every steps."""
+    return [(r["step"], r["val"]) for r in read_log(run) if "val" in r]
+
+
+def summary(run: Path) -> dict:
+    """The last summary row of a run: held-out scores of each method fitted, the kept one, why."""
+    rows = [r["summary"] for r in read_log(run) if "summary" in r]
+    if not rows:
+        raise TbhError(f"{run} has no training summary in {runs.LOG_FILE}; it did not finish.")
+    return rows[-1]

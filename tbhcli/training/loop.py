@@ -1,14 +1,17 @@
-"""TBH's training loop: two Adam optimisers, checkpoints, held-out evaluation, progress bar.
+"""TBH's training loop: two Adam optimisers, checkpoints, validation, early stopping, progress bar.
 
 One step is one forward pass of a full batch and one update of each optimiser (tbh.losses). The
-checkpoint holds the model, both optimisers, both RNG streams and the position in the epoch's data
-order, so resuming is bit-exact. `tbhcli.training.fit.train` is the verb that sets this up.
+checkpoint holds the model, both optimisers, both RNG streams, the position in the epoch's data
+order and the early-stopping state with the best weights, so resuming is bit-exact. The first
+non-finite loss ends training with one line and no run. `tbhcli.training.fit.train` sets this up.
 """
 
 import json
+import math
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,8 +20,11 @@ from tbhcli import terminal
 from tbhcli.errors import TbhError
 from tbhcli.hashing import runs
 from tbhcli.hashing.codes import pack_bits
+from tbhcli.hashing.runs import model_config
 from tbhcli.hashing.tbh import TBHConfig, TwinBottleneck, losses
 from tbhcli.imaging.featureset import FeatureSet, check_label_kinds, load_features
+from tbhcli.training.stopping import EarlyStopping, copy_state
+from tbhcli.training.validation import Validator
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_METRIC = "map@1000"
@@ -107,9 +113,9 @@ class Trainer:
             "cursor": self.cursor,
         }
 
-    def save(self, path: Path, config: dict) -> None:
+    def save(self, path: Path, config: dict, extra: dict | None = None) -> None:
         tmp = path.with_suffix(".tmp")
-        torch.save(self.state(config), tmp)
+        torch.save(self.state(config) | (extra or {}), tmp)
         tmp.replace(path)
 
     def load(self, state: dict) -> None:
@@ -130,7 +136,7 @@ def load_checkpoint(path: Path, config: dict) -> dict:
         raise TbhError(
             f"cannot read the checkpoint {path} ({exc}); start over with --force."
         ) from None
-    ignore = {"steps", "eval_every", "eval_queries", "device", "tbh_version"}
+    ignore = {"steps", "stop", "eval_every", "eval_queries", "device", "tbh_version"}
     changed = sorted(
         k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k)
     )
@@ -147,6 +153,8 @@ def load_checkpoint(path: Path, config: dict) -> dict:
 
 
 def _progress():
+    """The training progress bar, on stderr (stdout stays free for `--json`)."""
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -162,6 +170,7 @@ def _progress():
         TextColumn("{task.fields[rate]:.1f} step/s"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[losses]}"),
+        console=Console(stderr=True),
         transient=False,
     )
 
@@ -188,41 +197,114 @@ class DeferredInterrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
+class Diverged(TbhError):
+    """The loss stopped being a number: no run is written."""
+
+
+@dataclass
+class LoopResult:
+    """How a TBH training ended."""
+
+    step: int  # the last step trained
+    best_step: int | None  # the step whose weights were kept (None: the last step's)
+    reason: str  # "steps" (ran to --steps) or "plateau" (validation stopped improving)
+    seconds: float
+    steps_per_s: float
+    warnings: list[str] = field(default_factory=list)
+
+
+class DivergenceGuard:
+    """Stop at the first non-finite loss; warn once when the reconstruction grows 100x."""
+
+    GROWTH = 100.0
+
+    def __init__(self, lr: float):
+        self.lr, self.first_rec, self.warnings = lr, None, []
+
+    def check(self, step: int, terms: dict[str, torch.Tensor]) -> str | None:
+        """Raise Diverged on NaN/inf; return a warning line the first time rec explodes."""
+        values = {k: float(terms[k]) for k in ("rec", "actor", "critic")}
+        for name, value in values.items():
+            if not math.isfinite(value):
+                what = "NaN" if math.isnan(value) else "inf"
+                scale = " or rescale the features" if step == 1 else ""
+                raise Diverged(
+                    f"loss became {what} at step {step} ({name}): lower --lr (it is {self.lr:g})"
+                    f"{scale}; no run was written."
+                )
+        rec = values["rec"]
+        if self.first_rec is None:
+            self.first_rec = rec
+        elif not self.warnings and rec > self.GROWTH * max(self.first_rec, 1e-12):
+            self.warnings.append(
+                f"reconstruction loss grew {rec / max(self.first_rec, 1e-12):.0f}x since the first "
+                f"step ({self.first_rec:.3g} -> {rec:.3g} at step {step}): training is diverging; "
+                "lower --lr."
+            )
+            return self.warnings[-1]
+        return None
+
+
+def _check_weights(model: torch.nn.Module, step: int, lr: float) -> None:
+    """A checkpoint is never written with NaN or inf weights (a resume would diverge at once)."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise Diverged(f"weights became NaN or inf at step {step}: lower --lr (it is {lr:g}).")
+
+
 def fit_tbh(
     out: Path,
-    data: FeatureSet,
+    x: torch.Tensor,
     config: dict,
-    device: torch.device,
     resume: bool,
+    validator: Validator | None,
     held_out: HeldOut | None,
     log_every: int,
     checkpoint_every: int,
     quiet: bool,
-) -> None:
-    """Train TBH to `config["steps"]`, logging to log.jsonl, checkpointing, saving the encoder."""
-    x = torch.from_numpy(data.features).to(device)
-    trainer = Trainer(
-        TBHConfig(**config["model"]), x, config["batch_size"], config["lr"], config["seed"]
-    )
+) -> LoopResult:
+    """Train TBH on x [N, D] to `config["steps"]` (or its validation plateau) and save the encoder.
+
+    Every `val_every` steps the encoder is scored by `validator` (logged as {"step", "val"}); with
+    `config["stop"]` the run stops once the score has not improved for `patience` steps and keeps
+    the best weights. A non-finite loss raises Diverged before anything is saved.
+    """
+    trainer = Trainer(model_config(config), x, config["batch_size"], config["lr"], config["seed"])
+    stop = config.get("stop")
+    stopping = EarlyStopping(stop["patience"], stop["min_steps"]) if stop and validator else None
+    best: dict[str, torch.Tensor] = {}
     ckpt, log_path = out / CHECKPOINT_FILE, out / runs.LOG_FILE
     if resume:
-        trainer.load(load_checkpoint(ckpt, config))
+        state = load_checkpoint(ckpt, config)
+        trainer.load(state)
+        if stopping is not None and state.get("stopping"):
+            stopping = EarlyStopping(**state["stopping"])
+            best = state.get("best") or {}
         _truncate_log(log_path, trainer.step)
     else:
         log_path.write_text("")
-    steps, eval_every = config["steps"], config["eval_every"]
+
+    def save_checkpoint() -> None:
+        _check_weights(trainer.model, trainer.step, config["lr"])
+        extra = {"stopping": stopping.state(), "best": best} if stopping is not None else {}
+        trainer.save(ckpt, config, extra)
+
+    steps, eval_every, val_every = config["steps"], config["eval_every"], config["val_every"]
+    guard, reason = DivergenceGuard(config["lr"]), "steps"
     log = open(log_path, "a", buffering=1)  # noqa: SIM115  (line-buffered: `tail -f` works)
     start_step, t0 = trainer.step, time.perf_counter()
-    last_eval = shown = ""
+    last_eval = last_val = shown = ""
+    title = f"TBH {config['bits']} bits" + (" (stops at its plateau)" if stopping else "")
     with _progress() as bar, DeferredInterrupt() as interrupt:
-        task = bar.add_task(
-            f"TBH {config['bits']} bits", total=steps, completed=start_step, rate=0.0, losses=""
-        )
+        task = bar.add_task(title, total=steps, completed=start_step, rate=0.0, losses="")
         bar.live.transient = quiet
         try:
             while trainer.step < steps:
                 terms = trainer.train_step()
                 step = trainer.step
+                warning = guard.check(step, terms)
+                if warning:
+                    log.write(json.dumps({"step": step, "warning": warning}) + "\n")
+                    bar.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
                 if step % log_every == 0 or step == steps:
                     row = {"step": step, **{k: float(v) for k, v in terms.items()}}
                     row["time"] = round(time.perf_counter() - t0, 3)
@@ -231,39 +313,68 @@ def fit_tbh(
                     shown = (
                         f"rec {row['rec']:.4g} adv_b {row['adv_b']:.3f} adv_z {row['adv_z']:.3f}"
                     )
-                    bar.update(task, completed=step, rate=rate, losses=shown + last_eval)
+                    bar.update(task, completed=step, rate=rate, losses=shown + last_val + last_eval)
+                if validator is not None and step % val_every == 0:
+                    scores = validator(trainer.model.encoder)
+                    log.write(json.dumps({"step": step, "val": scores}) + "\n")
+                    last_val = f" val {validator.metric} {scores[validator.metric]:.4f}"
+                    if stopping is not None:
+                        if stopping.update(step, scores[validator.metric]):
+                            best = copy_state(trainer.model.encoder)
+                        if stopping.should_stop(step):
+                            reason = "plateau"
+                    bar.update(task, losses=shown + last_val + last_eval)
                 if held_out is not None and eval_every and step % eval_every == 0:
                     score = held_out(trainer.model.encoder)
                     log.write(json.dumps({"step": step, EVAL_METRIC: score}) + "\n")
                     last_eval = f" {EVAL_METRIC} {score:.4f}"
-                    bar.update(task, losses=shown + last_eval)
+                    bar.update(task, losses=shown + last_val + last_eval)
                 if checkpoint_every and step % checkpoint_every == 0:
-                    trainer.save(ckpt, config)
+                    save_checkpoint()
                 interrupt.check()
+                if reason == "plateau":
+                    break
         except KeyboardInterrupt:
             log.close()
-            trainer.save(ckpt, config)
+            save_checkpoint()
             bar.console.print(
                 f"[yellow]checkpoint saved at step {trainer.step} in {terminal.shown(out)}; "
                 "add --resume to the same command to continue."
             )
             raise
+        except Diverged:
+            log.close()
+            raise
     log.close()
-    trainer.save(ckpt, config)
-    runs.save_run(out, config, trainer.model.encoder.cpu())
+    seconds = time.perf_counter() - t0
+    save_checkpoint()
+    encoder = trainer.model.encoder
+    if best:
+        encoder.load_state_dict(best)
+    runs.save_run(out, config, encoder.cpu())
+    return LoopResult(
+        step=trainer.step,
+        best_step=stopping.best_step if best else None,
+        reason=reason,
+        seconds=round(seconds, 3),
+        steps_per_s=round((trainer.step - start_step) / max(seconds, 1e-9), 2),
+        warnings=guard.warnings,
+    )
 
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log rows written after the checkpoint, so a resumed log reads like a straight one.
 
-    A row that does not parse is dropped too: a kill can cut the last line short.
+    A row that does not parse is dropped too: a kill can cut the last line short. So is the
+    summary row of a finished run that is being extended: the extended run writes its own.
     """
     if not path.is_file():
         return
     rows = []
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line)["step"] <= step:
+            row = json.loads(line)
+            if row["step"] <= step and "summary" not in row:
                 rows.append(line)
         except (ValueError, KeyError, TypeError):
             continue
