@@ -31,6 +31,7 @@ from tbhcli.cli_options import (
 from tbhcli.errors import TbhError
 from tbhcli.jsondoc import document
 from tbhcli.terminal import make_console, shown
+from tbhcli.training import defaults
 
 err_console = make_console(stderr=True)
 
@@ -237,7 +238,7 @@ def train(
             help="fast (Adam 1e-3, gamma 8, stops at its plateau) or faithful (the released "
             "code: Adam 1e-4, 100k steps, gamma 1.4)."
         ),
-    ] = "fast",
+    ] = defaults.PRESET,
     lr: Annotated[
         float | None, typer.Option(help="Adam learning rate (default: the preset's).")
     ] = None,
@@ -276,12 +277,14 @@ def train(
         typer.Option(
             help="Features held out for validation (at most 2,000); 0: train on all, no stopping."
         ),
-    ] = 0.1,
-    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 100,
+    ] = defaults.VAL_FRACTION,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = defaults.VAL_EVERY,
     patience: Annotated[
         int, typer.Option(help="Stop after N steps without a held-out gain.")
-    ] = 500,
-    min_steps: Annotated[int, typer.Option(help="Never stop before this step.")] = 500,
+    ] = defaults.PATIENCE,
+    min_steps: Annotated[
+        int, typer.Option(help="Never stop before this step.")
+    ] = defaults.MIN_STEPS,
     eval_every: Annotated[
         int, typer.Option(help="Log mAP@1000 on --eval-queries every N steps (0: never).")
     ] = 0,

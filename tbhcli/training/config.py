@@ -18,6 +18,7 @@ from tbhcli.hashing.baselines import BASELINES
 from tbhcli.hashing.codes import check_bits
 from tbhcli.hashing.tbh import VARIANTS, TBHConfig, decoder_output_for
 from tbhcli.imaging.featureset import FeatureSet, load_meta
+from tbhcli.training import defaults
 from tbhcli.training.validation import DISTANCES, NEIGHBOURS, Split
 from tbhcli.workspace import RUNS_DIR, file_sha256
 
@@ -60,7 +61,7 @@ class TrainOptions:
     resume: bool = False
     force: bool = False
     variant: str = "code"
-    preset: str = "fast"
+    preset: str = defaults.PRESET
     lr: float | None = None
     decoder_output: str = "auto"
     gamma: float | None = None
@@ -68,10 +69,10 @@ class TrainOptions:
     fixed_graph: bool = False
     stochastic_neuron: bool = True
     model_fields: dict | None = None
-    val_fraction: float = 0.1
-    val_every: int = 100
-    patience: int = 500
-    min_steps: int = 500
+    val_fraction: float = defaults.VAL_FRACTION
+    val_every: int = defaults.VAL_EVERY
+    patience: int = defaults.PATIENCE
+    min_steps: int = defaults.MIN_STEPS
     neighbours: int = NEIGHBOURS
     distance: str = "euclidean"
     eval_every: int = 0

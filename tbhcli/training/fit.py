@@ -22,6 +22,7 @@ from tbhcli.device import torch_device
 from tbhcli.errors import TbhError
 from tbhcli.hashing import runs
 from tbhcli.imaging.featureset import FeatureSet, load_features
+from tbhcli.training import defaults
 from tbhcli.training.compare import Comparison, compare_baselines, summary_row
 from tbhcli.training.config import PRESETS, TrainOptions, check_data, run_config
 from tbhcli.training.loop import CHECKPOINT_FILE, EVAL_METRIC, Diverged, HeldOut, fit_tbh
@@ -64,7 +65,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     variant: str = "code",
-    preset: str = "fast",
+    preset: str = defaults.PRESET,
     lr: float | None = None,
     decoder_output: str = "auto",
     gamma: float | None = None,
@@ -72,10 +73,10 @@ def train(
     fixed_graph: bool = False,
     stochastic_neuron: bool = True,
     model_fields: dict | None = None,
-    val_fraction: float = 0.1,
-    val_every: int = 100,
-    patience: int = 500,
-    min_steps: int = 500,
+    val_fraction: float = defaults.VAL_FRACTION,
+    val_every: int = defaults.VAL_EVERY,
+    patience: int = defaults.PATIENCE,
+    min_steps: int = defaults.MIN_STEPS,
     neighbours: int = 100,
     distance: str = "euclidean",
     eval_every: int = 0,
