@@ -154,7 +154,6 @@ def load_checkpoint(path: Path, config: dict) -> dict:
 
 def _progress():
     """The training progress bar, on stderr (stdout stays free for `--json`)."""
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -170,7 +169,7 @@ def _progress():
         TextColumn("{task.fields[rate]:.1f} step/s"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[losses]}"),
-        console=Console(stderr=True),
+        console=terminal.make_console(stderr=True),
         transient=False,
     )
 
