@@ -10,7 +10,8 @@ duplicate when its codes are within the threshold, and is one when both come fro
 - one row per transform: the originals and that transform's copies (hflip and rotate-90 apart);
 - `false groups`: the fraction of distinct originals within the threshold of another original.
 Each method is scored at its usual threshold and at the one that maximises overall F1; the time
-is the method's own wall time for every image (decode + code, one process) + the pair search.
+is the method's own wall time for every image (decode + code) + the pair search; imagehash runs
+and imagededup in one process, tbh with its default decoding workers (one per core).
 tbh runs its real command (`tbhcli.folder_duplicates`: embed, fit the binariser on the folder,
 export, store, group) and its pair scores come from the codes in the store it wrote.
 """
@@ -120,15 +121,19 @@ def run_imagededup(root: Path, paths: list[str]) -> dict:
     return out
 
 
-def run_tbh(root: Path, paths: list[str], workdir: Path, radius: int | None, workers: int):
+def run_tbh(
+    root: Path, paths: list[str], workdir: Path, radius: int | None, workers: int, backbone: str
+):
     """tbh's real command on the folder; codes read back from its store in `paths` order."""
     from tbhcli.apps.duplicates import duplicates
-    from tbhcli.apps.photos import DEFAULT_RADIUS, update_store
+    from tbhcli.apps.photos import fitted_radius, update_store
     from tbhcli.storage.store import open_store
 
-    radius = DEFAULT_RADIUS if radius is None else radius
     start = time.perf_counter()
-    cache = update_store(root, workdir / "tbh.zarr", workers=workers, device="cpu")
+    cache = update_store(
+        root, workdir / f"tbh-{backbone}.zarr", backbone, workers=workers, device="cpu"
+    )
+    radius = fitted_radius(cache) if radius is None else radius
     began = time.perf_counter()
     duplicates(cache.store, radius, threads=1)
     cache.seconds["group"] = time.perf_counter() - began
@@ -138,7 +143,7 @@ def run_tbh(root: Path, paths: list[str], workdir: Path, radius: int | None, wor
     table = open_store(cache.store)
     row = {str(p): i for i, p in enumerate(table.paths)}
     codes = table.read_codes()[[row[p] for p in paths]]
-    return {"tbh duplicates": (codes, seconds, radius)}, cache.seconds
+    return {f"tbh duplicates --backbone {backbone}": (codes, seconds, radius)}, cache.seconds
 
 
 def overall_row(name: str, result: dict, threshold: str, t: int, ms: float) -> str:
@@ -159,8 +164,11 @@ def main() -> None:
     parser.add_argument("--originals", type=int, default=60, help="distinct originals")
     parser.add_argument("--data", type=Path, help="photo set folder (default: a temporary one)")
     parser.add_argument("--radius", type=int, help="tbh's threshold (default: its default)")
-    parser.add_argument("--workers", type=int, default=0, help="tbh's decoding processes")
+    parser.add_argument("--workers", type=int, help="tbh's decoding processes (default: tbh's)")
     parser.add_argument("--skip", nargs="*", default=[], help="imagehash, imagededup")
+    parser.add_argument(
+        "--backbones", nargs="+", default=["gray32"], help="tbh's backbones (first: the default)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp) / "photos"
@@ -173,14 +181,18 @@ def main() -> None:
         paths = [p.as_posix() for p in list_images(root)]
         family, transform = families(paths)
         print(f"{len(paths)} images, {len(set(family))} originals", file=sys.stderr)
-        methods, stages = run_tbh(root, paths, Path(tmp), args.radius, args.workers)
+        methods, stages = {}, {}
+        for backbone in args.backbones:
+            found, seconds = run_tbh(root, paths, Path(tmp), args.radius, args.workers, backbone)
+            methods |= found
+            stages[backbone] = seconds
         if "imagehash" not in args.skip:
             methods |= run_imagehash(root, paths)
         if "imagededup" not in args.skip:
             methods |= run_imagededup(root, paths)
         results, times = {}, {}
         for name, (codes, seconds, usual) in methods.items():
-            if not name.startswith("imagededup"):  # imagededup's time includes its own search
+            if name.startswith("imagehash"):  # tbh's and imagededup's times include their search
                 seconds += pair_search_seconds(codes, usual)
             results[name] = evaluate(codes, family, transform)
             times[name] = 1000 * seconds / len(paths)
@@ -188,7 +200,7 @@ def main() -> None:
             f"{len(paths)} images ({len(set(family))} originals x {len(set(transform)) - 1} "
             "transforms + originals); pair precision / recall / F1 over non-flip copies; false "
             "groups = originals within the threshold of another original; ms/image = wall time "
-            "of decode + code + pair search, one process\n"
+            "of decode + code + pair search (tbh: its whole command, default workers)\n"
         )
         print("| method | threshold | precision | recall | F1 | false groups | ms/image |")
         print("|---|---|---|---|---|---|---|")
@@ -196,13 +208,15 @@ def main() -> None:
             result = results[name]
             print(overall_row(name, result, "usual", usual, times[name]))
             print(overall_row(name, result, "F1-best", best_threshold(result), times[name]))
-        tbh_ms = 1000 * sum(stages.values()) / len(paths)
-        shares = ", ".join(f"{k} {100 * v / sum(stages.values()):.0f} %" for k, v in stages.items())
-        print(f"\ntbh stages ({tbh_ms:.1f} ms/image in all): {shares}\n")
+        for backbone, seconds in stages.items():
+            total = sum(seconds.values())
+            shares = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in seconds.items())
+            print(f"\ntbh {backbone} stages ({1000 * total / len(paths):.1f} ms/image): {shares}")
+        print()
         print("Per transform, each method at its F1-best threshold: precision / recall / F1\n")
         print("| transform | " + " | ".join(methods) + " |")
         print("|---|" + "---|" * len(methods))
-        for key in results["tbh duplicates"]:
+        for key in results[next(iter(methods))]:
             if key in ("overall", "nearest_other"):
                 continue
             cells = []

@@ -592,8 +592,9 @@ def duplicates(
         int | None,
         typer.Option(
             metavar="R",
-            help="Most bits two near duplicates may differ in (default: 2 bits, for a store and "
-            "for PHOTOS_DIR; see docs/duplicates.md).",
+            help="Most bits two near duplicates may differ in (default: with PHOTOS_DIR, a "
+            "quarter of the DCT bits, 32 of 128; for a CNN's or a store's codes, 2; see "
+            "docs/duplicates.md).",
         ),
     ] = None,
     store: Annotated[
@@ -605,12 +606,24 @@ def duplicates(
         ),
     ] = None,
     backbone: Annotated[
-        Backbone, typer.Option(help="Backbone of PHOTOS_DIR's first run.")
-    ] = Backbone.efficientnet_lite0,
+        Backbone | None,
+        typer.Option(
+            help="Features of PHOTOS_DIR's first run: gray32 (default) is hashed by its "
+            "low-frequency DCT signs and finds copies of a photo (re-encoded, resized, edited); "
+            "a CNN is hashed by ITQ and groups photos of similar things.",
+            show_default=False,
+        ),
+    ] = None,
     backbone_weights: BackboneWeightsOption = None,
     bits: Annotated[
-        int, typer.Option(metavar="M", help="Code length fitted on PHOTOS_DIR's first run.")
-    ] = 256,
+        int | None,
+        typer.Option(
+            metavar="M",
+            help="Code length of PHOTOS_DIR's first run (default: 128 with gray32, 256 with a "
+            "CNN).",
+            show_default=False,
+        ),
+    ] = None,
     keep: Annotated[
         str,
         typer.Option(
@@ -641,16 +654,17 @@ def duplicates(
     from tbhcli.apps.duplicates import duplicates as store_duplicates
     from tbhcli.apps.duplicates import print_groups
     from tbhcli.apps.keep import check_keep, decide, write_to_remove
-    from tbhcli.apps.photos import DEFAULT_RADIUS, update_store
+    from tbhcli.apps.photos import STORE_RADIUS, fitted_radius, update_store
     from tbhcli.storage.store import open_store
     from tbhcli.workspace import resolve_store
 
     check_keep(keep)
     if folder is not None:
-        store = update_store(folder, store, backbone, backbone_weights, bits, workers, device).store
-        radius = DEFAULT_RADIUS if radius is None else radius
+        cache = update_store(folder, store, backbone, backbone_weights, bits, workers, device)
+        store = cache.store
+        radius = fitted_radius(cache) if radius is None else radius
     store = resolve_store(store)  # named once when it is the default
-    radius = 2 if radius is None else radius
+    radius = STORE_RADIUS if radius is None else radius
     groups = store_duplicates(store, radius, threads)
     decisions = decide(groups, open_store(store).root, keep)
     if to_remove is not None:

@@ -39,6 +39,7 @@ class Backbone(StrEnum):
     efficientnet_lite0 = "efficientnet-lite0"
     resnet50 = "resnet50"
     vgg16_fc7 = "vgg16-fc7"
+    gray32 = "gray32"
     tiny = "tiny"
 
 

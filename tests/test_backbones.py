@@ -55,7 +55,8 @@ def test_efficientnet_lite0_features_are_pooled_relu6():
 def test_unknown_backbone_lists_choices():
     with pytest.raises(TbhError, match="efficientnet-lite0"):
         load_backbone("alexnet")
-    assert set(list_backbones()) == {"efficientnet-lite0", "resnet50", "vgg16-fc7", "tiny"}
+    expected = {"efficientnet-lite0", "resnet50", "vgg16-fc7", "gray32", "tiny"}
+    assert set(list_backbones()) == expected
 
 
 @torch.no_grad()

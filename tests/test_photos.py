@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from tbhcli.apps.photos import CachePaths, fit_binariser, folder_duplicates, update_store
 from tbhcli.cli import app
 from tbhcli.deploy.runtime import create_session, run_codes
+from tbhcli.errors import TbhError
 from tbhcli.imaging.images import load_image
 from tbhcli.storage.store import open_store
 
@@ -81,9 +82,36 @@ def test_groups_match_a_brute_force_reference(folder):
 
 def test_itq_when_the_folder_is_large_enough():
     features = np.random.default_rng(0).standard_normal((40, 24)).astype(np.float32)
-    method, encoder = fit_binariser(features, 16)
+    method, encoder = fit_binariser(features, 16, "tiny")
     assert method == "itq" and encoder.projection.shape == (24, 16)
-    assert fit_binariser(features[:31], 16)[0] == "lsh"
+    assert fit_binariser(features[:31], 16, "tiny")[0] == "lsh"
+
+
+def test_default_run_groups_re_encoded_and_resized_copies_and_not_distinct_photos(tmp_path):
+    """gray32 + the dct hash at its calibrated radius, through the real exported model."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(10):
+        scene(i, size=160).save(folder / f"p{i:02d}.png")
+    original = Image.open(folder / "p04.png")
+    original.save(folder / "p04-q30.jpg", quality=30)
+    original.resize((70, 70), Image.Resampling.LANCZOS).save(folder / "p04-small.png")
+    groups = folder_duplicates(folder, workers=0)
+    assert [sorted(g.paths) for g in groups] == [["p04-q30.jpg", "p04-small.png", "p04.png"]]
+    paths = CachePaths.for_folder(folder, None)
+    config = json.loads((paths.run / "config.json").read_text())
+    assert (config["backbone"], config["method"], config["bits"], config["radius"]) == (
+        "gray32",
+        "dct",
+        128,
+        32,
+    )
+    session, _ = create_session(paths.model, "cpu")  # later runs index through this model
+    for name, code in store_codes(paths).items():
+        onnx_code = run_codes(session, load_image(folder / name, 32)[None])[0]
+        assert (np.unpackbits(onnx_code) != np.unpackbits(code)).sum() <= 1
+    with pytest.raises(TbhError, match="fitted with --backbone gray32"):
+        update_store(folder, backbone="tiny", workers=0)
 
 
 def test_cli_folder_json_to_remove_html(folder, tmp_path, monkeypatch):

@@ -1,9 +1,12 @@
 """`tbh duplicates FOLDER`: near-duplicate photos in a folder, with no training step to run.
 
 The first run embeds every image with the backbone, fits a label-free binariser on the folder's
-own features (ITQ; LSH when the folder has fewer images than `2 * bits`, too few to fit a
-rotation), saves it as an ordinary run and exports it to ONNX (images -> codes), and writes the
-codes into a store. Later runs index only the files the store does not hold yet, through that
+own features, saves it as an ordinary run and exports it to ONNX (images -> codes), and writes
+the codes into a store. The default is the perceptual `dct` hash on `gray32` thumbnails
+(tbhcli.hashing.perceptual): it finds re-encoded, resized and lightly edited copies and keeps
+distinct photos apart (docs/duplicates.md). A CNN backbone gets ITQ instead (LSH when the folder
+has fewer images than `2 * bits`, too few to fit a rotation): codes of what a photo shows,
+not of the photo itself. Later runs index only the files the store does not hold yet, through that
 same model (`tbh index`), so codes stay comparable and old files are never embedded again.
 Groups then come from `tbhcli.apps.duplicates` at `radius` bits.
 
@@ -22,8 +25,8 @@ from tbhcli.apps.duplicates import DuplicateGroup, duplicates
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import check_workers, list_images
 
-DEFAULT_BITS = 256
-DEFAULT_RADIUS = 2  # false-group rate 0.7 % on the benchmark originals (docs/duplicates.md)
+DEFAULT_BACKBONE = "gray32"
+STORE_RADIUS = 2  # for a store of semantic codes made by `tbh index`
 CACHE_DIR = ".tbh"
 STORE_NAME = "duplicates.zarr"
 
@@ -44,10 +47,29 @@ class CachePaths:
         return cls(store, store.parent / f"{stem}.onnx", store.parent / f"{stem}-run")
 
 
-def fit_binariser(features: np.ndarray, bits: int, seed: int = 0):
-    """A LinearHash fitted on the folder's features [N, D], needing no labels (module doc)."""
-    from tbhcli.hashing.baselines import fit_baseline
+def default_bits(backbone: str) -> int:
+    """Code length of a first run: 128 DCT bits for `gray32`, 256 ITQ bits for a CNN."""
+    return 128 if backbone == DEFAULT_BACKBONE else 256
 
+
+def default_radius(method: str, bits: int) -> int:
+    """The grouping threshold a fitted binariser gets, calibrated on bench/dedup_quality.py.
+
+    dct: a quarter of the bits (32 of 128: no two of the benchmark's distinct originals grouped,
+    every JPEG/resized copy found); ITQ/LSH on CNN features: 2 bits (docs/duplicates.md).
+    """
+    from tbhcli.hashing.perceptual import METHOD
+
+    return bits // 4 if method == METHOD else STORE_RADIUS
+
+
+def fit_binariser(features: np.ndarray, bits: int, backbone: str, seed: int = 0):
+    """(method, LinearHash) fitted on the folder's features [N, D], needing no labels."""
+    from tbhcli.hashing.baselines import fit_baseline
+    from tbhcli.hashing.perceptual import METHOD, fit_dct_hash
+
+    if backbone == DEFAULT_BACKBONE:
+        return METHOD, fit_dct_hash(features, bits)
     method = "itq" if len(features) >= 2 * bits else "lsh"
     return method, fit_baseline(method, features, bits, seed)
 
@@ -73,11 +95,12 @@ def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, devi
     if not ok.any():
         raise TbhError(f"none of the {len(relpaths)} images in {folder} could be decoded.")
     began = time.perf_counter()
-    method, encoder = fit_binariser(feats[ok], bits)
+    method, encoder = fit_binariser(feats[ok], bits, model.name)
     paths.seconds["fit"] = time.perf_counter() - began
     config = {
         "method": method,
         "bits": bits,
+        "radius": default_radius(method, bits),
         "feature_dim": model.feature_dim,
         "backbone": model.name,
         "backbone_weights": weights_id(model.name, weights),
@@ -108,30 +131,61 @@ def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, devi
     paths.seconds["store"] = time.perf_counter() - began
 
 
+def _check_same_fit(paths: CachePaths, backbone: str | None, bits: int | None) -> None:
+    """A later run reuses the first run's model: asking for another one is an error, not ignored."""
+    from tbhcli.hashing.runs import load_config
+
+    config = load_config(paths.run)
+    for option, asked, fitted in (
+        ("--backbone", backbone, config["backbone"]),
+        ("--bits", bits, config["bits"]),
+    ):
+        if asked is not None and str(asked) != str(fitted):
+            raise TbhError(
+                f"{paths.store} was fitted with {option} {fitted}; to use {asked}, delete "
+                f"{paths.store.parent} (or pass another --store) and run again."
+            )
+
+
+def fitted_radius(paths: CachePaths) -> int:
+    """The default threshold of the binariser fitted in `paths.run` (`default_radius`)."""
+    from tbhcli.hashing.runs import load_config
+
+    config = load_config(paths.run)
+    return int(config.get("radius", default_radius(config["method"], int(config["bits"]))))
+
+
 def update_store(
     folder: Path,
     store: Path | None = None,
-    backbone: str = "efficientnet-lite0",
+    backbone: str | None = None,
     weights: Path | None = None,
-    bits: int = DEFAULT_BITS,
+    bits: int | None = None,
     workers: int | None = None,
     device: str = "auto",
 ) -> CachePaths:
-    """Bring the folder's duplicate store up to date (only new files are embedded); its paths."""
+    """Bring the folder's duplicate store up to date (only new files are embedded); its paths.
+
+    `backbone` and `bits` choose the first run's model (default `gray32`, `default_bits`); later
+    runs keep it.
+    """
     folder = Path(folder)
     list_images(folder)  # a missing folder is a user error before any work
     workers = check_workers(workers)
-    if bits <= 0 or bits % 8:
+    if bits is not None and (bits <= 0 or bits % 8):
         raise TbhError(f"--bits must be a positive multiple of 8 (got {bits}).")
     paths = CachePaths.for_folder(folder, store)
     if paths.model.is_file() and (paths.store / "zarr.json").is_file():
         from tbhcli.storage.indexing import index
 
+        _check_same_fit(paths, backbone, bits)
         began = time.perf_counter()
         index(folder, paths.store, paths.model, workers=workers, device=device)
         paths.seconds["index"] = time.perf_counter() - began
     else:
         paths.store.parent.mkdir(parents=True, exist_ok=True)
+        backbone = backbone or DEFAULT_BACKBONE
+        bits = bits or default_bits(backbone)
         _first_run(folder, paths, backbone, weights, bits, workers, device)
     return paths
 
@@ -139,14 +193,17 @@ def update_store(
 def folder_duplicates(
     folder: Path,
     store: Path | None = None,
-    radius: int = DEFAULT_RADIUS,
-    backbone: str = "efficientnet-lite0",
+    radius: int | None = None,
+    backbone: str | None = None,
     weights: Path | None = None,
-    bits: int = DEFAULT_BITS,
+    bits: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
     device: str = "auto",
 ) -> list[DuplicateGroup]:
-    """Groups of near-duplicate images under `folder` (module doc): index, then group."""
+    """Groups of near-duplicate images under `folder` (module doc): index, then group.
+
+    `radius` defaults to the one calibrated for the fitted binariser (`default_radius`).
+    """
     paths = update_store(folder, store, backbone, weights, bits, workers, device)
-    return duplicates(paths.store, radius, threads)
+    return duplicates(paths.store, fitted_radius(paths) if radius is None else radius, threads)

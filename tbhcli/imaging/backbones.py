@@ -9,6 +9,8 @@ ImageNet mean/std normalisation happens inside `forward`, so an exported ONNX mo
   for 224 px inputs, which is exact for any side that is a multiple of 32.
 - `resnet50`: 2048-d pooled features; `vgg16-fc7`: 4096-d fc7 after ReLU, as in the TBH paper.
   Both from torchvision, with `--backbone-weights FILE` or torchvision's own ImageNet download.
+- `gray32`: the 32 x 32 grayscale thumbnail itself (1,024-d, no weights), the input of the
+  perceptual `dct` hash that `tbh duplicates` uses by default (tbhcli.hashing.perceptual).
 - `tiny`: a small seeded random CNN (32-d, 32 px) for tests.
 """
 
@@ -28,14 +30,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Backbone(nn.Module):
     """Normalise [0, 1] pixels, then run `body` to get features [B, feature_dim]."""
 
-    def __init__(self, name: str, body: nn.Module, feature_dim: int, image_size: int):
+    def __init__(
+        self,
+        name: str,
+        body: nn.Module,
+        feature_dim: int,
+        image_size: int,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ):
         super().__init__()
         self.name = name
         self.body = body
         self.feature_dim = feature_dim
         self.image_size = image_size
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body((images - self.mean) / self.std)  # (B, D)
@@ -111,6 +121,23 @@ def _vgg16_fc7(weights: Path | None) -> Backbone:
     return Backbone("vgg16-fc7", model, 4096, 224)
 
 
+class _Grayscale(nn.Module):
+    """RGB [B, 3, S, S] -> luma [B, S * S], row-major (ITU-R 601 weights, as Pillow's "L")."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.weights).sum(dim=1).flatten(1)
+
+
+def _gray32(weights: Path | None) -> Backbone:
+    if weights is not None:
+        raise TbhError("the gray32 backbone has no weights; leave out --backbone-weights.")
+    return Backbone("gray32", _Grayscale(), 32 * 32, 32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
 def _tiny(weights: Path | None, seed: int = 0) -> Backbone:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -132,6 +159,7 @@ _BACKBONES: dict[str, Callable[[Path | None], Backbone]] = {
     "efficientnet-lite0": _efficientnet_lite0,
     "resnet50": _resnet50,
     "vgg16-fc7": _vgg16_fc7,
+    "gray32": _gray32,
     "tiny": _tiny,
 }
 
@@ -152,5 +180,5 @@ def load_backbone(name: str = "efficientnet-lite0", weights: Path | None = None)
 def weights_id(name: str, weights: Path | None) -> str:
     """Provenance of a backbone's weights: the file's sha256, or where the defaults come from."""
     if weights is None:
-        return "random (seed 0)" if name == "tiny" else "imagenet"
+        return {"tiny": "random (seed 0)", "gray32": "none"}.get(name, "imagenet")
     return "sha256:" + file_sha256(weights)
