@@ -12,6 +12,7 @@ from tbhcli.cli_options import (
     Backbone,
     BackboneWeightsOption,
     DaskOption,
+    DecoderOutput,
     Device,
     DeviceOption,
     ImageBatchOption,
@@ -20,11 +21,14 @@ from tbhcli.cli_options import (
     MethodOption,
     ModelInput,
     ModelOption,
+    Preset,
     RunOption,
     SearchMethod,
     StoreOption,
     TbhCommand,
     ThreadsOption,
+    TrainMethod,
+    Variant,
     WorkersOption,
     examples,
 )
@@ -34,6 +38,7 @@ from tbhcli.terminal import make_console, shown
 from tbhcli.training import defaults
 
 err_console = make_console(stderr=True)
+DEFAULT_PRESET = Preset(defaults.PRESET)
 
 
 class _UserErrorsAsOneLine(TyperGroup):
@@ -208,9 +213,9 @@ def train(
     features: Annotated[Path, typer.Argument(help="Training features NAME.npy [N, D].")],
     bits: Annotated[int, typer.Option(help="Code length M (a multiple of 8, at most 4096).")] = 32,
     method: Annotated[
-        str,
-        typer.Option(help="tbh, itq, pcah, lsh, or auto (fit all four, keep the best held-out)."),
-    ] = "tbh",
+        TrainMethod,
+        typer.Option(help="TBH, a baseline, or auto (fit all four, keep the best held-out)."),
+    ] = TrainMethod.tbh,
     steps: Annotated[
         int | None,
         typer.Option(help="Train exactly N steps (default: stop at the validation plateau)."),
@@ -230,21 +235,21 @@ def train(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the run in --out.")] = False,
     variant: Annotated[
-        str, typer.Option(help="code (released code) or paper (paper figure).")
-    ] = "code",
+        Variant, typer.Option(help="code (released code) or paper (paper figure).")
+    ] = Variant.code,
     preset: Annotated[
-        str,
+        Preset,
         typer.Option(
             help="fast (Adam 1e-3, gamma 8, stops at its plateau) or faithful (the released "
             "code: Adam 1e-4, 100k steps, gamma 1.4)."
         ),
-    ] = defaults.PRESET,
+    ] = DEFAULT_PRESET,
     lr: Annotated[
         float | None, typer.Option(help="Adam learning rate (default: the preset's).")
     ] = None,
     decoder_output: Annotated[
-        str, typer.Option(help="auto (relu for features >= 0), relu or identity.")
-    ] = "auto",
+        DecoderOutput, typer.Option(help="auto: relu for features >= 0, else identity.")
+    ] = DecoderOutput.auto,
     gamma: Annotated[
         float | None,
         typer.Option(

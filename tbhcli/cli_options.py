@@ -43,6 +43,38 @@ class Backbone(StrEnum):
     tiny = "tiny"
 
 
+class TrainMethod(StrEnum):
+    """What `tbh train` fits (tbhcli.training.config.METHODS; a test keeps both equal)."""
+
+    tbh = "tbh"
+    itq = "itq"
+    pcah = "pcah"
+    lsh = "lsh"
+    auto = "auto"
+
+
+class Variant(StrEnum):
+    """TBH as the released code has it, or as the paper's figure draws it."""
+
+    code = "code"
+    paper = "paper"
+
+
+class Preset(StrEnum):
+    """TBH's optimiser schedule (tbhcli.training.config.PRESETS)."""
+
+    fast = "fast"
+    faithful = "faithful"
+
+
+class DecoderOutput(StrEnum):
+    """The decoder's last activation (tbhcli.training.config.DECODER_OUTPUTS)."""
+
+    auto = "auto"
+    relu = "relu"
+    identity = "identity"
+
+
 class SearchMethod(StrEnum):
     """How top-k is found (tbhcli.search.topk): all exact, same results."""
 

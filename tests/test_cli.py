@@ -9,7 +9,15 @@ from typer.testing import CliRunner
 
 import tbhcli
 from tbhcli.cli import app
-from tbhcli.cli_options import RENAMED, Backbone, _rename
+from tbhcli.cli_options import (
+    RENAMED,
+    Backbone,
+    DecoderOutput,
+    Preset,
+    TrainMethod,
+    Variant,
+    _rename,
+)
 from tbhcli.jsondoc import schema
 
 runner = CliRunner()
@@ -50,6 +58,21 @@ def test_backbone_choices_are_the_registry():
     from tbhcli.imaging.backbones import list_backbones
 
     assert [b.value for b in Backbone] == list_backbones()
+
+
+def test_train_choices_are_the_library_s():
+    from tbhcli.hashing.tbh import VARIANTS
+    from tbhcli.training.config import DECODER_OUTPUTS, METHODS, PRESETS
+
+    for choices, library in [
+        (TrainMethod, METHODS),
+        (Variant, VARIANTS),
+        (Preset, PRESETS),
+        (DecoderOutput, DECODER_OUTPUTS),
+    ]:
+        assert sorted(c.value for c in choices) == sorted(library)
+    help_text = runner.invoke(app, ["train", "--help"], terminal_width=200).output
+    assert "<tbh|itq|pcah|lsh|auto>" in help_text and "<fast|faithful>" in help_text
 
 
 @pytest.mark.parametrize(
