@@ -9,7 +9,7 @@ digits as PNGs, EfficientNet-Lite0 features at 64 px, a 32-bit ITQ run (minutes 
 TBH; the per-query cost is the backbone's, the same for any hasher), exported and indexed.
 
 Then it starts `tbh serve --port 0` as a subprocess and, for each kind of query
-(by store id: JSON `{"id": n}`; by upload: a digit PNG as multipart), sends --requests requests
+(by store row: JSON `{"row": n}`; by upload: a digit PNG as multipart), sends --requests requests
 from --clients concurrent clients (httpx, one asyncio loop), after a warm-up. It prints p50/p99
 latency, requests/s, errors, and the server's RSS at start and end of each phase. The reference,
 measured in the same run: the same queries answered by `SearchService` in this process, one at a
@@ -88,8 +88,8 @@ def reference(service: SearchService, kind: str, items: list, n: int) -> tuple[f
     """(queries/s, CPU ms per query) of the service called directly, one at a time, no HTTP."""
     start, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
-        if kind == "id":
-            service.by_ids([items[i % len(items)]])
+        if kind == "row":
+            service.by_rows([items[i % len(items)]])
         else:
             service.by_images([items[i % len(items)]])
     return n / (time.perf_counter() - start), (time.process_time() - cpu) * 1000 / n
@@ -120,15 +120,15 @@ def main() -> None:
             root = service.db.root
             uploads = [Upload(p, (root / p).read_bytes()) for p in service.db.paths[:200].tolist()]
         rng = np.random.default_rng(0)
-        ids = rng.integers(0, rows, args.requests).tolist()
+        picks = rng.integers(0, rows, args.requests).tolist()
         pngs = [uploads[i] for i in rng.integers(0, len(uploads), args.requests)]
         top = f"query?top={args.top}"
         kinds = {
-            "id": [{"json": {"id": i}} for i in ids],
+            "row": [{"json": {"row": i}} for i in picks],
             "upload": [{"files": {"image": (u.name, u.data, "image/png")}} for u in pngs],
         }
         direct = {
-            "id": reference(service, "id", ids, 300),
+            "row": reference(service, "row", picks, 300),
             "upload": reference(service, "upload", pngs, 300),
         }
         del service

@@ -82,27 +82,27 @@ def test_upload_answers_the_json_of_tbh_query(workspace, client, monkeypatch):
     assert [n["row"] for n in response.json()[0]["neighbours"]] == order.tolist()
 
 
-def test_query_by_id_by_code_and_in_batches(workspace, client):
+def test_query_by_row_by_code_and_in_batches(workspace, client):
     _, run, files, _ = workspace
     codes = reference_codes(run, files)
     item = client.get("/items/5").json()
     assert item == {
-        "id": 5,
+        "row": 5,
         "path": files[5].relative_to(workspace[0] / "images").as_posix(),
         "label": "cat",
         "code": codes[5].tobytes().hex(),
     }
-    by_id = client.post("/query?top=24", json={"id": 5}).json()
+    by_row = client.post("/query?top=24", json={"row": 5}).json()
     by_code = client.post("/query?top=24", json={"codes": item["code"]}).json()
-    assert by_id[0]["query"] == item["path"] and by_code[0]["query"] == item["code"]
-    assert by_id[0]["neighbours"] == by_code[0]["neighbours"]
-    first = by_id[0]["neighbours"][0]
+    assert by_row[0]["query"] == item["path"] and by_code[0]["query"] == item["code"]
+    assert by_row[0]["neighbours"] == by_code[0]["neighbours"]
+    first = by_row[0]["neighbours"][0]
     assert first["distance"] == 0 and first["row"] <= 5  # itself, or an earlier exact twin
     expected = hamming(codes[5:6], codes)[0]
-    assert [n["distance"] for n in by_id[0]["neighbours"]] == sorted(expected.tolist())
+    assert [n["distance"] for n in by_row[0]["neighbours"]] == sorted(expected.tolist())
 
-    batch = client.post("/query/batch?top=3", json={"ids": [7, 2, 7]}).json()
-    singles = [client.post("/query?top=3", json={"id": i}).json()[0] for i in (7, 2, 7)]
+    batch = client.post("/query/batch?top=3", json={"rows": [7, 2, 7]}).json()
+    singles = [client.post("/query?top=3", json={"row": i}).json()[0] for i in (7, 2, 7)]
     assert batch == singles
     hexes = [codes[i].tobytes().hex().upper() for i in (7, 2)]  # either case
     batch = client.post("/query/batch?top=3", json={"codes": hexes}).json()
@@ -112,7 +112,7 @@ def test_query_by_id_by_code_and_in_batches(workspace, client):
 def test_radius_keeps_only_neighbours_within_it(workspace, client):
     _, run, files, _ = workspace
     codes = reference_codes(run, files)
-    answer = client.post("/query?top=1000&radius=4", json={"id": 0}).json()[0]["neighbours"]
+    answer = client.post("/query?top=1000&radius=4", json={"row": 0}).json()[0]["neighbours"]
     dist = hamming(codes[:1], codes)[0]
     within = np.flatnonzero(dist <= 4)
     assert [n["row"] for n in answer] == within[np.lexsort((within, dist[within]))].tolist()
@@ -138,7 +138,7 @@ def test_items_thumbnails_stats_health_page_and_docs(workspace, client):
     assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     assert "https://" not in client.get("/redoc").text
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/query", "/query/batch", "/items/{id}", "/items/{id}/thumbnail", "/stats"} <= set(
+    assert {"/query", "/query/batch", "/items/{row}", "/items/{row}/thumbnail", "/stats"} <= set(
         paths
     )
 
@@ -192,25 +192,25 @@ def test_body_over_the_limit_without_a_length_is_refused_while_it_streams(client
         ("post", "/query", {"codes": "zzzz"}, 400, "not a hex code"),
         ("post", "/query", {"codes": "abc"}, 400, "4 hex digits"),
         ("post", "/query", {"codes": "ab cd"}, 400, "4 hex digits"),
-        ("post", "/query", {"id": 24}, 404, "no item 24"),
-        ("post", "/query", {"id": -1}, 404, "no item -1"),
-        ("post", "/query", {"id": "3"}, 422, "id"),
-        ("post", "/query", {"id": 1, "codes": "abcd"}, 422, "exactly one"),
+        ("post", "/query", {"row": 24}, 404, "no item 24"),
+        ("post", "/query", {"row": -1}, 404, "no item -1"),
+        ("post", "/query", {"row": "3"}, 422, "row"),
+        ("post", "/query", {"row": 1, "codes": "abcd"}, 422, "exactly one"),
         ("post", "/query", {}, 422, "exactly one"),
         ("post", "/query", {"idd": 1}, 422, "idd"),
-        ("post", "/query?top=0", {"id": 1}, 422, "top"),
-        ("post", f"/query?top={MAX_TOP + 1}", {"id": 1}, 422, "top"),
-        ("post", "/query?radius=-1", {"id": 1}, 422, "radius"),
-        ("post", "/query?top=many", {"id": 1}, 422, "top"),
-        ("post", "/query/batch", {"ids": []}, 400, "1 to 1000"),
-        ("post", "/query/batch", {"ids": [0] * (MAX_BATCH + 1)}, 400, "1 to 1000"),
+        ("post", "/query?top=0", {"row": 1}, 422, "top"),
+        ("post", f"/query?top={MAX_TOP + 1}", {"row": 1}, 422, "top"),
+        ("post", "/query?radius=-1", {"row": 1}, 422, "radius"),
+        ("post", "/query?top=many", {"row": 1}, 422, "top"),
+        ("post", "/query/batch", {"rows": []}, 400, "1 to 1000"),
+        ("post", "/query/batch", {"rows": [0] * (MAX_BATCH + 1)}, 400, "1 to 1000"),
         ("post", "/query/batch", {"codes": ["abcd", "xyz"]}, 400, "4 hex digits"),
-        ("post", "/query/batch", {"ids": [1, 99]}, 404, "no item 99"),
+        ("post", "/query/batch", {"rows": [1, 99]}, 404, "no item 99"),
         ("post", "/query/batch", {"codes": "abcd"}, 422, "codes"),
         ("get", "/items/24", None, 404, "no item 24"),
         ("get", "/items/99999999999999999999", None, 404, "no item"),
         ("get", "/items/-3/thumbnail", None, 404, "no item -3"),
-        ("get", "/items/abc", None, 422, "id"),
+        ("get", "/items/abc", None, 422, "row"),
         ("get", "/nowhere", None, 404, "Not Found"),
         ("delete", "/items/1", None, 405, "Method Not Allowed"),
     ],
@@ -242,11 +242,11 @@ def test_token_guards_the_api_but_not_health_page_or_docs(service):
             response = client.get("/stats", headers=headers)
             _error(response, 401, "Bearer")
             assert response.headers["www-authenticate"] == "Bearer"
-        _error(client.post("/query", json={"id": 1}), 401, "token")
+        _error(client.post("/query", json={"row": 1}), 401, "token")
         _error(client.get("/items/1/thumbnail"), 401, "token")
         good = {"Authorization": f"Bearer {TOKEN}"}
         assert client.get("/stats", headers=good).json()["rows"] == 24
-        assert client.post("/query", json={"id": 1}, headers=good).status_code == 200
+        assert client.post("/query", json={"row": 1}, headers=good).status_code == 200
         for url in ("/health", "/", "/static/app.js", "/docs", "/openapi.json"):
             assert client.get(url).status_code == 200
 
@@ -327,7 +327,7 @@ def test_queries_while_rows_are_committed_see_a_consistent_growing_store(workspa
                 finished = done.is_set()
                 rows = service.stats()["rows"]
                 mine.append(rows)
-                (result,) = service.by_ids([rows - 1], top=3)
+                (result,) = service.by_rows([rows - 1], top=3)
                 assert result.ids[0] <= rows - 1 and result.distances[0] == 0
                 service.by_codes(["ffff"], top=1)
                 if finished:
@@ -381,7 +381,7 @@ def test_cli_serves_over_http_and_stops_on_interrupt(workspace, tmp_path):
     token.write_text(TOKEN + "\n")
     with running_server(workspace[0], "--device", "cpu", "--token-file", str(token)) as (url, log):
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        answer = httpx.post(url + "query", json={"id": 3}, headers=headers, timeout=30)
+        answer = httpx.post(url + "query", json={"row": 3}, headers=headers, timeout=30)
         assert answer.status_code == 200 and answer.json()[0]["neighbours"][0]["distance"] == 0
         assert httpx.get(url + "stats", timeout=30).status_code == 401
         port = url.rsplit(":", 1)[1].strip("/")

@@ -36,12 +36,12 @@ def digits(tmp_path_factory):
 
 
 def shown(results) -> list[int]:
-    """The store ids of the result figures on the page, in order."""
-    return [int(i) for i in results.evaluate_all("figures => figures.map(f => f.dataset.id)")]
+    """The store rows of the result figures on the page, in order."""
+    return [int(i) for i in results.evaluate_all("figures => figures.map(f => f.dataset.row)")]
 
 
 def api(url: str, **body) -> list[int]:
-    """The ids `POST /query?top=24` answers."""
+    """The rows `POST /query?top=24` answers."""
     answer = httpx.post(url + "query?top=24", timeout=60, **body).json()
     return [n["row"] for n in answer[0]["neighbours"]]
 
@@ -67,13 +67,13 @@ def test_upload_a_digit_see_results_click_one_see_its_neighbours(digits, tmp_pat
         assert shown(results) == api(url, files=upload)  # the page shows what the API answers
 
         clicked = results.nth(3)
-        item = int(clicked.get_attribute("data-id"))
+        item = int(clicked.get_attribute("data-row"))
         clicked.click()
         expect(page.locator("#query-caption")).to_contain_text(f"item {item}")
         expect(page.locator("#status")).to_contain_text("24 results for ")
         first = results.first.locator("figcaption")
         expect(first).to_contain_text("d=0")  # the clicked image finds itself (or a twin) first
-        assert shown(results) == api(url, json={"id": item})
+        assert shown(results) == api(url, json={"row": item})
 
         page.locator("#radius").fill("6")  # the slider: only neighbours within 6 bits
         expect(page.locator("#radius-value")).to_have_text("6")

@@ -48,12 +48,12 @@ class OneQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     codes: str | None = None
-    id: StrictInt | None = None
+    row: StrictInt | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "OneQuery":
-        if (self.codes is None) == (self.id is None):
-            raise ValueError('send exactly one of "codes" (hex) and "id" (a store row)')
+        if (self.codes is None) == (self.row is None):
+            raise ValueError('send exactly one of "codes" (hex) and "row" (a store row)')
         return self
 
 
@@ -62,12 +62,12 @@ class BatchQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     codes: list[str] | None = None
-    ids: list[StrictInt] | None = None
+    rows: list[StrictInt] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "BatchQuery":
-        if (self.codes is None) == (self.ids is None):
-            raise ValueError('send exactly one of "codes" (hex strings) and "ids" (store rows)')
+        if (self.codes is None) == (self.rows is None):
+            raise ValueError('send exactly one of "codes" (hex strings) and "rows" (store rows)')
         return self
 
 
@@ -189,28 +189,28 @@ def create_app(
         """Rows, bits, classes, model file and sha256, when the store was last updated."""
         return service.stats()
 
-    @app.get("/items/{id}", dependencies=api)
-    def item(id: int) -> dict:
-        """A store row: {id, path, label, code (hex)}."""
-        return service.item(id)
+    @app.get("/items/{row}", dependencies=api)
+    def item(row: int) -> dict:
+        """A store row: {row, path, label, code (hex)}."""
+        return service.item(row)
 
     @app.get(
-        "/items/{id}/thumbnail",
+        "/items/{row}/thumbnail",
         dependencies=api,
         response_class=Response,
         responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
     )
-    def thumbnail(id: int) -> Response:
+    def thumbnail(row: int) -> Response:
         """A row's image, at most 128 px (PNG if that small already, else JPEG); read only from
         inside the indexed folder."""
-        data, kind = service.thumbnail(id)
+        data, kind = service.thumbnail(row)
         headers = {"Cache-Control": "private, max-age=3600"}
         return Response(data, media_type=f"image/{kind}", headers=headers)
 
     @app.post("/query", dependencies=api, openapi_extra=_QUERY_BODY)
     async def query(request: Request, top: Top = 10, radius: Radius = None) -> list[dict]:
         """Neighbours of uploaded images (multipart field `image`, repeatable), of one hex code
-        (`{"codes": "..."}`) or of one store row (`{"id": 123}`): the JSON of `tbh query --json`.
+        (`{"codes": "..."}`) or of one store row (`{"row": 123}`): the JSON of `tbh query --json`.
         """
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
@@ -221,20 +221,20 @@ def create_app(
             if body.codes is not None:
                 results = await run_in_threadpool(service.by_codes, [body.codes], top, radius)
             else:
-                results = await run_in_threadpool(service.by_ids, [body.id], top, radius)
+                results = await run_in_threadpool(service.by_rows, [body.row], top, radius)
         else:
             raise HTTPException(
-                415, "send images as multipart/form-data, or a code or id as application/json."
+                415, "send images as multipart/form-data, or a code or row as application/json."
             )
         return results_payload(results)
 
     @app.post("/query/batch", dependencies=api)
     def query_batch(body: BatchQuery, top: Top = 10, radius: Radius = None) -> list[dict]:
         """Neighbours of up to 1,000 hex codes (`{"codes": [...]}`) or store rows
-        (`{"ids": [...]}`) at once, in the order given."""
+        (`{"rows": [...]}`) at once, in the order given."""
         if body.codes is not None:
             return results_payload(service.by_codes(body.codes, top, radius))
-        return results_payload(service.by_ids(body.ids, top, radius))
+        return results_payload(service.by_rows(body.rows, top, radius))
 
     return app
 

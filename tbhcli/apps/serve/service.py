@@ -38,7 +38,7 @@ MAX_PIXELS = 50_000_000  # an uploaded image larger than this (a 50 MP photo) is
 
 
 class NotFound(TbhError):
-    """An id that is not a committed row, or an item whose file cannot be served."""
+    """A row number that is not a committed row, or an item whose file cannot be served."""
 
 
 class StoreUnavailable(TbhError):
@@ -63,7 +63,7 @@ def _stamp(path: Path) -> tuple[int, int, int]:
 
 
 def parse_hex(code: str, bits: int) -> np.ndarray:
-    """One packed code uint8 [bits / 8] from `bits / 4` hex digits (`GET /items/{id}`'s `code`)."""
+    """One packed code uint8 [bits / 8] from `bits / 4` hex digits (`GET /items/{row}`'s `code`)."""
     digits = bits // 4
     if not isinstance(code, str) or len(code) != digits:
         raise TbhError(f"a code is {digits} hex digits for this {bits}-bit store (got {code!r}).")
@@ -102,8 +102,8 @@ class Snapshot:
         labels = [self.labels[i] for i in ids]
         return QueryResult(query, distances, ids, paths, labels, self.db.root)
 
-    def check_ids(self, ids: list[int]) -> None:
-        for i in ids:
+    def check_rows(self, rows: list[int]) -> None:
+        for i in rows:
             if not 0 <= i < len(self):
                 raise NotFound(f"no item {i}: the store has rows 0 to {len(self) - 1}.")
 
@@ -196,35 +196,37 @@ class SearchService:
         packed = np.stack([parse_hex(c, self.db.bits) for c in codes])
         return self.search(packed, list(codes), top, radius)
 
-    def by_ids(self, ids: list[int], top: int = 10, radius: int | None = None) -> list[QueryResult]:
+    def by_rows(
+        self, rows: list[int], top: int = 10, radius: int | None = None
+    ) -> list[QueryResult]:
         """Neighbours of store rows; each result is named by the row's path."""
-        if not 0 < len(ids) <= MAX_BATCH:
-            raise TbhError(f"send 1 to {MAX_BATCH} ids at once (got {len(ids)}).")
-        rows = self.snapshot()
-        rows.check_ids(ids)
-        names = [rows.paths[i] for i in ids]
-        return self._search(rows, rows.codes[ids], names, top, radius)
+        if not 0 < len(rows) <= MAX_BATCH:
+            raise TbhError(f"send 1 to {MAX_BATCH} rows at once (got {len(rows)}).")
+        snapshot = self.snapshot()
+        snapshot.check_rows(rows)
+        names = [snapshot.paths[i] for i in rows]
+        return self._search(snapshot, snapshot.codes[rows], names, top, radius)
 
     # ---- items and the store -------------------------------------------------------------
 
-    def item(self, id: int) -> dict:
-        """{id, path, label, code}: a store row; `code` is hex, as `POST /query` takes it."""
+    def item(self, row: int) -> dict:
+        """{row, path, label, code}: a store row; `code` is hex, as `POST /query` takes it."""
         rows = self.snapshot()
-        rows.check_ids([id])
-        code = rows.codes[id].tobytes().hex()
-        return {"id": id, "path": rows.paths[id], "label": rows.labels[id], "code": code}
+        rows.check_rows([row])
+        code = rows.codes[row].tobytes().hex()
+        return {"row": row, "path": rows.paths[row], "label": rows.labels[row], "code": code}
 
-    def thumbnail(self, id: int) -> tuple[bytes, str]:
+    def thumbnail(self, row: int) -> tuple[bytes, str]:
         """A small image of a row, read only from inside the indexed folder (`gallery.inside_root`):
         (bytes, "png" or "jpeg")."""
         rows = self.snapshot()
-        rows.check_ids([id])
-        path = inside_root(rows.db.root, rows.paths[id])
+        rows.check_rows([row])
+        path = inside_root(rows.db.root, rows.paths[row])
         if path is None:
-            raise NotFound(f"item {id}'s path is not inside the indexed folder: not served.")
+            raise NotFound(f"item {row}'s path is not inside the indexed folder: not served.")
         image = thumbnail_image(path)
         if image is None:
-            raise NotFound(f"the image of item {id} cannot be read.")
+            raise NotFound(f"the image of item {row} cannot be read.")
         return image
 
     def stats(self) -> dict:

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 let bits = 32;
-let lastQuery = null; // {file} or {id, path}
+let lastQuery = null; // {file} or {row, path}
 let blobUrls = [];
 
 function headers(extra = {}) {
@@ -30,9 +30,9 @@ async function api(path, options = {}) {
   return response;
 }
 
-async function thumbnailInto(img, id) {
+async function thumbnailInto(img, row) {
   try {
-    const blob = await (await api(`/items/${id}/thumbnail`)).blob();
+    const blob = await (await api(`/items/${row}/thumbnail`)).blob();
     const url = URL.createObjectURL(blob);
     blobUrls.push(url);
     img.src = url;
@@ -58,7 +58,7 @@ async function runQuery() {
   } else {
     options = {
       method: "POST",
-      body: JSON.stringify({ id: lastQuery.id }),
+      body: JSON.stringify({ row: lastQuery.row }),
       headers: { "Content-Type": "application/json" },
     };
   }
@@ -82,7 +82,7 @@ function render(neighbours) {
   for (const n of neighbours) {
     const figure = document.createElement("figure");
     figure.className = "result";
-    figure.dataset.id = n.row;
+    figure.dataset.row = n.row;
     figure.title = `${n.path} (item ${n.row}): click to search from it`;
     const img = document.createElement("img");
     img.alt = n.path;
@@ -111,10 +111,10 @@ function queryFile(file) {
   runQuery();
 }
 
-function queryItem(id, path) {
-  lastQuery = { id, path };
-  showQuery("", `query: item ${id} · ${path}`);
-  thumbnailInto($("query-image"), id);
+function queryItem(row, path) {
+  lastQuery = { row, path };
+  showQuery("", `query: item ${row} · ${path}`);
+  thumbnailInto($("query-image"), row);
   runQuery();
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
