@@ -27,7 +27,7 @@ from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreWriter
 from tests.tiny_workspace import make_images, make_lsh_run, reference_codes
 
-pytestmark = pytest.mark.dask
+pytestmark = [pytest.mark.dask, pytest.mark.slow]
 # The worker-killing helper below is defined here; ship it by value, workers cannot import tests.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -257,6 +257,7 @@ def test_cli_prints_tbh_against_itq_and_json_has_both(feats, tmp_path):
 # ---- validation, early stopping, divergence, --method auto ---------------------------------------
 
 
+@pytest.mark.slow
 def test_default_training_stops_at_its_plateau_and_keeps_the_best_weights(tmp_path):
     db = clusters(tmp_path / "db.npy", n=400, seed=0)  # easy: held-out recall plateaus early
     run = quick(
@@ -275,6 +276,7 @@ def test_default_training_stops_at_its_plateau_and_keeps_the_best_weights(tmp_pa
     assert config["stop"] == {"patience": 30, "min_steps": 20} and config["steps"] == 4000
 
 
+@pytest.mark.slow
 def test_stopping_is_resumable(tmp_path, monkeypatch):
     db = clusters(tmp_path / "db.npy", n=400, seed=0)
     args = dict(steps=None, lr=3e-3, batch_size=100, val_every=10, patience=30, min_steps=20)

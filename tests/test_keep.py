@@ -76,6 +76,7 @@ def test_page_marks_the_kept_one_and_escapes_paths(folder, tmp_path):
     assert page.count("data:image/") == 3 and "128×96" in page
 
 
+@pytest.mark.slow
 def test_page_in_a_real_browser(folder, tmp_path):
     if not CHROMIUM.is_file():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")

@@ -376,6 +376,7 @@ def test_cli_refuses_unsafe_or_impossible_settings(workspace, monkeypatch, tmp_p
         assert pattern in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_cli_serves_over_http_and_stops_on_interrupt(workspace, tmp_path):
     token = tmp_path / "token.txt"
     token.write_text(TOKEN + "\n")

@@ -90,6 +90,7 @@ def test_second_writer_during_creation_is_refused(workspace, tmp_path, monkeypat
     assert_same_rows(tmp_path / "s.zarr", ws / "clean.zarr")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("existing", [False, True])
 def test_two_processes_start_at_the_same_instant(workspace, tmp_path, monkeypatch, existing):
     """Two real `tbh index` processes released together on a new (or an existing) store: one
