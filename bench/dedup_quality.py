@@ -125,6 +125,9 @@ def run_tbh(
     root: Path, paths: list[str], workdir: Path, radius: int | None, workers: int, backbone: str
 ):
     """tbh's real command on the folder; codes read back from its store in `paths` order."""
+    import tbhcli.deploy.export  # noqa: F401  imports stay outside the clock, as imagehash's do
+    import tbhcli.imaging.embed  # noqa: F401
+    import tbhcli.storage.writer  # noqa: F401
     from tbhcli.apps.duplicates import duplicates
     from tbhcli.apps.photos import fitted_radius, update_store
     from tbhcli.storage.store import open_store
