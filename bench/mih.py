@@ -37,7 +37,7 @@ QUERY_SEED = 10**6  # block seeds of held-out queries start here
 
 
 class ClusteredFeatures:
-    """A deterministic mixture of Gaussians: block b of rows is drawn from rng([seed, b])."""
+    """A mixture of Gaussians in DIM-d: Zipf-like weights, N(0, I) centres, per-cluster spreads."""
 
     def __init__(self, rows: int, seed: int = 0):
         rng = np.random.default_rng([seed, 999_999_999])
@@ -49,40 +49,63 @@ class ClusteredFeatures:
         self.seed = seed
 
     def block(self, b: int, n: int) -> np.ndarray:
+        """n feature vectors [n, DIM] from rng([seed, b]) (only the hashers' fit uses them)."""
         rng = np.random.default_rng([self.seed, b])
         which = rng.choice(self.clusters, n, p=self.weights)
         noise = rng.standard_normal((n, DIM), dtype=np.float32)
         return self.centres[which] + self.spread[which, None] * noise
 
 
-def clustered_codes(rows: int, n_queries: int, bits: int, hasher: str, seed: int = 0):
-    """(database codes uint8 [rows, bits/8], held-out query codes [n_queries, bits/8]).
+class ClusteredCodes:
+    """Codes [(x - mean) P >= 0] of the mixture's draws x = c + s z, drawn in the code space.
 
-    Kept in the temporary folder (deterministic, so a rerun reads them instead of drawing them).
+    Hashing is linear up to the sign, so (x - mean) P = (c - mean) P + s (z P) with z P ~
+    N(0, P^T P): a draw needs `bits` normals instead of DIM and no DIM-d arithmetic, and the codes
+    have exactly the distribution of hashing DIM-d draws (not the same draws for a seed). Block b
+    of rows comes from rng([seed, b]), so any block can be drawn alone, in any order.
     """
-    cache = Path(tempfile.gettempdir()) / f"tbh-clustered-{rows}-{n_queries}-{bits}-{hasher}-{seed}"
-    if (cache / "queries.npy").is_file():
-        return np.load(cache / "codes.npy"), np.load(cache / "queries.npy")
-    codes, queries = _draw_codes(rows, n_queries, bits, hasher, seed)
-    cache.mkdir(exist_ok=True)
-    np.save(cache / "codes.npy", codes)
-    np.save(cache / "queries.npy", queries)
-    return codes, queries
+
+    def __init__(self, rows: int, bits: int, hasher: str, seed: int = 0):
+        self.mixture = ClusteredFeatures(rows, seed)
+        fit = self.mixture.block(QUERY_SEED + 1, 20_000)
+        encoder = fit_baseline(hasher, fit, bits, seed)
+        mean = encoder.mean.numpy()
+        projection = encoder.projection.numpy()
+        self.centres = ((self.mixture.centres - mean) @ projection).astype(np.float32)
+        # z P = u L^T with u ~ N(0, I_bits) and L L^T = P^T P (full rank: bits <= DIM)
+        self.factor = np.linalg.cholesky(projection.T @ projection).T.astype(np.float32)
+        self.bits = bits
+
+    def block(self, b: int, n: int) -> np.ndarray:
+        """Packed codes uint8 [n, bits/8] of n draws from rng([seed, b])."""
+        mixture = self.mixture
+        rng = np.random.default_rng([mixture.seed, b])
+        which = rng.choice(mixture.clusters, n, p=mixture.weights)
+        noise = rng.standard_normal((n, self.bits), dtype=np.float32) @ self.factor
+        noise *= mixture.spread[which, None]
+        noise += self.centres[which]
+        return np.packbits(noise >= 0, axis=1)
+
+    def blocks(self, rows: int):
+        """(first row, codes) of database rows [0, rows), BLOCK rows at a time."""
+        for b, start in enumerate(range(0, rows, BLOCK)):
+            yield start, self.block(b, min(BLOCK, rows - start))
+
+    def database(self, rows: int) -> np.ndarray:
+        codes = np.empty((rows, self.bits // 8), np.uint8)
+        for start, block in self.blocks(rows):
+            codes[start : start + len(block)] = block
+        return codes
+
+    def queries(self, n: int) -> np.ndarray:
+        """Held-out queries: the same mixture, a block no database row comes from."""
+        return self.block(QUERY_SEED, n)
 
 
-def _draw_codes(rows: int, n_queries: int, bits: int, hasher: str, seed: int):
-    mixture = ClusteredFeatures(rows, seed)
-    encoder = fit_baseline(hasher, mixture.block(QUERY_SEED + 1, 20_000), bits, seed)
-    mean = encoder.mean.numpy().astype(np.float32)
-    projection = encoder.projection.numpy().astype(np.float32)
-
-    def encode(x: np.ndarray) -> np.ndarray:
-        return np.packbits((x - mean) @ projection >= 0, axis=1)
-
-    codes = np.empty((rows, bits // 8), np.uint8)
-    for b, start in enumerate(range(0, rows, BLOCK)):
-        codes[start : start + BLOCK] = encode(mixture.block(b, min(BLOCK, rows - start)))
-    return codes, encode(mixture.block(QUERY_SEED, n_queries))
+def clustered_codes(rows: int, n_queries: int, bits: int, hasher: str, seed: int = 0):
+    """(database codes uint8 [rows, bits/8], held-out query codes [n_queries, bits/8])."""
+    generator = ClusteredCodes(rows, bits, hasher, seed)
+    return generator.database(rows), generator.queries(n_queries)
 
 
 def write_store(path: Path, codes: np.ndarray) -> None:

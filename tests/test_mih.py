@@ -77,12 +77,45 @@ def test_every_substring_count(bits, m):
     qw = as_words(queries)
     best_d = np.full((6, 30), bits + 1, np.int32)
     best_i = np.full((6, 30), -1, np.int64)
-    counts, work = np.zeros(6, np.int64), np.zeros(6, np.int64)
-    probe.search(qw, mih.query_values(qw, index.bounds), -1, best_d, best_i, counts, work, 2)
+    stats = np.zeros((6, 4), np.int64)
+    probe.search(qw, mih.query_values(qw, index.bounds), -1, best_d, best_i, stats, 2)
     assert_same((best_d, best_i), topk_reference(database, queries, 30))
-    assert (work > 0).all()
+    assert (stats[:, 3] > 0).all()
     with pytest.raises(ValueError, match="wider"):
         mih.substring_bounds(64, 1)
+
+
+def test_work_estimate_is_the_kernels_count():
+    """`estimated_work` over the whole database (no sample) is exactly what the kernel counts, so
+    the substring count chosen from it is the cheapest by the kernel's own measure."""
+    rng = np.random.default_rng(3)
+    database = np.concatenate([clustered(rng, 3000, 64, centres=30), random_codes(rng, 300, 64)])
+    queries = np.concatenate([near(rng, database, 12), random_codes(rng, 4, 64)])
+    words, qw = as_words(database), as_words(queries)
+    kth = topk_reference(database, queries, 25)[0][:, -1].astype(np.int64)
+    measured = {}
+    for m in (2, 3, 4, 6, 8):
+        index = mih.build_index(words, m)
+        best_d = np.full((len(qw), 25), 65, np.int32)
+        best_i = np.full((len(qw), 25), -1, np.int64)
+        stats = np.zeros((len(qw), 4), np.int64)
+        mih.Probe.of(index).search(
+            qw, mih.query_values(qw, index.bounds), -1, best_d, best_i, stats, 1
+        )
+        assert_same((best_d, best_i), topk_reference(database, queries, 25))
+        np.testing.assert_array_equal(
+            mih.estimated_work(words, len(words), kth, qw, m), stats[:, 3]
+        )
+        measured[m] = stats[:, 3].mean()
+        # profiling: stopping after a step never goes past it
+        last = np.maximum(stats[:, 2] - 1, 0)
+        mih.Probe.of(index).search(
+            qw, mih.query_values(qw, index.bounds), -1, best_d, best_i, stats, 1, 1, last
+        )
+        assert (stats[:, 2] <= last).all()
+    assert min(measured.values()) < measured[2] / 4  # clustered codes: a short m loses
+    assert 2 <= mih.choose_substring_count(words, k=25) <= 8
+    assert len(mih.build_index(words).bounds) == mih.choose_substring_count(words) + 1
 
 
 def test_store_tables_append_and_missing(tmp_path, monkeypatch):
@@ -151,8 +184,8 @@ def test_auto_picks_by_cost(tmp_path, monkeypatch):
         return found
 
     monkeypatch.setattr(planner, "multi_index_topk", spy)
-    monkeypatch.setattr(mih, "RANDOM_ROW_COST", 4)  # a small store: pretend checks are cheap
     monkeypatch.setattr(planner, "SMALL_BATCH", 0)
+    monkeypatch.setattr(mih, "PROBE_COST", 4)  # a small store: pretend probes are cheap
     for name, codes, wins in (
         ("clustered", clustered(rng, 20_000, 64, centres=200, flips=1), True),
         ("random", rng.integers(0, 256, (20_000, 8), dtype=np.uint8), False),

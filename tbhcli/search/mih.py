@@ -23,6 +23,7 @@ method="auto" measures this instead of guessing (the rule is in `choose_and_sear
 """
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,10 +34,8 @@ from numba.typed import List
 from tbhcli.search.kernels import popcount
 
 MAX_SUBSTRING_BITS = 32  # a substring value is a uint32 and a directory stays addressable
-# Work units: one probed value or one checked row. A unit costs about as much as RANDOM_ROW_COST
-# rows of the vectorised scan (40-320 measured on clustered codes, bench/mih.py; set high, so
-# that auto errs on the side of the scan).
-RANDOM_ROW_COST = 128
+M_SAMPLE_QUERIES = 256  # rows whose searches `choose_substring_count` estimates ...
+M_SAMPLE_ROWS = 65536  # ... from their substring distances to this many rows
 SAMPLE_QUERIES = 8  # auto tries the multi-index on this many queries of a batch first
 SAMPLE_SHARE = 0.25  # ... giving each a quarter of what scanning for it would cost
 QUERY_SHARE = 0.5  # then each other query half of it, before the scan takes over
@@ -72,10 +71,64 @@ class MultiIndex:
 # ---- substrings ----------------------------------------------------------------------------------
 
 
-def substring_count(bits: int, n_rows: int) -> int:
-    """m ~ bits / log2(N) (the paper's choice: about one row per bucket), with s <= 32 bits."""
-    ideal = round(bits / math.log2(max(n_rows, 2)))
-    return int(min(bits, max(ideal, -(-bits // MAX_SUBSTRING_BITS), 1)))
+@njit(cache=True, nogil=True)
+def _substring_histograms(rows, queries, masks, out):
+    """out[q, j, d] += how many of rows [R, W] are d bits from query q [Q, W] in substring j."""
+    for q in range(queries.shape[0]):
+        for r in range(rows.shape[0]):
+            for j in range(masks.shape[0]):
+                d = 0
+                for w in range(rows.shape[1]):
+                    d += popcount((rows[r, w] ^ queries[q, w]) & masks[j, w])
+                out[q, j, d] += 1
+
+
+def estimated_work(
+    words: np.ndarray, n_rows: int, kth: np.ndarray, queries: np.ndarray, m: int
+) -> np.ndarray:
+    """Work in scanned rows (PROBE_COST a probe, CHECK_COST a checked row) of a search with m
+    substrings for each of `queries` [Q, W] whose k-th distance is kth [Q], from the substring
+    distances of a sample of rows `words` [R, W] of an n_rows database, scaled by n_rows / R."""
+    bits = words.shape[1] * words.itemsize * 8
+    bounds = substring_bounds(bits, m)
+    widths = np.diff(bounds)
+    masks = substring_masks(bounds, words.shape[1], words.itemsize * 8).astype(words.dtype)
+    counts = np.zeros((len(queries), m, widths.max() + 1), np.int64)
+    _substring_histograms(words, queries, masks, counts)
+    work = np.zeros(len(queries))
+    for rho in range(widths.max() + 1):
+        for j in range(m):
+            if rho > widths[j]:
+                continue
+            probed = kth >= m * rho + j  # queries that reach step (rho, j): those still running
+            work += probed * (math.comb(int(widths[j]), rho) * PROBE_COST)
+            work += probed * counts[:, j, rho] * (CHECK_COST * n_rows / len(words))
+    return work
+
+
+def choose_substring_count(words: np.ndarray, k: int = 100, seed: int = 0) -> int:
+    """The m with the least estimated work for `k` nearest of a sample of the database's own rows.
+
+    The paper's m ~ bits / log2(N) assumes uniform codes; on clustered codes most queries have a
+    small k-th distance and crowded buckets, so a larger m (fewer probes) wins, while queries in
+    sparse regions reach large radii and want m small. This measures both: the exact k-th distance
+    of M_SAMPLE_QUERIES rows as queries (a scan), their substring distance histograms over
+    M_SAMPLE_ROWS rows, and `estimated_work` for every m with substrings of 8 to 32 bits.
+    """
+    from tbhcli.search.scan import block_topk, merge_into  # scan does not import this module
+
+    n, bits = len(words), words.shape[1] * words.itemsize * 8
+    rng = np.random.default_rng(seed)
+    queries = np.ascontiguousarray(words[rng.choice(n, min(n, M_SAMPLE_QUERIES), replace=False)])
+    sample = np.ascontiguousarray(
+        words[np.sort(rng.choice(n, min(n, M_SAMPLE_ROWS), replace=False))]
+    )
+    k = min(k, n)
+    parts = block_topk(words, queries, k, 0, len(os.sched_getaffinity(0)))
+    kth = merge_into(None, parts, k, bits)[0][:, k - 1].astype(np.int64)
+    choices = range(-(-bits // MAX_SUBSTRING_BITS), max(1, bits // 8) + 1)
+    work = {m: estimated_work(sample, n, kth, queries, m).mean() for m in choices}
+    return min(work, key=work.get)
 
 
 def substring_bounds(bits: int, m: int) -> np.ndarray:
@@ -162,61 +215,83 @@ def build_segment(words: np.ndarray, bounds: np.ndarray, start: int) -> Segment:
 
 
 def build_index(words: np.ndarray, m: int | None = None) -> MultiIndex:
-    """In-memory tables (one segment) over database words [N, W]."""
+    """In-memory tables (one segment) over database words [N, W], m substrings (default: the
+    cheapest by `choose_substring_count`)."""
     bits = words.shape[1] * words.itemsize * 8
-    bounds = substring_bounds(bits, m or substring_count(bits, len(words)))
+    bounds = substring_bounds(bits, m or choose_substring_count(words))
     return MultiIndex(bits, bounds, [build_segment(words, bounds, 0)])
 
 
 # ---- searching -----------------------------------------------------------------------------------
 
+ROW_BITS = 40  # a candidate is the int64 key distance << ROW_BITS | row: one compare orders it
+STRETCH = 64  # bucket rows whose distances one vector pass computes and counts below the bound
+# Work, in scanned rows (what auto compares with N): a checked row and a probed bucket cost about
+# CHECK_COST and PROBE_COST rows of the vectorised scan (bench/mih_profile.py, 1M-10M x 64-bit
+# clustered codes: 7-14 and 40-130; a checked row is a memory read where the scan is compute).
+CHECK_COST = 8
+PROBE_COST = 48
+
 
 @njit(cache=True, nogil=True, inline="always")
-def _distance(a, b):
-    d = 0
-    for w in range(a.shape[0]):
-        d += np.int64(popcount(a[w] ^ b[w]))
+def _distance(codes, e, query):
+    """Distance of bucket row e of codes (words [rows * W], flat) to query [W]."""
+    d = np.int64(0)
+    for w in range(query.shape[0]):
+        d += np.int64(popcount(codes[e * query.shape[0] + w] ^ query[w]))
     return d
 
 
-@njit(cache=True, nogil=True)
-def _insert(best_d, best_i, count, dist, row):
-    """Put (dist, row) into a list sorted by (distance, row) holding count of k slots.
+@njit(cache=True, nogil=True, inline="always")
+def _count_within(codes, lo, hi, query, bound):
+    """How many bucket rows [lo, hi) of codes are within `bound` of query: a vector loop with
+    one word per code, as the scan's (it stores nothing: a store into an argument array kept
+    LLVM from vectorising it, 8x slower)."""
+    hits = 0
+    if query.shape[0] == 1:
+        stretch = codes[lo:hi]
+        word = query[0]
+        for i in range(hi - lo):
+            hits += np.int64(popcount(stretch[i] ^ word)) <= bound
+        return hits
+    for e in range(lo, hi):
+        hits += _distance(codes, e, query) <= bound
+    return hits
 
-    Returns the new count; a row already listed, or no better than a full list's last, is ignored.
-    """
-    k = best_d.shape[0]
-    if count == k and (dist > best_d[k - 1] or (dist == best_d[k - 1] and row >= best_i[k - 1])):
-        return count
-    lo, hi = 0, count
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if best_d[mid] < dist or (best_d[mid] == dist and best_i[mid] < row):
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < count and best_d[lo] == dist and best_i[lo] == row:
-        return count  # found again through another substring
-    if count == k:
-        count -= 1  # the last one drops out
-    for i in range(count, lo, -1):
-        best_d[i] = best_d[i - 1]
-        best_i[i] = best_i[i - 1]
-    best_d[lo] = dist
-    best_i[lo] = row
-    return count + 1
+
+@njit(cache=True, nogil=True)
+def _first_probe(codes, e, query, masks, j, rho):
+    """Whether probe (rho, substring j) is the first to find bucket row e (at rho bits in j): no
+    substring before j is within rho bits of the query's and none after it within rho - 1."""
+    n_words = query.shape[0]
+    for other in range(masks.shape[0]):
+        if other != j:
+            d = 0
+            for w in range(n_words):
+                d += popcount((codes[e * n_words + w] ^ query[w]) & masks[other, w])
+            if d < rho or (d == rho and other < j):
+                return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _shrink(best, count, k):
+    """Keep the k smallest of best[:count] (count >= k), sorted; returns the k-th key."""
+    best[:count].sort()
+    return best[k - 1]
 
 
 @njit(cache=True, nogil=True)
 def _probe_table(
-    directory, rows, keys, codes, shift, first, centre, width, rho, query, best_d, best_i, count,
-    work, budget, pos,
+    directory, rows, keys, codes, shift, first, centre, width, rho, j, query, masks, k, best,
+    count, limit, pos, stats, budget, stage,
 ):  # fmt: skip
-    """Check the rows of one table whose value is exactly rho bits from `centre`.
+    """Check the rows of one table whose substring value is exactly rho bits from `centre`.
 
-    Returns (count, work); work is -1 once it passes `budget` (>= 0).
+    Candidates (keys below `limit`, found here first) go to best[count:]; the list shrinks to k
+    when full. Returns (count, limit). stats: probes and checked rows are added; the work (slot
+    3) becomes -1 once it passes the budget (see `_search_one`), and the probe stops.
     """
-    k = best_d.shape[0]
     for c in range(rho):
         pos[c] = c
     while True:  # every value at exactly rho bits from the query's substring
@@ -229,18 +304,32 @@ def _probe_table(
             bucket = keys[lo:hi]
             hi = lo + np.searchsorted(bucket, np.uint32(value), side="right")
             lo = lo + np.searchsorted(bucket, np.uint32(value), side="left")
-        work += 1 + hi - lo
-        for e in range(lo, hi):
-            dist = _distance(codes[e], query)
-            if count < k or dist <= best_d[k - 1]:
-                count = _insert(best_d, best_i, count, dist, first + np.int64(rows[e]))
-        if budget >= 0 and work > budget:
-            return count, -1
+        stats[0] += 1
+        stats[1] += hi - lo
+        if budget[0] >= 0 and stats[0] * budget[1] + stats[1] * budget[2] > budget[0]:
+            stats[3] = -1
+            return count, limit
+        if stage > 0:
+            for a in range(lo, hi, STRETCH):
+                b = min(a + STRETCH, hi)
+                bound = limit >> ROW_BITS
+                if _count_within(codes, a, b, query, bound) == 0 or stage == 1:
+                    continue
+                if count + STRETCH > best.shape[0]:
+                    limit = _shrink(best, count, k)
+                    count = k
+                for e in range(a, b):
+                    d = _distance(codes, e, query)
+                    if d <= bound:
+                        key = (d << ROW_BITS) | (first + np.int64(rows[e]))
+                        if key < limit and _first_probe(codes, e, query, masks, j, rho):
+                            best[count] = key
+                            count += 1
         c = rho - 1  # the next combination of rho bit positions
         while c >= 0 and pos[c] == width - rho + c:
             c -= 1
         if c < 0:
-            return count, work
+            return count, limit
         pos[c] += 1
         for e in range(c + 1, rho):
             pos[e] = pos[e - 1] + 1
@@ -248,48 +337,77 @@ def _probe_table(
 
 @njit(cache=True, nogil=True)
 def _search_one(
-    query, values, bounds, starts, dirs, rows, keys, codes, shifts, budget, best_d, best_i, count,
-    pos,
+    query, values, bounds, masks, starts, dirs, rows, keys, codes, shifts, k, best, pos, stats,
+    budget, stage, last_step,
 ):  # fmt: skip
-    """Multi-index search of one query, continuing the best lists (count entries filled).
+    """Multi-index search of one query into best[:k] (keys, sorted); returns how many it holds.
 
-    Returns (work, count); work is -1 when it passed `budget` (>= 0) before the answer was exact.
+    stats [4]: probes, checked rows, the step m * rho + j it stopped after, and the work in
+    scanned rows (budget [3]: a probe costs budget[1], a checked row budget[2]), -1 once past
+    budget[0] (when that is >= 0). It stops after step `last_step` if >= 0 (profiling).
     """
-    k = best_d.shape[0]
     m = bounds.shape[0] - 1
     widest = 0
     for j in range(m):
         widest = max(widest, bounds[j + 1] - bounds[j])
-    work = 0
+    count = 0
+    limit = np.int64(np.iinfo(np.int64).max)
     for rho in range(widest + 1):
         for j in range(m):
             width = bounds[j + 1] - bounds[j]
             if rho <= width:
                 for s in range(starts.shape[0]):  # typed-list lookups once per table, not value
                     t = s * m + j
-                    count, work = _probe_table(
+                    count, limit = _probe_table(
                         dirs[t], rows[t], keys[t], codes[t], shifts[t], starts[s], values[j],
-                        width, rho, query, best_d, best_i, count, work, budget, pos,
+                        width, rho, j, query, masks, k, best, count, limit, pos, stats, budget,
+                        stage,
                     )  # fmt: skip
-                    if work < 0:
-                        return -1, count
-            if count == k and best_d[k - 1] <= m * rho + j:
-                return work, count
-    return work, count
+                    if stats[3] < 0:
+                        return 0
+            stats[2] = m * rho + j
+            stats[3] = stats[0] * budget[1] + stats[1] * budget[2]
+            if count > k or (count == k and limit == np.iinfo(np.int64).max):
+                limit = _shrink(best, count, k)
+                count = k
+            if count == k and (limit >> ROW_BITS) <= m * rho + j:
+                return count
+            if stats[2] == last_step:
+                return count
+    best[:count].sort()
+    return count
 
 
 @njit(cache=True, nogil=True)
 def search_queries(
-    queries, values, bounds, starts, dirs, rows, keys, codes, shifts, budget, best_d, best_i,
-    counts, work,
+    queries, values, bounds, masks, starts, dirs, rows, keys, codes, shifts, out_d, out_i, stats,
+    budget, stage, last_steps,
 ):  # fmt: skip
-    """`_search_one` for each query [Q, W]; best lists [Q, k] arrive seeded with counts [Q]."""
+    """`_search_one` for each query [Q, W] into out [Q, k] (distance, row; padded past N rows)."""
+    k = out_d.shape[1]
+    best = np.empty(2 * k + STRETCH, np.int64)
     pos = np.empty(MAX_SUBSTRING_BITS + 1, np.int64)
+    row_mask = (np.int64(1) << ROW_BITS) - 1
     for a in range(queries.shape[0]):
-        work[a], counts[a] = _search_one(
-            queries[a], values[a], bounds, starts, dirs, rows, keys, codes, shifts, budget,
-            best_d[a], best_i[a], counts[a], pos,
+        count = _search_one(
+            queries[a], values[a], bounds, masks, starts, dirs, rows, keys, codes, shifts, k,
+            best, pos, stats[a], budget, stage, last_steps[a],
         )  # fmt: skip
+        for i in range(min(count, k)):
+            out_d[a, i] = best[i] >> ROW_BITS
+            out_i[a, i] = best[i] & row_mask
+
+
+def substring_masks(bounds: np.ndarray, n_words: int, word_bits: int) -> np.ndarray:
+    """Per substring j, the words [m, W] whose set bits are substring j's bits."""
+    bits = np.arange(n_words * word_bits)
+    masks = np.zeros((len(bounds) - 1, n_words), np.uint64)
+    for j in range(len(bounds) - 1):
+        inside = (bits >= bounds[j]) & (bits < bounds[j + 1])
+        for w in range(n_words):
+            chunk = inside[w * word_bits : (w + 1) * word_bits]
+            masks[j, w] = int(np.sum(chunk.astype(object) << np.arange(word_bits).astype(object)))
+    return masks
 
 
 @dataclass
@@ -312,7 +430,7 @@ class Probe:
                 typed[0].append(segment.directories[j])
                 typed[1].append(segment.rows[j])
                 typed[2].append(segment.keys[j])
-                typed[3].append(segment.codes[j])
+                typed[3].append(segment.codes[j].reshape(-1))  # a view: they are contiguous
         return cls(
             index.bounds,
             np.array([s.start for s in index.segments], np.int64),
@@ -320,17 +438,31 @@ class Probe:
             np.array([x for s in index.segments for x in s.shifts], np.int64),
         )
 
-    def search(self, queries, values, budget: int, best_d, best_i, counts, work, threads: int):
-        """search_queries over slices of the queries on `threads` threads (it releases the GIL)."""
+    def search(
+        self, queries, values, budget: int, out_d, out_i, stats, threads: int, stage: int = 2,
+        last_steps=None,
+    ):  # fmt: skip
+        """search_queries over slices of the queries on `threads` threads (it releases the GIL).
+
+        out_d, out_i [Q, k] get the answers (slots past the database's rows are left as they
+        are); stats [Q, 4] the counters of `_search_one`, its work -1 where it passed `budget`
+        (>= 0; -1: no budget). stage < 2 and last_steps are for profiling.
+        """
         n = len(queries)
         step = max(1, -(-n // (threads * TASKS_PER_THREAD)))
+        masks = substring_masks(self.bounds, queries.shape[1], queries.itemsize * 8)
+        masks = masks.astype(queries.dtype)
+        stats[:] = 0
+        if last_steps is None:
+            last_steps = np.full(n, -1, np.int64)
 
         def run(lo: int) -> None:
             hi = lo + step
+            limits = np.array([budget, PROBE_COST, CHECK_COST], np.int64)  # read now: tests patch
             search_queries(
-                queries[lo:hi], values[lo:hi], self.bounds, self.starts, self.dirs, self.rows,
-                self.keys, self.codes, self.shifts, budget, best_d[lo:hi], best_i[lo:hi],
-                counts[lo:hi], work[lo:hi],
+                queries[lo:hi], values[lo:hi], self.bounds, masks, self.starts, self.dirs,
+                self.rows, self.keys, self.codes, self.shifts, out_d[lo:hi], out_i[lo:hi],
+                stats[lo:hi], limits, stage, last_steps[lo:hi],
             )  # fmt: skip
 
         if threads == 1 or n <= step:

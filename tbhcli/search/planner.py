@@ -46,7 +46,7 @@ def multi_index_topk(
 ):
     """`topk` by the multi-index, or None when (method "auto") the scan should answer."""
     n, n_queries = source.n_rows, len(query_words)
-    if method == "auto" and (k * mih.RANDOM_ROW_COST >= n or n * n_queries < SMALL_BATCH):
+    if method == "auto" and (k * mih.CHECK_COST >= n or n * n_queries < SMALL_BATCH):
         return None  # decided before opening anything
     index = _tables(source, method)
     if index is None:
@@ -61,23 +61,21 @@ def multi_index_topk(
     width = min(k, indexed)
     best_d = np.full((n_queries, width), bits + 1, np.int32)
     best_i = np.full((n_queries, width), -1, np.int64)
-    counts = np.zeros(n_queries, np.int64)
-    work = np.zeros(n_queries, np.int64)
-    allowance = -1 if method == "mih" else n // mih.RANDOM_ROW_COST
+    stats = np.zeros((n_queries, 4), np.int64)
+    allowance = -1 if method == "mih" else n  # work in scanned rows: a scan for each query costs n
     done = 0
     if method == "auto":
         done = min(n_queries, mih.SAMPLE_QUERIES)
         probe.search(
             query_words[:done], values[:done], int(allowance * mih.SAMPLE_SHARE),
-            best_d[:done], best_i[:done], counts[:done], work[:done], n_threads,
+            best_d[:done], best_i[:done], stats[:done], n_threads,
         )  # fmt: skip
-        if (work[:done] < 0).any():
+        if (stats[:done, 3] < 0).any():
             return None
-    if method == "auto":
         allowance = int(allowance * mih.QUERY_SHARE)
     probe.search(
         query_words[done:], values[done:], allowance,
-        best_d[done:], best_i[done:], counts[done:], work[done:], n_threads,
+        best_d[done:], best_i[done:], stats[done:], n_threads,
     )  # fmt: skip
     if width < k:
         best_d = np.pad(best_d, ((0, 0), (0, k - width)), constant_values=bits + 1)
@@ -85,7 +83,7 @@ def multi_index_topk(
     if indexed < n:  # rows appended after the tables: scanned, then merged in row order
         tail = scan_topk(source, query_words, k, n_threads, indexed, n)
         best_d, best_i = merge_into((best_d, best_i), (tail[0][None], tail[1][None]), k, bits)
-    hard = np.flatnonzero(work < 0)
+    hard = np.flatnonzero(stats[:, 3] < 0)
     if len(hard):
         best_d[hard], best_i[hard] = scan_topk(source, query_words[hard], k, n_threads)
     return best_d, best_i

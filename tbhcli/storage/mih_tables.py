@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from tbhcli.search.mih import MultiIndex, Segment, build_segment, substring_bounds, substring_count
+from tbhcli.search.mih import (
+    MultiIndex,
+    Segment,
+    build_segment,
+    choose_substring_count,
+    substring_bounds,
+)
 from tbhcli.search.scan import as_words
 from tbhcli.storage.store import CodeStore, open_store
 
@@ -129,8 +135,8 @@ def update_tables(path: str | Path, build: bool = False) -> tuple[int, int] | No
 
     New rows become a new segment; a store without tables (or with stale ones), more than
     MAX_SEGMENTS segments, or more new rows than indexed ones gets all tables rebuilt, with the
-    substring count re-chosen for the store's size. Returns (rows indexed, segments) or None when
-    the store has no tables and `build` is False.
+    substring count re-chosen for the store's codes (`choose_substring_count`). Returns (rows
+    indexed, segments) or None when the store has no tables and `build` is False.
     """
     path = Path(path)
     store = open_store(path)
@@ -151,9 +157,11 @@ def update_tables(path: str | Path, build: bool = False) -> tuple[int, int] | No
     if grow and n - current.rows_indexed <= current.rows_indexed:
         bounds, entries = current.bounds, list(attrs["segments"])
         start = current.rows_indexed
+        words = np.ascontiguousarray(as_words(store.read_codes(start, n)))  # the new rows only
     else:
-        bounds, entries, start = substring_bounds(store.bits, substring_count(store.bits, n)), [], 0
-    words = np.ascontiguousarray(as_words(store.read_codes(start, n)))  # the new rows only
+        entries, start = [], 0
+        words = np.ascontiguousarray(as_words(store.read_codes(0, n)))
+        bounds = substring_bounds(store.bits, choose_substring_count(words))
     segment = build_segment(words, bounds, start)
     entries.append(_write_segment(group, path / TABLES, segment))
     old = {s["name"] for s in attrs.get("segments", [])} - {e["name"] for e in entries}
