@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 import tbhcli
 from tbhcli.cli_options import (
-    Backbone,
+    BackboneOption,
     BackboneWeightsOption,
     DaskOption,
     DecoderOutput,
@@ -22,6 +22,7 @@ from tbhcli.cli_options import (
     ModelInput,
     ModelOption,
     Preset,
+    RecordedWeightsOption,
     RunOption,
     SearchMethod,
     StoreOption,
@@ -30,6 +31,7 @@ from tbhcli.cli_options import (
     TrainMethod,
     Variant,
     WorkersOption,
+    complete_backbone,
     examples,
 )
 from tbhcli.errors import TbhError
@@ -107,6 +109,8 @@ def demo(
 @command(
     "tbh features ./images -o features.npy",
     "tbh features ./images -o r50.npy --backbone resnet50 --backbone-weights r50.pth",
+    "tbh features ./images -o f.npy --backbone onnx:extractor.onnx --mean 0.5,0.5,0.5 "
+    "--std 0.5,0.5,0.5",
 )
 def features(
     images: Annotated[
@@ -116,13 +120,25 @@ def features(
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="NAME.npy", help="Output feature file.")
     ],
-    backbone: Annotated[
-        Backbone, typer.Option(help="efficientnet-lite0 works offline; tiny is for tests.")
-    ] = Backbone.efficientnet_lite0,
+    backbone: BackboneOption = "efficientnet-lite0",
     backbone_weights: BackboneWeightsOption = None,
     image_size: Annotated[
         int | None,
         typer.Option(metavar="PX", help="Square input side in pixels (default: the backbone's)."),
+    ] = None,
+    mean: Annotated[
+        str | None,
+        typer.Option(
+            metavar="R,G,B",
+            help="Mean subtracted from [0, 1] pixels (default: the backbone's; an ONNX file's "
+            "tbh.mean metadata).",
+        ),
+    ] = None,
+    std: Annotated[
+        str | None,
+        typer.Option(
+            metavar="R,G,B", help="Std dividing them (default: the backbone's; tbh.std metadata)."
+        ),
     ] = None,
     batch_size: ImageBatchOption = 256,
     workers: WorkersOption = None,
@@ -132,9 +148,11 @@ def features(
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
     from tbhcli.imaging.embed import features as run_features
     from tbhcli.imaging.embed import features_summary
+    from tbhcli.imaging.external import parse_rgb
 
+    rgb = parse_rgb(mean, "--mean"), parse_rgb(std, "--std")
     path = run_features(
-        images, out, backbone, backbone_weights, image_size, batch_size, workers, device
+        images, out, backbone, backbone_weights, image_size, batch_size, workers, device, *rgb
     )
     if json_output:
         typer.echo(document("features", features_summary(path)))
@@ -391,6 +409,7 @@ def index(
     ],
     store: StoreOption = None,
     model: ModelOption = None,
+    backbone_weights: RecordedWeightsOption = None,
     query_images: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Folder of query images recorded for `tbh evaluate`."),
@@ -462,6 +481,7 @@ def index(
         files=files,
         task_size=task_size,
         jpeg_decoder=jpeg_decoder,
+        backbone_weights=backbone_weights,
     )
     for table in report.tables:
         err_console.print(
@@ -555,6 +575,7 @@ def query(
             metavar="MODEL.onnx", help="ONNX model file (default: the store's own model)."
         ),
     ] = None,
+    backbone_weights: RecordedWeightsOption = None,
     json_output: JsonOption = False,
     html: Annotated[
         Path | None,
@@ -568,7 +589,10 @@ def query(
     from tbhcli.apps.query import print_results, results_json
     from tbhcli.apps.query import query as run_query
 
-    results = run_query(images, top, store, model, radius, device, dask=dask, method=method)
+    results = run_query(
+        images, top, store, model, radius, device, dask=dask, method=method,
+        backbone_weights=backbone_weights,
+    )  # fmt: skip
     if html is not None:
         from tbhcli.apps.gallery import write_gallery
 
@@ -611,11 +635,14 @@ def duplicates(
         ),
     ] = None,
     backbone: Annotated[
-        Backbone | None,
+        str | None,
         typer.Option(
+            metavar="NAME",
             help="Features of PHOTOS_DIR's first run: gray32 (default) is hashed by its "
             "low-frequency DCT signs and finds copies of a photo (re-encoded, resized, edited); "
-            "a CNN is hashed by ITQ and groups photos of similar things.",
+            "a CNN (efficientnet-lite0, resnet50, vgg16-fc7, or your own onnx:PATH, timm:NAME, "
+            "clip:NAME) is hashed by ITQ and groups photos of similar things.",
+            autocompletion=complete_backbone,
             show_default=False,
         ),
     ] = None,

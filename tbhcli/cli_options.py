@@ -33,14 +33,10 @@ class Device(StrEnum):
     cpu = "cpu"
 
 
-class Backbone(StrEnum):
-    """Image backbones (tbhcli.imaging.backbones; a test keeps both lists equal)."""
-
-    efficientnet_lite0 = "efficientnet-lite0"
-    resnet50 = "resnet50"
-    vgg16_fc7 = "vgg16-fc7"
-    gray32 = "gray32"
-    tiny = "tiny"
+# Built-in image backbones (tbhcli.imaging.backbones; a test keeps both lists equal), offered
+# by shell completion with the prefixes of the user's own (tbhcli.imaging.external).
+BACKBONES = ("efficientnet-lite0", "resnet50", "vgg16-fc7", "gray32", "tiny")
+BACKBONE_KINDS = ("onnx:", "timm:", "clip:")
 
 
 class TrainMethod(StrEnum):
@@ -105,11 +101,37 @@ RunOption = Annotated[
         "same feature sets (a column each, their PR curves overlaid in --plot).",
     ),
 ]
+
+
+def complete_backbone(incomplete: str) -> list[str]:
+    return [b for b in BACKBONES + BACKBONE_KINDS if b.startswith(incomplete)]
+
+
+BackboneOption = Annotated[
+    str,
+    typer.Option(
+        metavar="NAME",
+        help="efficientnet-lite0 (offline), resnet50, vgg16-fc7, gray32, tiny (tests), or your "
+        "own: "
+        "onnx:PATH, timm:NAME, clip:NAME (docs/features.md).",
+        autocompletion=complete_backbone,
+    ),
+]
 BackboneWeightsOption = Annotated[
     Path | None,
     typer.Option(
         metavar="FILE",
-        help="Local state-dict file for the backbone (default: its ImageNet weights).",
+        help="Local state-dict file for the backbone (default: its ImageNet weights; timm: and "
+        "clip: need one).",
+    ),
+]
+RecordedWeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--backbone-weights",
+        metavar="FILE",
+        help="With a features model: its backbone's weights file (for onnx:, the ONNX file) when "
+        "it is no longer where the model records it.",
     ),
 ]
 ThreadsOption = Annotated[

@@ -10,13 +10,14 @@ from typer.testing import CliRunner
 import tbhcli
 from tbhcli.cli import app
 from tbhcli.cli_options import (
+    BACKBONES,
     RENAMED,
-    Backbone,
     DecoderOutput,
     Preset,
     TrainMethod,
     Variant,
     _rename,
+    complete_backbone,
 )
 from tbhcli.jsondoc import schema
 
@@ -57,7 +58,8 @@ def test_choices_are_shown_as_choices():
 def test_backbone_choices_are_the_registry():
     from tbhcli.imaging.backbones import list_backbones
 
-    assert [b.value for b in Backbone] == list_backbones()
+    assert list(BACKBONES) == list_backbones()
+    assert complete_backbone("t") == ["tiny", "timm:"]
 
 
 def test_train_choices_are_the_library_s():

@@ -14,6 +14,7 @@ from tbhcli.imaging.backbones import load_backbone
 from tbhcli.imaging.embed import class_labels, features
 from tbhcli.imaging.featureset import load_features, load_meta
 from tbhcli.imaging.images import load_image
+from tests.byo_models import MEAN, STD, normalise, write_clip_folder, write_onnx_extractor
 
 
 def _folder(root: Path, layout: dict[str, int], seed: int = 0) -> Path:
@@ -114,3 +115,33 @@ def test_cli_features_missing_folder_is_one_line_error(tmp_path):
     assert result.exit_code == 1
     assert "image folder not found" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_features_with_the_users_backbones(tmp_path):
+    """onnx:PATH with --mean/--std and a dynamic input size; clip:FOLDER with its checkpoint."""
+    images = _folder(tmp_path / "imgs", {"a": 2, "b": 1})
+    extractor = tmp_path / "x.onnx"
+    net = write_onnx_extractor(extractor, size=None, metadata={})
+    out = tmp_path / "o.npy"
+    args = ["features", str(images), "-o", str(out), "--backbone", f"onnx:{extractor}"]
+    args += ["--workers", "0", "--image-size", "40", "--mean", "0.5,0.4,0.3", "--json"]
+    result = CliRunner().invoke(app, [*args, "--std", "0.2,0.25,0.3"])
+    assert result.exit_code == 0, result.output
+    meta = load_meta(out)
+    assert meta["backbone"] == f"onnx:{extractor}" and meta["image_size"] == 40
+    np.testing.assert_allclose(meta["mean"], MEAN, rtol=1e-6)
+    np.testing.assert_allclose(meta["std"], STD, rtol=1e-6)
+    assert meta["weights"].startswith("sha256:") and json.loads(result.stdout)["dim"] == 24
+    pixels = torch.from_numpy(np.stack([load_image(images / p, 40) for p in meta["paths"]]))
+    with torch.no_grad():
+        expected = net(normalise(pixels.float() / 255, MEAN, STD)).flatten(1).numpy()
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5, rtol=1e-4)
+    no_stats = CliRunner().invoke(app, args)  # no --std, and the file has no tbh.std
+    assert no_stats.exit_code == 1 and "--std" in no_stats.output
+
+    write_clip_folder(tmp_path / "clip")
+    clip = ["features", str(images), "-o", str(tmp_path / "c.npy"), "--workers", "0"]
+    result = CliRunner().invoke(app, [*clip, "--backbone", f"clip:{tmp_path / 'clip'}"])
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "c.npy").shape == (3, 16)
+    assert load_meta(tmp_path / "c.npy")["weights_file"] is None  # the folder's own checkpoint

@@ -14,6 +14,18 @@ from tbhcli.errors import TbhError
 from tbhcli.hashing.baselines import LinearHash
 from tbhcli.hashing.runs import load_run, save_run
 from tbhcli.hashing.tbh import SignEncoder, TBHConfig
+from tbhcli.imaging.images import load_image
+from tbhcli.workspace import file_sha256
+from tests.byo_models import (
+    MEAN,
+    STD,
+    TIMM_NAME,
+    bit_differences,
+    byo_run,
+    reference_codes,
+    write_onnx_extractor,
+    write_timm_weights,
+)
 from tests.tiny_workspace import FEATURE_DIM, IMAGE_SIZE, make_lsh_run, reference_features
 
 
@@ -139,3 +151,52 @@ def test_unusable_opset_is_a_user_error(tmp_path, opset, message):
     with pytest.raises(TbhError, match=message):
         export(run, out=tmp_path / "m.onnx", opset=opset)
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ---- backbones the user brings (imaging/external.py) --------------------------------------------
+
+
+@pytest.mark.parametrize("opset", [17, 13])  # the user's graph's opset is the export's
+def test_onnx_backbone_is_merged_into_one_images_graph(tmp_path, opset):
+    extractor = tmp_path / "extractor.onnx"
+    net = write_onnx_extractor(extractor, opset=opset)
+    run = byo_run(tmp_path, f"onnx:{extractor}")
+    model = export(run, out=tmp_path / "m.onnx")
+    info = model_info(model)
+    assert (info.input, info.image_size, info.feature_dim) == ("images", 32, 24)
+    assert info.backbone == f"onnx:{extractor}"
+    assert info.recipe["backbone_weights"] == "sha256:" + file_sha256(extractor)
+    proto = onnx.load(str(model))
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [opset]
+    files = sorted((tmp_path / "images").rglob("*.png"))
+    pixels = np.stack([load_image(f, 32) for f in files])
+    got = _ort_codes(model, pixels)
+    expected = reference_codes(run, files, net, MEAN, STD)
+    assert bit_differences(got, expected).max() <= 1  # only bits whose logit is ~0 may flip
+
+
+def test_moved_onnx_backbone_is_named_and_can_be_passed(tmp_path):
+    extractor = tmp_path / "extractor.onnx"
+    write_onnx_extractor(extractor)
+    run = byo_run(tmp_path, f"onnx:{extractor}")
+    moved = extractor.rename(tmp_path / "moved.onnx")
+    with pytest.raises(TbhError, match="which is gone; pass that file with --backbone-weights"):
+        export(run, out=tmp_path / "m.onnx")
+    assert model_info(export(run, tmp_path / "m.onnx", "images", moved)).backbone == f"onnx:{moved}"
+    write_onnx_extractor(tmp_path / "other.onnx", seed=5)
+    with pytest.raises(TbhError, match="holds other weights"):
+        export(run, tmp_path / "m.onnx", "images", tmp_path / "other.onnx")
+
+
+def test_timm_backbone_exports_from_its_recorded_weights(tmp_path):
+    net = write_timm_weights(tmp_path / "timm.safetensors", seed=4)
+    run = byo_run(tmp_path, f"timm:{TIMM_NAME}", tmp_path / "timm.safetensors")
+    model = export(run, out=tmp_path / "m.onnx")  # no --backbone-weights: the run records them
+    info = model_info(model)
+    assert (info.backbone, info.image_size, info.feature_dim) == (f"timm:{TIMM_NAME}", 160, 256)
+    assert info.recipe["backbone_weights_file"] == str(tmp_path / "timm.safetensors")
+    files = sorted((tmp_path / "images").rglob("*.png"))[:4]
+    got = _ort_codes(model, np.stack([load_image(f, 160) for f in files]))
+    cfg = net.pretrained_cfg
+    expected = reference_codes(run, files, net, cfg["mean"], cfg["std"])
+    assert bit_differences(got, expected).max() <= 1

@@ -106,10 +106,23 @@ def test_store_of_another_model_refuses_to_mix(workspace, tmp_path):
     assert len(open_store(tmp_path / "s.zarr")) == 24
 
 
-def test_features_model_cannot_index_images(workspace, tmp_path):
-    ws, run, _, _ = workspace
+def test_features_model_indexes_through_its_recorded_backbone(workspace, tmp_path):
+    ws, run, _, files = workspace
     features_model = export(run, out=tmp_path / "f.onnx", input="features")
-    with pytest.raises(TbhError, match="takes features"):
+    _index(ws, features_model, tmp_path / "s.zarr")
+    _check_complete(tmp_path / "s.zarr", ws, run, files)
+    assert open_store(tmp_path / "s.zarr").attrs["backbone"] == "tiny"
+    with pytest.raises(TbhError, match="--dask"):
+        _index(ws, features_model, tmp_path / "d.zarr", dask="local")
+
+
+def test_features_model_without_a_backbone_cannot_index_images(workspace, tmp_path):
+    ws, _, _, _ = workspace
+    run = make_lsh_run(tmp_path / "run")
+    config = (run / "config.json").read_text().replace('"backbone": "tiny"', '"backbone": null')
+    (run / "config.json").write_text(config)
+    features_model = export(run, out=tmp_path / "f.onnx", input="features")
+    with pytest.raises(TbhError, match="takes features and records no backbone"):
         _index(ws, features_model, tmp_path / "s.zarr")
 
 

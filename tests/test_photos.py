@@ -10,10 +10,11 @@ from typer.testing import CliRunner
 
 from tbhcli.apps.photos import CachePaths, fit_binariser, folder_duplicates, update_store
 from tbhcli.cli import app
-from tbhcli.deploy.runtime import create_session, run_codes
+from tbhcli.deploy.runtime import create_session, model_info, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import load_image
 from tbhcli.storage.store import open_store
+from tests.byo_models import MEAN, STD, bit_differences, reference_codes, write_onnx_extractor
 
 
 def scene(seed: int, size: int = 96) -> Image.Image:
@@ -137,3 +138,42 @@ def test_cli_folder_json_to_remove_html(folder, tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "--keep" in bad.output
     missing = CliRunner().invoke(app, ["duplicates", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_cli_folder_with_an_onnx_backbone(folder, tmp_path):
+    """`--backbone onnx:PATH`: the user's extractor is merged into the folder's model; a second
+    run embeds only the new file through that model, and its codes equal the first run's."""
+    extractor = tmp_path / "extractor.onnx"
+    net = write_onnx_extractor(extractor)
+    args = ["duplicates", str(folder), "--backbone", f"onnx:{extractor}", "--bits", "16"]
+    args += ["--radius", "0", "--workers", "0", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    groups = [{i["path"] for i in g["items"]} for g in json.loads(result.stdout)["groups"]]
+    assert {"p03.png", "copy-of-p03.png"} in groups
+    paths = CachePaths.for_folder(folder, None)
+    info = model_info(paths.model)
+    assert info.backbone == f"onnx:{extractor}" and info.feature_dim == 24
+    codes = store_codes(paths)
+    files = [folder / name for name in codes]
+    expected = reference_codes(paths.run, files, net, MEAN, STD)
+    assert bit_differences(np.stack(list(codes.values())), expected).max() <= 1
+    scene(3, size=80).save(folder / "p03-small.png")  # a resized copy, indexed by the model
+    assert CliRunner().invoke(app, args).exit_code == 0
+    new = store_codes(paths)["p03-small.png"][None]
+    reference = reference_codes(paths.run, [folder / "p03-small.png"], net, MEAN, STD)
+    assert bit_differences(new, reference).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "backbone, message",
+    [
+        ("timm:", "has no NAME"),
+        ("foo:bar", "unknown backbone kind"),
+        ("timm:resnet18", "needs its weights"),
+    ],
+)
+def test_cli_bad_backbones_are_one_line(folder, backbone, message):
+    result = CliRunner().invoke(app, ["duplicates", str(folder), "--backbone", backbone])
+    assert result.exit_code == 1 and message in " ".join(result.output.split())
+    assert not (folder / ".tbh" / "duplicates.zarr").exists()

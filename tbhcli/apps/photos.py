@@ -81,7 +81,7 @@ def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, devi
     from tbhcli.deploy.export import export
     from tbhcli.deploy.runtime import model_info
     from tbhcli.hashing.runs import load_run, save_run
-    from tbhcli.imaging.backbones import load_backbone, weights_id
+    from tbhcli.imaging.backbones import load_backbone, recipe
     from tbhcli.imaging.embed import embed_images
     from tbhcli.storage.writer import StoreLock, open_writer
 
@@ -102,9 +102,7 @@ def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, devi
         "bits": bits,
         "radius": default_radius(method, bits),
         "feature_dim": model.feature_dim,
-        "backbone": model.name,
-        "backbone_weights": weights_id(model.name, weights),
-        "image_size": model.image_size,
+        **recipe(model, weights),  # backbone, its weights, mean, std, image size
         "fitted_on": str(Path(folder).resolve()),
         "images": int(ok.sum()),
     }

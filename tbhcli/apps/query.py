@@ -12,13 +12,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from tbhcli.deploy.runtime import (
-    ModelInfo,
-    create_session,
-    describe_provider,
-    model_info,
-    run_codes,
-)
+from tbhcli.deploy.features_model import image_session
+from tbhcli.deploy.runtime import ModelInfo, describe_provider, model_info, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.imaging.decode import decode_batches
 from tbhcli.imaging.images import default_workers, label_of, list_images
@@ -123,13 +118,15 @@ def encode_images(
     batch_size: int = 256,
     workers: int = 0,
     info: ModelInfo | None = None,
+    backbone_weights: Path | None = None,
 ) -> tuple[np.ndarray, list[Path]]:
     """Codes uint8 [n, bits/8] of the decodable `files`, and those files (others are reported).
 
     `info` is the model's metadata when the caller already read it (reading hashes the file).
+    A features model runs its recorded backbone first (`backbone_weights` replaces its file).
     """
-    info = check_images_model(info or model_info(model))
-    session, provider = create_session(model, device, info)
+    info = info or model_info(model)
+    session, provider = image_session(info, device, backbone_weights)
     console.print(f"model {shown(model)} on [bold]{describe_provider(provider)}[/]")
     codes, kept, start = [], [], 0
     for batch in decode_batches(files, info.image_size, batch_size, workers):
@@ -209,19 +206,24 @@ def query(
     batch_size: int = 256,
     dask: str | None = None,
     method: str = "auto",
+    backbone_weights: Path | None = None,
 ) -> list[QueryResult]:
     """The `top` nearest store items of each query image (within Hamming `radius` if given).
 
     `model` defaults to the store's own (verified by sha256, so query and database codes match).
     `dask` ("local" or a scheduler address) searches the store's blocks on a Dask cluster;
-    `method` picks the top-k method (`tbhcli.search.topk`).
+    `method` picks the top-k method (`tbhcli.search.topk`). A store indexed with a features
+    model is queried through that model's recorded backbone (`backbone_weights` replaces its
+    weights file).
     """
     check_search(top, radius)
     began = time.perf_counter()
     files = expand_images(images)  # a mistyped query is reported before any default is picked
     db, info = open_searchable(store, model)
     workers = default_workers() if len(files) > batch_size else 0  # a pool pays off for folders
-    codes, kept = encode_images(files, info.path, device, batch_size, workers, info)
+    codes, kept = encode_images(
+        files, info.path, device, batch_size, workers, info, backbone_weights
+    )
     found = search_codes(db, codes, top, radius, dask, method=method)
     seconds = time.perf_counter() - began
     setup = QuerySetup(db.path, len(db), info.path, info.method, info.bits, seconds)

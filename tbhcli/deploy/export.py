@@ -13,6 +13,8 @@ and handles these plain feed-forward graphs exactly.
 
 import hashlib
 import json
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from tbhcli.deploy.runtime import create_session, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits_torch, unpack_bits
 from tbhcli.hashing.runs import Run, load_run
+from tbhcli.imaging.external import OnnxFeatures
 from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, resolve_run
 
@@ -73,25 +76,50 @@ def config_sha256(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
+RECIPE = ("backbone", "backbone_weights", "backbone_weights_file", "backbone_mean",
+          "backbone_std", "image_size")  # fmt: skip
+
+
+def run_recipe(run: Run, backbone_weights: Path | None = None) -> dict | None:
+    """How to rebuild the backbone that made the run's features (None: no recorded backbone):
+    the run's config (copied from the feature set's meta), with `backbone_weights` in place of
+    the recorded weights file when given (for an `onnx:` backbone, in place of the ONNX file)."""
+    if not run.config.get("backbone"):
+        return None
+    recorded = {k: run.config.get(k) for k in RECIPE}
+    if backbone_weights is not None:
+        from tbhcli.imaging.backbones import weights_id
+        from tbhcli.imaging.external import parse_spec
+
+        file = str(Path(backbone_weights).resolve())
+        spec = parse_spec(recorded["backbone"])
+        if spec is not None and spec.kind == "onnx":
+            recorded["backbone"] = f"onnx:{file}"
+        recorded["backbone_weights"] = weights_id(recorded["backbone"], backbone_weights)
+        recorded["backbone_weights_file"] = file
+    return recorded
+
+
 def build_hasher(run: Run, input: str, backbone_weights: Path | None = None) -> Hasher:
-    """The torch pipeline for a run; images need the backbone named in the run's config."""
+    """The torch pipeline for a run; images need the backbone named in the run's config, rebuilt
+    from its recorded weights file unless `backbone_weights` names another."""
     if input not in INPUTS:
         raise TbhError(f"unknown --input {input!r}; choose one of {', '.join(INPUTS)}.")
     if input == "features":
         return Hasher(run.encoder).eval()
-    name = run.config.get("backbone")
-    if not name:
+    if run_recipe(run) is None:
         raise TbhError(
             f"run {run.path} was trained on features without a recorded backbone, so it can only "
             "be exported with --input features."
         )
-    from tbhcli.imaging.backbones import load_backbone
+    from tbhcli.imaging.backbones import rebuild_backbone
 
-    backbone = load_backbone(name, backbone_weights)
+    backbone = rebuild_backbone(run_recipe(run), backbone_weights, f"run {run.path}")
     if backbone.feature_dim != int(run.config["feature_dim"]):
         raise TbhError(
-            f"backbone {name} gives {backbone.feature_dim}-d features but run {run.path} was "
-            f"trained on {run.config['feature_dim']}-d ones; pass the matching --backbone-weights."
+            f"backbone {backbone.name} gives {backbone.feature_dim}-d features but run {run.path} "
+            f"was trained on {run.config['feature_dim']}-d ones; pass the matching "
+            "--backbone-weights."
         )
     return Hasher(run.encoder, backbone).eval()
 
@@ -105,17 +133,31 @@ def sample_batch(run: Run, input: str, n: int = VERIFY_BATCH, seed: int = 0) -> 
     return torch.randn(n, int(run.config["feature_dim"]), generator=g)
 
 
-def metadata(run: Run, input: str) -> dict[str, str]:
-    """The `tbh.*` metadata_props of an exported model."""
+def _csv(values) -> str:
+    return ",".join(f"{v:.9g}" for v in values) if values else ""
+
+
+def metadata(run: Run, input: str, backbone_weights: Path | None = None) -> dict[str, str]:
+    """The `tbh.*` metadata_props of an exported model.
+
+    Both kinds record the backbone that made the run's features and how to rebuild it (weights
+    sha256 and file, mean, std, image size): a features model runs it on images in `tbh index`
+    and `tbh query` (deploy/features_model.py); for an images model it is provenance.
+    """
     images = input == "images"
+    recorded = run_recipe(run, backbone_weights) or {}
     return {
         "tbh.bits": str(run.bits),
         "tbh.input": input,
         "tbh.layout": "uint8 NCHW RGB 0-255" if images else "float32 [B, D]",
         "tbh.output": "codes: uint8 [B, bits/8], bits packed big-endian (np.packbits)",
-        "tbh.image_size": str(run.config["image_size"]) if images else "",
+        "tbh.image_size": str(run.config.get("image_size") or ""),
         "tbh.feature_dim": str(run.config["feature_dim"]),
-        "tbh.backbone": str(run.config.get("backbone") or "") if images else "",
+        "tbh.backbone": recorded.get("backbone") or "",
+        "tbh.backbone_weights": recorded.get("backbone_weights") or "",
+        "tbh.backbone_weights_file": recorded.get("backbone_weights_file") or "",
+        "tbh.backbone_mean": _csv(recorded.get("backbone_mean")),
+        "tbh.backbone_std": _csv(recorded.get("backbone_std")),
         "tbh.method": str(run.config["method"]),
         "tbh.run": run.name,
         "tbh.config_sha256": config_sha256(run.config),
@@ -140,6 +182,89 @@ def _to_onnx(
             opset_version=opset,
         )
     return onnx.load(str(path))
+
+
+class _Pixels(nn.Module):
+    """uint8 [B, 3, S, S] -> the normalised pixels an ONNX backbone takes (its input dtype)."""
+
+    def __init__(self, backbone: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.backbone = backbone
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = x.to(torch.float32) / 255.0
+        return ((pixels - self.backbone.mean) / self.backbone.std).to(self.dtype)
+
+
+class _FeatureCodes(nn.Module):
+    """An ONNX backbone's first output [B, ...] -> flattened float32 features -> packed codes."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        return pack_bits_torch(self.encoder(out.flatten(1).to(torch.float32)) > 0)
+
+
+def _export_part(module: nn.Module, example: torch.Tensor, names: tuple[str, str], opset: int):
+    path = Path(tempfile.mkdtemp()) / "part.onnx"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=False, input_names=[names[0]],
+                output_names=[names[1]], opset_version=opset,
+                dynamic_axes={names[0]: {0: "batch"}, names[1]: {0: "batch"}},
+            )  # fmt: skip
+        return onnx.load(str(path))
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _compose_onnx(hasher: Hasher, example: torch.Tensor, path: Path) -> onnx.ModelProto:
+    """The user's ONNX backbone merged between a normalisation prefix and the sign encoder:
+    uint8 images -> packed codes in one graph, at the user's model's opset (`onnx.compose` needs
+    one opset per domain)."""
+    from onnx import compose
+
+    body = hasher.backbone.body  # imaging.external.OnnxFeatures
+    user = onnx.load(str(body.path))
+    opset = next((o.version for o in user.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        raise TbhError(
+            f"{body.path} uses ONNX opset {opset}; tbh exports need opset {MIN_OPSET} or newer "
+            "(convert it with onnx.version_converter)."
+        )
+    del user.metadata_props[:]  # ours replace them; the file's sha256 is recorded
+    user = compose.add_prefix(user, "backbone/")
+    user_in, user_out = user.graph.input[0].name, user.graph.output[0].name
+    dtype = torch.from_numpy(np.zeros(0, body.input_dtype)).dtype
+    with torch.no_grad():
+        pixels = _Pixels(hasher.backbone, dtype)(example)
+        out = body.session.run(None, {body.input_name: pixels.numpy()})[0]
+    try:
+        prefix = _export_part(_Pixels(hasher.backbone, dtype), example, ("images", "pixels"), opset)
+        suffix = _export_part(
+            _FeatureCodes(hasher.encoder), torch.from_numpy(out), ("output", "codes"), opset
+        )
+    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
+        raise TbhError(f"cannot export at {body.path}'s opset {opset}: {exc}") from None
+    # Names stay apart: each part's edges get their own prefix; "images" and "codes" are kept.
+    prefix = compose.add_prefix(prefix, "pixels/", rename_inputs=False, rename_outputs=False)
+    suffix = compose.add_prefix(suffix, "codes/", rename_inputs=False, rename_outputs=False)
+    ir = max(m.ir_version for m in (prefix, user, suffix))
+    for part in (prefix, user, suffix):
+        part.ir_version = ir
+    model = compose.merge_models(prefix, user, [("pixels", user_in)], outputs=[user_out])
+    model = compose.merge_models(model, suffix, [(user_out, "output")], outputs=["codes"])
+    imports = {o.domain or "": o.version for o in model.opset_import}
+    del model.opset_import[:]
+    for domain, version in imports.items():  # merge_models lists each domain once per part
+        model.opset_import.add(domain=domain, version=version)
+    onnx.save(model, str(path))
+    return model
 
 
 def verify(model_path: Path, hasher: Hasher, batch: torch.Tensor) -> Verification:
@@ -187,13 +312,16 @@ def export(
     # Written beside the target and renamed, so a half-written file is never the newest model.
     tmp = out.with_name(out.name + ".tmp")
     try:
-        model = _to_onnx(hasher, batch[:2], tmp, input, opset)
+        if isinstance(getattr(hasher.backbone, "body", None), OnnxFeatures):
+            model = _compose_onnx(hasher, batch[:2], tmp)  # at the user's graph's opset
+        else:
+            model = _to_onnx(hasher, batch[:2], tmp, input, opset)
     except RuntimeError as exc:
         if "opset" not in str(exc):
             raise
         raise TbhError(f"--opset {opset} is not supported by this torch ({exc}); try 17.") from None
     model.doc_string = f"tbh {tbhcli.__version__}: {input} -> packed {trained.bits}-bit codes"
-    for key, value in metadata(trained, input).items():
+    for key, value in metadata(trained, input, backbone_weights).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(tmp))
     try:

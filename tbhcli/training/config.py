@@ -200,6 +200,11 @@ def run_config(options: TrainOptions, data: FeatureSet, split: Split, device: st
         "features_sha256": file_sha256(Path(options.features)),
         "backbone": meta.get("backbone"),
         "image_size": meta.get("image_size"),
+        # how to rebuild that backbone in `tbh export` (absent for features made outside tbh)
+        "backbone_weights": meta.get("weights"),
+        "backbone_weights_file": meta.get("weights_file"),
+        "backbone_mean": meta.get("mean"),
+        "backbone_std": meta.get("std"),
         "seed": options.seed,
         "tbh_version": tbhcli.__version__,
         "validation": validation_config(options, split),
