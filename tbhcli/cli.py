@@ -16,8 +16,10 @@ from tbhcli.cli_options import (
     Device,
     DeviceOption,
     ImageBatchOption,
+    ImageSizeOption,
     JpegDecoder,
     JsonOption,
+    MeanOption,
     MethodOption,
     ModelInput,
     ModelOption,
@@ -25,6 +27,7 @@ from tbhcli.cli_options import (
     RecordedWeightsOption,
     RunOption,
     SearchMethod,
+    StdOption,
     StoreOption,
     TbhCommand,
     ThreadsOption,
@@ -33,6 +36,7 @@ from tbhcli.cli_options import (
     WorkersOption,
     complete_backbone,
     examples,
+    preprocess,
 )
 from tbhcli.errors import TbhError
 from tbhcli.jsondoc import document
@@ -122,24 +126,9 @@ def features(
     ],
     backbone: BackboneOption = "efficientnet-lite0",
     backbone_weights: BackboneWeightsOption = None,
-    image_size: Annotated[
-        int | None,
-        typer.Option(metavar="PX", help="Square input side in pixels (default: the backbone's)."),
-    ] = None,
-    mean: Annotated[
-        str | None,
-        typer.Option(
-            metavar="R,G,B",
-            help="Mean subtracted from [0, 1] pixels (default: the backbone's; an ONNX file's "
-            "tbh.mean metadata).",
-        ),
-    ] = None,
-    std: Annotated[
-        str | None,
-        typer.Option(
-            metavar="R,G,B", help="Std dividing them (default: the backbone's; tbh.std metadata)."
-        ),
-    ] = None,
+    image_size: ImageSizeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
     batch_size: ImageBatchOption = 256,
     workers: WorkersOption = None,
     device: DeviceOption = Device.auto,
@@ -148,12 +137,12 @@ def features(
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
     from tbhcli.imaging.embed import features as run_features
     from tbhcli.imaging.embed import features_summary
-    from tbhcli.imaging.external import parse_rgb
 
-    rgb = parse_rgb(mean, "--mean"), parse_rgb(std, "--std")
+    chosen = preprocess(None, mean, std)
     path = run_features(
-        images, out, backbone, backbone_weights, image_size, batch_size, workers, device, *rgb
-    )
+        images, out, backbone, backbone_weights, image_size, batch_size, workers, device,
+        chosen["mean"], chosen["std"],
+    )  # fmt: skip
     if json_output:
         typer.echo(document("features", features_summary(path)))
 
@@ -647,6 +636,9 @@ def duplicates(
         ),
     ] = None,
     backbone_weights: BackboneWeightsOption = None,
+    image_size: ImageSizeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
     bits: Annotated[
         int | None,
         typer.Option(
@@ -692,7 +684,10 @@ def duplicates(
 
     check_keep(keep)
     if folder is not None:
-        cache = update_store(folder, store, backbone, backbone_weights, bits, workers, device)
+        chosen = preprocess(image_size, mean, std)
+        cache = update_store(
+            folder, store, backbone, backbone_weights, bits, workers, device, chosen
+        )
         store = cache.store
         radius = fitted_radius(cache) if radius is None else radius
     store = resolve_store(store)  # named once when it is the default

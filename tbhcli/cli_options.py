@@ -125,6 +125,37 @@ BackboneWeightsOption = Annotated[
         "clip: need one).",
     ),
 ]
+ImageSizeOption = Annotated[
+    int | None,
+    typer.Option(metavar="PX", help="Square input side in pixels (default: the backbone's)."),
+]
+MeanOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="R,G,B",
+        help="Mean subtracted from [0, 1] pixels (default: the backbone's; an ONNX file's "
+        "tbh.mean metadata).",
+    ),
+]
+StdOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="R,G,B", help="Std dividing them (default: the backbone's; tbh.std metadata)."
+    ),
+]
+
+
+def preprocess(image_size: int | None, mean: str | None, std: str | None) -> dict:
+    """--image-size, --mean, --std as `load_backbone`'s keyword arguments (None: the backbone's)."""
+    from tbhcli.imaging.external import parse_rgb
+
+    return {
+        "image_size": image_size,
+        "mean": parse_rgb(mean, "--mean"),
+        "std": parse_rgb(std, "--std"),
+    }
+
+
 RecordedWeightsOption = Annotated[
     Path | None,
     typer.Option(

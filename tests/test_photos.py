@@ -177,3 +177,24 @@ def test_cli_bad_backbones_are_one_line(folder, backbone, message):
     result = CliRunner().invoke(app, ["duplicates", str(folder), "--backbone", backbone])
     assert result.exit_code == 1 and message in " ".join(result.output.split())
     assert not (folder / ".tbh" / "duplicates.zarr").exists()
+
+
+def test_cli_onnx_backbone_without_metadata_takes_size_mean_std(folder, tmp_path):
+    extractor = tmp_path / "dynamic.onnx"
+    net = write_onnx_extractor(extractor, size=None, metadata={})
+    base = ["duplicates", str(folder), "--backbone", f"onnx:{extractor}", "--bits", "16"]
+    base += ["--radius", "0", "--workers", "0"]
+    missing = CliRunner().invoke(app, base)
+    assert missing.exit_code == 1 and "--image-size" in " ".join(missing.output.split())
+    stats = ["--image-size", "48", "--mean", "0.5,0.4,0.3", "--std", "0.2,0.25,0.3"]
+    assert CliRunner().invoke(app, [*base, *stats]).exit_code == 0
+    paths = CachePaths.for_folder(folder, None)
+    assert model_info(paths.model).image_size == 48
+    codes = store_codes(paths)
+    expected = reference_codes(paths.run, [folder / n for n in codes], net, MEAN, STD)
+    assert bit_differences(np.stack(list(codes.values())), expected).max() <= 1
+    again = CliRunner().invoke(app, [*base, "--mean", "0.1,0.1,0.1"])  # the fit is kept
+    assert again.exit_code == 1 and "was fitted with --mean" in " ".join(again.output.split())
+    gray = CliRunner().invoke(app, ["features", str(folder), "-o", str(tmp_path / "g.npy"),
+                                    "--backbone", "gray32", "--image-size", "64"])  # fmt: skip
+    assert gray.exit_code == 1 and "32 x 32 thumbnail" in gray.output

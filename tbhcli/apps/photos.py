@@ -74,7 +74,9 @@ def fit_binariser(features: np.ndarray, bits: int, backbone: str, seed: int = 0)
     return method, fit_baseline(method, features, bits, seed)
 
 
-def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, device) -> None:
+def _first_run(
+    folder, paths: CachePaths, backbone, weights, bits, workers, device, preprocess
+) -> None:
     """Embed all of `folder`, fit the binariser, save + export it, write the codes to the store."""
     import torch
 
@@ -88,7 +90,7 @@ def _first_run(folder, paths: CachePaths, backbone, weights, bits, workers, devi
     relpaths = list_images(folder)
     if len(relpaths) < 2:
         raise TbhError(f"{folder} holds {len(relpaths)} image(s); duplicates need at least two.")
-    model = load_backbone(backbone, weights)
+    model = load_backbone(backbone, weights, **preprocess)
     began = time.perf_counter()
     feats, ok = embed_images(folder, relpaths, model, model.image_size, workers=workers)
     paths.seconds["embed"] = time.perf_counter() - began
@@ -145,6 +147,22 @@ def _check_same_fit(paths: CachePaths, backbone: str | None, bits: int | None) -
             )
 
 
+def _check_same_preprocess(paths: CachePaths, preprocess: dict) -> None:
+    """Like `_check_same_fit`, for --image-size, --mean and --std."""
+    from tbhcli.hashing.runs import load_config
+
+    config = load_config(paths.run)
+    recorded = {"image_size": config.get("image_size"), "mean": config.get("backbone_mean"),
+                "std": config.get("backbone_std")}  # fmt: skip
+    for key, asked in preprocess.items():
+        fitted = recorded[key]
+        if asked is not None and (fitted is None or not np.allclose(asked, fitted)):
+            raise TbhError(
+                f"{paths.store} was fitted with --{key.replace('_', '-')} {fitted}; to use "
+                f"{asked}, delete {paths.store.parent} (or pass another --store) and run again."
+            )
+
+
 def fitted_radius(paths: CachePaths) -> int:
     """The default threshold of the binariser fitted in `paths.run` (`default_radius`)."""
     from tbhcli.hashing.runs import load_config
@@ -161,11 +179,14 @@ def update_store(
     bits: int | None = None,
     workers: int | None = None,
     device: str = "auto",
+    preprocess: dict | None = None,
 ) -> CachePaths:
     """Bring the folder's duplicate store up to date (only new files are embedded); its paths.
 
     `backbone` and `bits` choose the first run's model (default `gray32`, `default_bits`); later
-    runs keep it.
+    runs keep it. `preprocess` ({image_size, mean, std}, see `load_backbone`) sets the backbone's
+    input side and normalisation on the first run (an ONNX backbone may need them); the run
+    records them, so later runs keep them too.
     """
     folder = Path(folder)
     list_images(folder)  # a missing folder is a user error before any work
@@ -177,6 +198,7 @@ def update_store(
         from tbhcli.storage.indexing import index
 
         _check_same_fit(paths, backbone, bits)
+        _check_same_preprocess(paths, preprocess or {})
         began = time.perf_counter()
         index(folder, paths.store, paths.model, workers=workers, device=device)
         paths.seconds["index"] = time.perf_counter() - began
@@ -184,7 +206,7 @@ def update_store(
         paths.store.parent.mkdir(parents=True, exist_ok=True)
         backbone = backbone or DEFAULT_BACKBONE
         bits = bits or default_bits(backbone)
-        _first_run(folder, paths, backbone, weights, bits, workers, device)
+        _first_run(folder, paths, backbone, weights, bits, workers, device, preprocess or {})
     return paths
 
 

@@ -201,6 +201,8 @@ def load_backbone(
     if ":" in name:
         backbone = _external(name, weights, image_size, mean, std)
     elif name in _BACKBONES:
+        if name == "gray32" and image_size not in (None, 32):  # its features are the pixels
+            raise TbhError(f"gray32 is a 32 x 32 thumbnail; leave out --image-size {image_size}.")
         backbone = _BACKBONES[name](weights)
         backbone.image_size = image_size or backbone.image_size
         for buffer, values in (("mean", mean), ("std", std)):
