@@ -42,14 +42,17 @@ def write_onnx_extractor(
     metadata: dict[str, str] | None = None,
     seed: int = 0,
     opset: int = 17,
+    batch: int | None = None,
 ) -> nn.Module:
     """Export `extractor(seed)` to `path` (static `size` px, or dynamic H, W when None) with
-    `metadata` as metadata_props (default: tbh.mean / tbh.std of MEAN, STD); return the module."""
+    `metadata` as metadata_props (default: tbh.mean / tbh.std of MEAN, STD), a dynamic batch axis
+    unless `batch` fixes it; return the module."""
     net = extractor(seed)
-    dynamic = {0: "batch"} if size else {0: "batch", 2: "h", 3: "w"}
+    dynamic = {} if batch else {0: "batch"}
+    dynamic |= {} if size else {2: "h", 3: "w"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        _export(net, size, path, dynamic, opset)
+        _export(net, size, path, dynamic, opset, batch or 2)
     model = onnx.load(str(path))
     if metadata is None:
         metadata = {"tbh.mean": ",".join(map(str, MEAN)), "tbh.std": ",".join(map(str, STD))}
@@ -59,15 +62,15 @@ def write_onnx_extractor(
     return net
 
 
-def _export(net: nn.Module, size: int | None, path: Path, dynamic: dict, opset: int) -> None:
+def _export(net: nn.Module, size, path: Path, dynamic: dict, opset: int, batch: int) -> None:
     torch.onnx.export(
         net,
-        (torch.rand(2, 3, size or 40, size or 40),),
+        (torch.rand(batch, 3, size or 40, size or 40),),
         str(path),
         dynamo=False,
         input_names=["pixel_values"],
         output_names=["embedding"],
-        dynamic_axes={"pixel_values": dynamic, "embedding": {0: "batch"}},
+        dynamic_axes={"pixel_values": dynamic, "embedding": {0: "batch"} if 0 in dynamic else {}},
         opset_version=opset,
     )
 

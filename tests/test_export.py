@@ -188,6 +188,15 @@ def test_moved_onnx_backbone_is_named_and_can_be_passed(tmp_path):
         export(run, tmp_path / "m.onnx", "images", tmp_path / "other.onnx")
 
 
+def test_onnx_backbone_with_a_fixed_batch_exports_features_models_only(tmp_path):
+    write_onnx_extractor(tmp_path / "one.onnx", batch=1)
+    run = byo_run(tmp_path, f"onnx:{tmp_path / 'one.onnx'}")
+    with pytest.raises(TbhError, match="fixed batch axis.*--input features"):
+        export(run, out=tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx.tmp").exists()
+    assert model_info(export(run, tmp_path / "f.onnx", "features")).image_size == 32
+
+
 def test_timm_backbone_exports_from_its_recorded_weights(tmp_path):
     net = write_timm_weights(tmp_path / "timm.safetensors", seed=4)
     run = byo_run(tmp_path, f"timm:{TIMM_NAME}", tmp_path / "timm.safetensors")

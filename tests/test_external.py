@@ -2,6 +2,8 @@
 randomly initialised models, compared with the same network run directly on normalised pixels."""
 
 import hashlib
+import re
+import sys
 import warnings
 
 import numpy as np
@@ -110,6 +112,31 @@ def test_onnx_options_override_metadata_and_size_rules(tmp_path):
     write_onnx_extractor(sized, size=None, metadata={"tbh.image_size": "64", "tbh.mean": "0,0,0",
                                                      "tbh.std": "1,1,1"})  # fmt: skip
     assert load_backbone(f"onnx:{sized}").image_size == 64
+
+
+@torch.no_grad()
+def test_onnx_with_a_fixed_batch_of_one_runs_image_by_image(tmp_path):
+    write_onnx_extractor(tmp_path / "one.onnx", batch=1)
+    net = write_onnx_extractor(tmp_path / "any.onnx")  # the same weights, any batch
+    x = _images(3, 32)
+    one = load_backbone(f"onnx:{tmp_path / 'one.onnx'}")
+    torch.testing.assert_close(one(x), load_backbone(f"onnx:{tmp_path / 'any.onnx'}")(x))
+    torch.testing.assert_close(
+        one(x), net(normalise(x, MEAN, STD)).flatten(1), atol=1e-5, rtol=1e-4
+    )
+    write_onnx_extractor(tmp_path / "four.onnx", batch=4)
+    with pytest.raises(TbhError, match="takes batches of exactly 4"):
+        load_backbone(f"onnx:{tmp_path / 'four.onnx'}")
+
+
+def test_missing_package_names_the_extra(tmp_path, monkeypatch):
+    write_timm_weights(tmp_path / "w.pt")
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    for spec in (f"timm:{TIMM_NAME}", "clip:ViT-B-32"):
+        extra = re.escape("pip install 'tbhcli[backbones]'")
+        with pytest.raises(TbhError, match=rf"needs the (timm|open_clip) package: {extra}"):
+            load_backbone(spec, tmp_path / "w.pt")
 
 
 def test_onnx_models_tbh_cannot_run_are_refused(tmp_path):

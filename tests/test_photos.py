@@ -198,3 +198,22 @@ def test_cli_onnx_backbone_without_metadata_takes_size_mean_std(folder, tmp_path
     gray = CliRunner().invoke(app, ["features", str(folder), "-o", str(tmp_path / "g.npy"),
                                     "--backbone", "gray32", "--image-size", "64"])  # fmt: skip
     assert gray.exit_code == 1 and "32 x 32 thumbnail" in gray.output
+
+
+def test_cli_onnx_backbone_with_a_fixed_batch_of_one(folder, tmp_path):
+    """Such a file cannot be merged into a batched images model: the folder's model takes
+    features and runs the file image by image, on the first run and on later ones."""
+    write_onnx_extractor(tmp_path / "one.onnx", batch=1)
+    args = ["duplicates", str(folder), "--backbone", f"onnx:{tmp_path / 'one.onnx'}"]
+    args += ["--bits", "16", "--radius", "0", "--workers", "0", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    groups = [{i["path"] for i in g["items"]} for g in json.loads(result.stdout)["groups"]]
+    assert {"p03.png", "copy-of-p03.png"} in groups
+    paths = CachePaths.for_folder(folder, None)
+    assert model_info(paths.model).input == "features"
+    shutil.copy(folder / "p05.png", folder / "copy-of-p05.png")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    groups = [{i["path"] for i in g["items"]} for g in json.loads(again.stdout)["groups"]]
+    assert {"p05.png", "copy-of-p05.png"} in groups

@@ -85,6 +85,7 @@ def _first_run(
     from tbhcli.hashing.runs import load_run, save_run
     from tbhcli.imaging.backbones import load_backbone, recipe
     from tbhcli.imaging.embed import embed_images
+    from tbhcli.imaging.external import image_by_image
     from tbhcli.storage.writer import StoreLock, open_writer
 
     relpaths = list_images(folder)
@@ -110,7 +111,7 @@ def _first_run(
     }
     began = time.perf_counter()
     save_run(paths.run, config, encoder)
-    export(paths.run, paths.model, "images", weights)
+    export(paths.run, paths.model, "features" if image_by_image(model) else "images", weights)
     info = model_info(paths.model)
     paths.seconds["export"] = time.perf_counter() - began
     began = time.perf_counter()

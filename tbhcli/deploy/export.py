@@ -29,7 +29,7 @@ from tbhcli.deploy.runtime import create_session, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits_torch, unpack_bits
 from tbhcli.hashing.runs import Run, load_run
-from tbhcli.imaging.external import OnnxFeatures
+from tbhcli.imaging.external import OnnxFeatures, image_by_image
 from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, resolve_run
 
@@ -230,6 +230,12 @@ def _compose_onnx(hasher: Hasher, example: torch.Tensor, path: Path) -> onnx.Mod
     from onnx import compose
 
     body = hasher.backbone.body  # imaging.external.OnnxFeatures
+    if image_by_image(hasher.backbone):
+        raise TbhError(
+            f"{body.path} takes one image per run (a fixed batch axis), so it cannot be merged "
+            "into a batched model; export it with a dynamic batch axis, or export this run with "
+            "--input features (tbh index and tbh query then run the file image by image)."
+        )
     user = onnx.load(str(body.path))
     opset = next((o.version for o in user.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:

@@ -199,19 +199,31 @@ def _clip(spec: Spec, weights: Path | None) -> Loaded:
 
 
 class OnnxFeatures(nn.Module):
-    """Runs an ONNX feature extractor on onnxruntime (CPU): normalised pixels -> [B, D]."""
+    """Runs an ONNX feature extractor on onnxruntime (CPU): normalised pixels -> [B, D].
 
-    def __init__(self, path: Path, session, input_name: str, input_dtype: np.dtype):
+    A file exported with a fixed batch of 1 (common) is run one image at a time.
+    """
+
+    def __init__(self, path: Path, session, input_name: str, input_dtype: np.dtype, batch):
         super().__init__()
         self.path = path
         self.session = session
         self.input_name = input_name
         self.input_dtype = input_dtype
+        self.fixed_batch = batch if isinstance(batch, int) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.detach().cpu().numpy().astype(self.input_dtype)
-        out = self.session.run(None, {self.input_name: batch})[0]
-        return torch.from_numpy(np.asarray(out, np.float32).reshape(len(out), -1)).to(x.device)
+        parts = [batch] if self.fixed_batch is None else np.split(batch, len(batch))
+        out = [self.session.run(None, {self.input_name: part})[0] for part in parts]
+        features = np.concatenate([np.asarray(o, np.float32).reshape(len(o), -1) for o in out])
+        return torch.from_numpy(features).to(x.device)  # (B, D)
+
+
+def image_by_image(backbone: nn.Module) -> bool:
+    """Whether `backbone` wraps an ONNX file with a fixed batch of 1 (it cannot be merged into a
+    batched images model: export its run with input "features" instead)."""
+    return getattr(getattr(backbone, "body", None), "fixed_batch", None) is not None
 
 
 def _floats(text: str, what: str, positive: bool = False) -> tuple[float, float, float]:
@@ -288,7 +300,10 @@ def _onnx(spec: Spec, weights: Path | None, image_size: int | None, mean, std) -
     dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(
         inputs[0].type, np.float32
     )
-    body = OnnxFeatures(path, session, inputs[0].name, np.dtype(dtype))
+    if isinstance(dims[0], int) and dims[0] != 1:
+        raise TbhError(f"{path} takes batches of exactly {dims[0]}; export it with batch 1 or a "
+                       "dynamic batch axis.")  # fmt: skip
+    body = OnnxFeatures(path, session, inputs[0].name, np.dtype(dtype), dims[0])
     return Loaded(body, size, stats[0], stats[1], path)
 
 
