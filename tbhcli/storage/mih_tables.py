@@ -1,10 +1,13 @@
 """Multi-index tables stored with the codes: the `mih` group of a code store (docs/store.md).
 
 Layout: group `mih` with attributes `bits`, `bounds` (substring bit ranges [m + 1]) and
-`segments`, a list of {"name", "start", "stop", "shifts"}; each segment is a subgroup holding, per
-substring j, uint32 arrays `directory_j`, `rows_j` and `keys_j` and the segment's codes in the
-order of `rows_j`, `codes_j` (uint8 [n, word bytes]; `tbhcli.search.mih`), each one uncompressed
-chunk so that a search maps it from disk instead of reading it.
+`segments`, a list of {"name", "start", "stop", "distinct", "shifts", "directory", "keys",
+"width"}; each segment is a subgroup holding uint32 arrays `rows` (its rows by code, then row)
+and `runs` (where each of its `distinct` codes' rows start), and per substring j uint32 arrays
+`directory_j`, `ids_j` and `keys_j` and the distinct codes in the order of `ids_j`, `codes_j`
+(uint8 [distinct, word bytes]; `tbhcli.search.mih.Segment`), each one uncompressed chunk so that
+a search maps it from disk instead of reading it. Tables of another layout (tbh before the
+distinct codes) are not used, and the next `update_tables` rebuilds them.
 
 Commit discipline as for the codes (store.py): a writer builds new segment groups, fsyncs their
 files, and only then rewrites the `mih` attributes (one atomic zarr.json write), which is what
@@ -48,7 +51,7 @@ def open_tables(store: CodeStore) -> MultiIndex | None:
     group = store.group[TABLES]
     attrs = dict(group.attrs)
     segments = attrs.get("segments")
-    keys = {"name", "start", "stop", "shifts", "directory", "keys", "width"}
+    keys = {"name", "start", "stop", "distinct", "shifts", "directory", "keys", "width"}
     if (
         attrs.get("bits") != store.bits
         or not segments
@@ -60,23 +63,27 @@ def open_tables(store: CodeStore) -> MultiIndex | None:
     loaded = []
     for entry in segments:  # shapes come from the attributes: no zarr array is opened
         folder, n, shapes = store.path / TABLES / entry["name"], entry["stop"] - entry["start"], {}
-        shapes["rows"] = [(n,)] * (len(bounds) - 1)
-        shapes["codes"] = [(n, entry["width"])] * (len(bounds) - 1)
+        m, distinct = len(bounds) - 1, entry["distinct"]
+        shapes["rows"], shapes["runs"] = [(n,)], [(distinct + 1,)]
+        shapes["ids"] = [(distinct,)] * m
+        shapes["codes"] = [(distinct, entry["width"])] * m
         shapes["directory"] = [(size,) for size in entry["directory"]]
         shapes["keys"] = [(size,) for size in entry["keys"]]
         arrays = {}
-        for name, dtype in (("directory", np.uint32), ("rows", np.uint32), ("keys", np.uint32),
-                            ("codes", np.uint8)):  # fmt: skip
+        for name in ("rows", "runs", "directory", "ids", "keys", "codes"):
+            dtype = np.uint8 if name == "codes" else np.uint32
             for j, shape in enumerate(shapes[name]):
-                file = folder.joinpath(f"{name}_{j}", "c", *["0"] * len(shape))
+                array = name if name in ("rows", "runs") else f"{name}_{j}"
+                file = folder.joinpath(array, "c", *["0"] * len(shape))
                 try:
                     arrays.setdefault(name, []).append(_map(file, dtype, shape))
                 except ValueError:  # shorter than its shape: damaged, so not used
                     return None
         codes = [as_words(c) for c in arrays["codes"]]
         loaded.append(
-            Segment(entry["start"], entry["stop"], arrays["directory"], arrays["rows"],
-                    arrays["keys"], codes, list(entry["shifts"]))
+            Segment(entry["start"], entry["stop"], arrays["rows"][0], arrays["runs"][0],
+                    arrays["directory"], arrays["ids"], arrays["keys"], codes,
+                    list(entry["shifts"]))
         )  # fmt: skip
     return MultiIndex(store.bits, bounds, loaded)
 
@@ -94,28 +101,31 @@ def _fsync(folder: Path) -> None:
 def _write_segment(group: zarr.Group, folder: Path, segment: Segment) -> dict:
     name = f"rows-{segment.start}-{segment.stop}-{time.time_ns():x}"  # never a committed name
     sub = group.create_group(name, overwrite=True)
-    for j in range(len(segment.rows)):
-        for kind, values in (
-            ("directory", segment.directories[j]),
-            ("rows", segment.rows[j]),
-            ("keys", segment.keys[j]),
-            ("codes", segment.codes[j].view(np.uint8)),
-        ):
-            array = sub.create_array(
-                f"{kind}_{j}",
-                shape=values.shape,
-                chunks=tuple(max(1, x) for x in values.shape),
-                dtype=values.dtype,
-                compressors=None,
-                fill_value=0,
-            )
-            if values.size:
-                array[:] = values
+    arrays = [("rows", segment.rows), ("runs", segment.runs)]
+    for j in range(len(segment.ids)):
+        arrays += [
+            (f"directory_{j}", segment.directories[j]),
+            (f"ids_{j}", segment.ids[j]),
+            (f"keys_{j}", segment.keys[j]),
+            (f"codes_{j}", segment.codes[j].view(np.uint8)),
+        ]
+    for array_name, values in arrays:
+        array = sub.create_array(
+            array_name,
+            shape=values.shape,
+            chunks=tuple(max(1, x) for x in values.shape),
+            dtype=values.dtype,
+            compressors=None,
+            fill_value=0,
+        )
+        if values.size:
+            array[:] = values
     _fsync(folder / name)
     return {
         "name": name,
         "start": segment.start,
         "stop": segment.stop,
+        "distinct": len(segment.ids[0]),
         "shifts": segment.shifts,
         "directory": [len(d) for d in segment.directories],
         "keys": [len(k) for k in segment.keys],
