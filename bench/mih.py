@@ -157,7 +157,7 @@ def sweep(name, make, settings, set_param, queries, k, exact_d, threads, targets
         flag = "" if reached[t] else f" (never reached {t})"
         print(
             f"    faiss {name:<10} recall>={t:.2f}: {qps:>9,.0f} q/s at {setting} "
-            f"(recall {got:.3f}){flag}; build {build:.0f} s"
+            f"(recall {got:.4f}){flag}; build {build:.0f} s"
         )
     return reached
 

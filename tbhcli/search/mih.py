@@ -256,9 +256,9 @@ ROW_BITS = 40  # a candidate is the int64 key distance << ROW_BITS | row: one co
 STRETCH = 64  # bucket rows whose distances one vector pass computes and counts below the bound
 # Work, in scanned rows (what auto compares with N): a checked row and a probed bucket cost about
 # CHECK_COST and PROBE_COST rows of the vectorised scan (bench/mih_profile.py, 1M-10M x 64-bit
-# clustered codes: 7-14 and 40-130; a checked row is a memory read where the scan is compute).
-CHECK_COST = 8
-PROBE_COST = 48
+# clustered codes: 7-15 and 40-130; a checked code is a memory read where the scan computes).
+CHECK_COST = 16
+PROBE_COST = 64
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -3,15 +3,16 @@
 The rule for method="auto" (docs/search.md), per query batch:
 1. The scan, when the database has no multi-index tables (an array, a zarr array, a store never
    indexed with `--multi-index`), when more than 1/8 of its rows were appended after the tables
-   were built, when k * RANDOM_ROW_COST >= N (a search checks at least k rows), or when
+   were built, when k * CHECK_COST >= N (a search checks at least k codes), or when
    N * Q < SMALL_BATCH (the scan takes a few milliseconds, about what opening the tables costs).
 2. Otherwise the multi-index answers the first SAMPLE_QUERIES queries, each allowed a quarter of
-   the work that scanning the database for it costs (N / RANDOM_ROW_COST work units: probed
-   values plus checked rows). If any of them runs out, the scan answers the whole batch: the
-   codes do not cluster enough (uniform random codes always end here), and the sample cost at most
-   a quarter of scanning for those few queries.
+   the work that scanning the database for it costs (N scanned rows; `mih.PROBE_COST` a probed
+   value, `mih.CHECK_COST` a checked code). A query that runs out would cost its allowance and
+   then a scan; if the sample's mean cost so counted is above AUTO_SHARE of a scan, the scan
+   answers the whole batch (uniform random codes end here, after at most a quarter of scanning
+   for those few queries).
 3. Otherwise the multi-index answers the other queries, each allowed half the scan-equivalent
-   work; a query that runs out is answered by one scan of all such queries at the end.
+   work; the queries that run out (sample included) are answered by one scan at the end.
 Results are the same whichever answers: both are exact by (distance, row).
 """
 
@@ -22,6 +23,7 @@ from tbhcli.search import mih
 from tbhcli.search.scan import CodeSource, _bits, as_words, merge_into, scan_topk
 
 SMALL_BATCH = 10**8  # rows x queries below which the scan is as quick as opening the tables
+AUTO_SHARE = 0.8  # the multi-index must look this much cheaper than the scan on the sample
 
 
 def _tables(source: CodeSource, method: str) -> mih.MultiIndex | None:
@@ -70,7 +72,9 @@ def multi_index_topk(
             query_words[:done], values[:done], int(allowance * mih.SAMPLE_SHARE),
             best_d[:done], best_i[:done], stats[:done], n_threads,
         )  # fmt: skip
-        if (stats[:done, 3] < 0).any():
+        failed = stats[:done, 3] < 0
+        cost = np.where(failed, allowance * mih.SAMPLE_SHARE + n, stats[:done, 3])
+        if cost.mean() > AUTO_SHARE * n:
             return None
         allowance = int(allowance * mih.QUERY_SHARE)
     probe.search(
