@@ -18,6 +18,8 @@ when its distance is <= the exact k-th distance. Needs the `bench` extra (faiss-
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -108,20 +110,23 @@ def clustered_codes(rows: int, n_queries: int, bits: int, hasher: str, seed: int
     return generator.database(rows), generator.queries(n_queries)
 
 
-def write_store(path: Path, codes: np.ndarray) -> None:
-    """A code store of `codes` (placeholder paths, no labels), chunked as `tbh index` does."""
+def write_store(path: Path, shape: tuple[int, int], blocks) -> None:
+    """A code store of `shape` codes given as (first row, codes) blocks, chunked as `tbh index`
+    does, with placeholder paths and no labels."""
     group = zarr.open_group(path, mode="w", zarr_format=3)
-    n, bits = len(codes), codes.shape[1] * 8
+    n, bits = shape[0], shape[1] * 8
     array = group.create_array(
-        "codes", shape=codes.shape, chunks=(code_chunk_rows(bits), codes.shape[1]),
-        dtype="uint8", compressors=None,
+        "codes", shape=shape, chunks=(code_chunk_rows(bits), shape[1]), dtype="uint8",
+        compressors=None,
     )  # fmt: skip
-    step = 1 << 22
-    for start in range(0, n, step):
-        array[start : start + step] = codes[start : start + step]
+    for start, block in blocks:
+        array[start : start + len(block)] = block
     paths = group.create_array("paths", shape=(n,), dtype=str, chunks=(1 << 20,))
-    paths[:] = np.full(n, "x.jpg", dtype=object)
-    group.create_array("labels", data=np.full(n, -1, np.int32), chunks=(1 << 20,))
+    labels = group.create_array("labels", shape=(n,), dtype=np.int32, chunks=(1 << 20,))
+    for start in range(0, n, 1 << 20):  # every chunk: opening a store checks that they exist
+        stop = min(n, start + (1 << 20))
+        paths[start:stop] = np.full(stop - start, "x.jpg", dtype=object)
+        labels[start:stop] = -1
     group.attrs.update(
         {"format_version": 1, "bits": bits, "rows_committed": n, "root": ".", "classes": [],
          "model_sha256": "0" * 64}
@@ -170,7 +175,7 @@ def compare(codes, queries, k, threads, repeats, ann: bool, label: str) -> None:
     folder = Path(tempfile.mkdtemp(prefix="tbh-mih-"))
     try:
         store = folder / "codes.zarr"
-        write_store(store, codes)
+        write_store(store, codes.shape, [(0, codes)])
         started = time.perf_counter()
         update_tables(store, build=True)
         build = time.perf_counter() - started
@@ -228,6 +233,50 @@ def compare(codes, queries, k, threads, repeats, ann: bool, label: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def store_benchmark(rows: int, bits: int, hasher: str, n_queries: int, k: int, threads: int):
+    """A rows-row clustered store written block by block, its tables built; each method then
+    searches it in a fresh process (time, peak RSS); results are checked equal."""
+    generator = ClusteredCodes(rows, bits, hasher)
+    folder = Path(tempfile.mkdtemp(prefix="tbh-mih-"))
+    try:
+        store = folder / "codes.zarr"
+        started = time.perf_counter()
+        write_store(store, (rows, bits // 8), generator.blocks(rows))
+        written = time.perf_counter() - started
+        started = time.perf_counter()
+        update_tables(store, build=True)
+        build = time.perf_counter() - started
+        tables = sum(f.stat().st_size for f in (store / "mih").rglob("*") if f.is_file())
+        m = len(open_tables(open_store(store)).bounds) - 1
+        print(
+            f"store clustered/{hasher}: {rows:,} x {bits} bits ({rows * bits / 8e9:.1f} GB) drawn "
+            f"and written in {written:.0f} s; tables (m = {m}) built in {build:.0f} s, "
+            f"{tables / (rows * bits / 8):.2f} x the codes; load {load()}"
+        )
+        np.save(folder / "queries.npy", generator.queries(n_queries))
+        for method in ("scan", "mih", "auto"):
+            child = rf"""
+import re, time, numpy as np
+from tbhcli.search import topk
+queries = np.load({str(folder / "queries.npy")!r})
+topk(queries, queries, 1, method="mih")  # compile the kernels before timing
+start = time.perf_counter()
+found = topk({str(store)!r}, queries, {k}, threads={threads}, method={method!r})
+seconds = time.perf_counter() - start
+np.save({str(folder / method)!r} + ".npy", np.stack(found))
+peak = int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
+print(f"    {method:<4} {{seconds:6.2f}} s  {{len(queries) / seconds:8,.1f}} q/s  peak RSS "
+      f"{{peak:,.0f}} MB")
+"""
+            subprocess.run([sys.executable, "-c", child], check=True)
+        scan = np.load(folder / "scan.npy")
+        for method in ("mih", "auto"):
+            assert (np.load(folder / f"{method}.npy") == scan).all(), f"{method} differs"
+        print(f"    load {load()}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
@@ -240,7 +289,12 @@ def main() -> None:
     parser.add_argument("--ann-rows", type=int, default=1_000_000, help="HNSW/IVF up to this")
     parser.add_argument("--ann-bits", type=int, nargs="*", default=[64])
     parser.add_argument("--uniform", action="store_true", help="also uniform random codes")
+    parser.add_argument("--store-rows", type=int, default=0, help="a clustered store this big")
     args = parser.parse_args()
+    if args.store_rows:
+        for hasher in args.hashers:
+            store_benchmark(args.store_rows, args.bits[0], hasher, 100, args.k, args.threads)
+        return
     print(f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads; load {load()}")
     for rows in args.rows:
         for bits in args.bits:

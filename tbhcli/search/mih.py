@@ -38,7 +38,7 @@ M_SAMPLE_QUERIES = 256  # rows whose searches `choose_substring_count` estimates
 M_SAMPLE_ROWS = 65536  # ... from their substring distances to this many rows
 SAMPLE_QUERIES = 8  # auto tries the multi-index on this many queries of a batch first
 SAMPLE_SHARE = 0.25  # ... giving each a quarter of what scanning for it would cost
-QUERY_SHARE = 0.5  # then each other query half of it, before the scan takes over
+QUERY_SHARE = 1.0  # then each other query as much as a scan, before the scan takes over
 TASKS_PER_THREAD = 4  # query slices per thread: evens out queries of very different cost
 
 

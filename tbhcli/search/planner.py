@@ -11,8 +11,8 @@ The rule for method="auto" (docs/search.md), per query batch:
    then a scan; if the sample's mean cost so counted is above AUTO_SHARE of a scan, the scan
    answers the whole batch (uniform random codes end here, after at most a quarter of scanning
    for those few queries).
-3. Otherwise the multi-index answers the other queries, each allowed half the scan-equivalent
-   work; the queries that run out (sample included) are answered by one scan at the end.
+3. Otherwise the multi-index answers the other queries, each allowed the work of a scan; the
+   queries that run out (sample included) are answered by one scan at the end.
 Results are the same whichever answers: both are exact by (distance, row).
 """
 

@@ -16,6 +16,7 @@ the next one. Tables cover rows [0, rows_indexed) with rows_indexed <= rows_comm
 appended since are scanned by the search until `update_tables` extends the tables.
 """
 
+import json
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,11 @@ from tbhcli.storage.store import CodeStore, open_store
 
 TABLES = "mih"
 MAX_SEGMENTS = 6  # past this many, the next extension rebuilds all tables as one segment
+# Tables opened lately, by store and committed attributes: mapping ~20 files cost ~16 ms a search
+# (bench/mih_profile.py). A commit writes new segment files under new names and never changes
+# committed ones, so equal attributes mean equal files; their sizes are checked (a stat each).
+_OPENED: dict[tuple[str, str], tuple[MultiIndex, list[tuple[Path, int]]]] = {}
+MAX_OPENED = 4
 
 
 def _map(file: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -59,6 +65,13 @@ def open_tables(store: CodeStore) -> MultiIndex | None:
         or segments[-1]["stop"] > len(store)
     ):
         return None  # none committed, another layout, or rows this store no longer has
+    key = (str(store.path), json.dumps(attrs, sort_keys=True))
+    if key in _OPENED:
+        index, sizes = _OPENED[key]
+        if all(_size(file) >= size for file, size in sizes):  # none truncated since
+            return index
+        del _OPENED[key]
+    sizes = []
     bounds = np.asarray(attrs["bounds"], np.int64)
     loaded = []
     for entry in segments:  # shapes come from the attributes: no zarr array is opened
@@ -75,6 +88,7 @@ def open_tables(store: CodeStore) -> MultiIndex | None:
             for j, shape in enumerate(shapes[name]):
                 array = name if name in ("rows", "runs") else f"{name}_{j}"
                 file = folder.joinpath(array, "c", *["0"] * len(shape))
+                sizes.append((file, int(np.prod(shape)) * np.dtype(dtype).itemsize))
                 try:
                     arrays.setdefault(name, []).append(_map(file, dtype, shape))
                 except ValueError:  # shorter than its shape: damaged, so not used
@@ -85,7 +99,18 @@ def open_tables(store: CodeStore) -> MultiIndex | None:
                     arrays["directory"], arrays["ids"], arrays["keys"], codes,
                     list(entry["shifts"]))
         )  # fmt: skip
-    return MultiIndex(store.bits, bounds, loaded)
+    index = MultiIndex(store.bits, bounds, loaded)
+    if len(_OPENED) >= MAX_OPENED:
+        _OPENED.pop(next(iter(_OPENED)))
+    _OPENED[key] = index, sizes
+    return index
+
+
+def _size(file: Path) -> int:
+    try:
+        return file.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _fsync(folder: Path) -> None:
