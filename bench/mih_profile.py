@@ -54,7 +54,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="tbh-mih-profile-"))
     try:
         store = folder / "codes.zarr"
-        write_store(store, codes)
+        write_store(store, codes.shape, [(0, codes)])
         update_tables(store, build=True)
         stages = {
             f"{name}": lambda stage=stage: probe.search(

@@ -253,6 +253,8 @@ def build_index(words: np.ndarray, m: int | None = None) -> MultiIndex:
 # ---- searching -----------------------------------------------------------------------------------
 
 ROW_BITS = 40  # a candidate is the int64 key distance << ROW_BITS | row: one compare orders it
+NO_LIMIT = np.iinfo(np.int64).max  # the best list's bound before it holds k rows
+PROBE_BATCH = 64  # probed values whose buckets are looked up together (their loads overlap)
 STRETCH = 64  # bucket rows whose distances one vector pass computes and counts below the bound
 # Work, in scanned rows (what auto compares with N): a checked row and a probed bucket cost about
 # CHECK_COST and PROBE_COST rows of the vectorised scan (bench/mih_profile.py, 1M-10M x 64-bit
@@ -323,22 +325,41 @@ def _probe_table(
     """
     for c in range(rho):
         pos[c] = c
-    while True:  # every value at exactly rho bits from the query's substring
-        value = centre
-        for c in range(rho):
-            value ^= np.int64(1) << pos[c]
-        lo = np.int64(directory[value >> shift])
-        hi = np.int64(directory[(value >> shift) + 1])
-        if shift > 0 and hi > lo:
-            bucket = keys[lo:hi]
-            hi = lo + np.searchsorted(bucket, np.uint32(value), side="right")
-            lo = lo + np.searchsorted(bucket, np.uint32(value), side="left")
-        stats[0] += 1
-        stats[1] += hi - lo
-        if budget[0] >= 0 and stats[0] * budget[1] + stats[1] * budget[2] > budget[0]:
-            stats[3] = -1
-            return count, limit
-        if stage > 0:
+    values = np.empty(PROBE_BATCH, np.int64)
+    spans = np.empty((PROBE_BATCH, 2), np.int64)
+    more = True
+    while more:
+        n = 0
+        while more and n < PROBE_BATCH:  # the next values at exactly rho bits from `centre`
+            value = centre
+            for c in range(rho):
+                value ^= np.int64(1) << pos[c]
+            values[n] = value
+            n += 1
+            c = rho - 1  # the next combination of rho bit positions
+            while c >= 0 and pos[c] == width - rho + c:
+                c -= 1
+            more = c >= 0
+            if more:
+                pos[c] += 1
+                for e in range(c + 1, rho):
+                    pos[e] = pos[e - 1] + 1
+        for i in range(n):  # independent loads, which the memory system overlaps
+            spans[i, 0] = directory[values[i] >> shift]
+            spans[i, 1] = directory[(values[i] >> shift) + 1]
+        for i in range(n):
+            lo, hi = spans[i, 0], spans[i, 1]
+            if shift > 0 and hi > lo:
+                bucket = keys[lo:hi]
+                hi = lo + np.searchsorted(bucket, np.uint32(values[i]), side="right")
+                lo = lo + np.searchsorted(bucket, np.uint32(values[i]), side="left")
+            stats[0] += 1
+            stats[1] += hi - lo
+            if budget[0] >= 0 and stats[0] * budget[1] + stats[1] * budget[2] > budget[0]:
+                stats[3] = -1
+                return count, limit
+            if stage == 0:
+                continue
             for a in range(lo, hi, STRETCH):
                 b = min(a + STRETCH, hi)
                 bound = limit >> ROW_BITS
@@ -360,14 +381,9 @@ def _probe_table(
                                 break
                         best[count] = key
                         count += 1
-        c = rho - 1  # the next combination of rho bit positions
-        while c >= 0 and pos[c] == width - rho + c:
-            c -= 1
-        if c < 0:
-            return count, limit
-        pos[c] += 1
-        for e in range(c + 1, rho):
-            pos[e] = pos[e - 1] + 1
+                        if count == k and limit == NO_LIMIT:  # a bound as soon as there is one
+                            limit = _shrink(best, count, k)
+    return count, limit
 
 
 @njit(cache=True, nogil=True)
@@ -386,7 +402,7 @@ def _search_one(
     for j in range(m):
         widest = max(widest, bounds[j + 1] - bounds[j])
     count = 0
-    limit = np.int64(np.iinfo(np.int64).max)
+    limit = np.int64(NO_LIMIT)
     for rho in range(widest + 1):
         for j in range(m):
             width = bounds[j + 1] - bounds[j]
@@ -402,7 +418,7 @@ def _search_one(
                         return 0
             stats[2] = m * rho + j
             stats[3] = stats[0] * budget[1] + stats[1] * budget[2]
-            if count > k or (count == k and limit == np.iinfo(np.int64).max):
+            if count > k or (count == k and limit == NO_LIMIT):
                 limit = _shrink(best, count, k)
                 count = k
             if count == k and (limit >> ROW_BITS) <= m * rho + j:
