@@ -216,3 +216,14 @@ def test_auto_picks_by_cost(tmp_path, monkeypatch):
     assert_same(topk(store, queries, 10, method="scan"), topk_reference(codes, queries, 10))
     with pytest.raises(TbhError, match="method"):
         topk(store, queries, 10, method="fast")
+    # sample queries that run out of their allowance are searched again with the full one
+    monkeypatch.setattr(mih, "SAMPLE_SHARE", 1e-9)
+    monkeypatch.setattr(planner, "AUTO_SHARE", 10.0)  # ... when auto still takes the tables
+    for share in (1e-9, 1.0):  # those that run out again: the scan
+        monkeypatch.setattr(mih, "QUERY_SHARE", share)
+        codes = clustered(rng, 20_000, 64, centres=200, flips=1)
+        store = write_store(tmp_path / f"again-{share}.zarr", codes, chunk_rows=1024)
+        mih_tables.update_tables(store, build=True)
+        queries = near(rng, codes, 40)
+        assert_same(topk(store, queries, 10), topk_reference(codes, queries, 10))
+        assert chosen[-1]

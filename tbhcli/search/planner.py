@@ -11,8 +11,8 @@ The rule for method="auto" (docs/search.md), per query batch:
    then a scan; if the sample's mean cost so counted is above AUTO_SHARE of a scan, the scan
    answers the whole batch (uniform random codes end here, after at most a quarter of scanning
    for those few queries).
-3. Otherwise the multi-index answers the other queries, each allowed the work of a scan; the
-   queries that run out (sample included) are answered by one scan at the end.
+3. Otherwise the multi-index answers the other queries and the sample's that ran out, each
+   allowed the work of a scan; queries that run out again are answered by one scan at the end.
 Results are the same whichever answers: both are exact by (distance, row).
 """
 
@@ -65,7 +65,7 @@ def multi_index_topk(
     best_i = np.full((n_queries, width), -1, np.int64)
     stats = np.zeros((n_queries, 4), np.int64)
     allowance = -1 if method == "mih" else n  # work in scanned rows: a scan for each query costs n
-    done = 0
+    rest = np.arange(n_queries)  # the queries the (main) multi-index search answers
     if method == "auto":
         done = min(n_queries, mih.SAMPLE_QUERIES)
         probe.search(
@@ -76,11 +76,15 @@ def multi_index_topk(
         cost = np.where(failed, allowance * mih.SAMPLE_SHARE + n, stats[:done, 3])
         if cost.mean() > AUTO_SHARE * n:
             return None
+        # sample queries that ran out go again with the full allowance: scanning for a few
+        # queries still reads the whole store
+        rest = np.concatenate([np.flatnonzero(failed), np.arange(done, n_queries)])
         allowance = int(allowance * mih.QUERY_SHARE)
+    found_d, found_i, found_stats = best_d[rest], best_i[rest], stats[rest]
     probe.search(
-        query_words[done:], values[done:], allowance,
-        best_d[done:], best_i[done:], stats[done:], n_threads,
-    )  # fmt: skip
+        query_words[rest], values[rest], allowance, found_d, found_i, found_stats, n_threads
+    )
+    best_d[rest], best_i[rest], stats[rest] = found_d, found_i, found_stats
     if width < k:
         best_d = np.pad(best_d, ((0, 0), (0, k - width)), constant_values=bits + 1)
         best_i = np.pad(best_i, ((0, 0), (0, k - width)), constant_values=-1)
