@@ -7,11 +7,11 @@ built in memory (`mih.build_index`, m from --m or the paper's rule), best of --r
 interleaved. Stages, each a superset of the one before and each stopping where the full search
 stops for that query:
   probe     enumerate the probed substring values and look up their buckets
-  distance  + the vector distance pass over every bucket row (what a checked row costs)
+  distance  + the vector distance pass over every bucket code (what a checked code costs)
   kernel    + candidates: first-probe dedupe, the bounded best list, the pigeonhole stop
   topk      + opening the store's tables, query substrings, task split (`topk`, method="mih")
 and the scan of the same codes (`topk`, method="scan", 1 thread), to state a probe and a checked
-row in scanned rows (the planner's PROBE_COST and CHECK_COST).
+code in scanned rows (the planner's PROBE_COST and CHECK_COST).
 """
 
 import argparse
@@ -83,7 +83,7 @@ def main() -> None:
     )
     print(
         f"  per query: probes median {np.median(probes):,.0f} (mean {probes.mean():,.0f}), "
-        f"checked rows median {np.median(checked):,.0f} (mean {checked.mean():,.0f}, "
+        f"checked codes median {np.median(checked):,.0f} (mean {checked.mean():,.0f}, "
         f"{checked.mean() / args.rows:.2%} of the rows), stop step median {np.median(last):.0f}"
     )
     previous = 0.0
@@ -103,7 +103,7 @@ def main() -> None:
     per_row = (best["kernel"] - best["probe"]) / max(1, checked.sum())
     print(
         f"  a probe costs {per_probe * 1e9:.0f} ns = {per_probe / scan_row:.0f} scanned rows; "
-        f"a checked row (distance + candidates) {per_row * 1e9:.2f} ns = "
+        f"a checked code (distance + candidates) {per_row * 1e9:.2f} ns = "
         f"{per_row / scan_row:.1f} scanned rows"
     )
 
