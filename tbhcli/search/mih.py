@@ -107,7 +107,7 @@ def estimated_work(
                 continue
             probed = kth >= m * rho + j  # queries that reach step (rho, j): those still running
             work += probed * (math.comb(int(widths[j]), rho) * PROBE_COST)
-            work += probed * counts[:, j, rho] * (CHECK_COST * n_rows / len(words))
+            work += probed * counts[:, j, rho] * (check_cost(words.shape[1]) * n_rows / len(words))
     return work
 
 
@@ -261,6 +261,12 @@ STRETCH = 64  # bucket rows whose distances one vector pass computes and counts 
 # clustered codes: 7-15 and 40-130; a checked code is a memory read where the scan computes).
 CHECK_COST = 16
 PROBE_COST = 64
+WIDE_CHECK = 4  # a code of several words is not a vector loop: CHECK_COST times this (128 bits)
+
+
+def check_cost(n_words: int) -> int:
+    """CHECK_COST for codes of n_words words."""
+    return CHECK_COST * (1 if n_words == 1 else WIDE_CHECK)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -283,6 +289,14 @@ def _count_within(codes, lo, hi, query, bound):
         word = query[0]
         for i in range(hi - lo):
             hits += np.int64(popcount(stretch[i] ^ word)) <= bound
+        return hits
+    if query.shape[0] == 2:  # not vectorised (interleaved words), but 1.6x the general loop
+        first, second = query[0], query[1]
+        for e in range(lo, hi):
+            d = np.int64(popcount(codes[2 * e] ^ first)) + np.int64(
+                popcount(codes[2 * e + 1] ^ second)
+            )
+            hits += d <= bound
         return hits
     for e in range(lo, hi):
         hits += _distance(codes, e, query) <= bound
@@ -513,7 +527,7 @@ class Probe:
 
         def run(lo: int) -> None:
             hi = lo + step
-            limits = np.array([budget, PROBE_COST, CHECK_COST], np.int64)  # read now: tests patch
+            limits = np.array([budget, PROBE_COST, check_cost(queries.shape[1])], np.int64)
             search_queries(
                 queries[lo:hi], values[lo:hi], self.bounds, masks, self.starts, self.rows,
                 self.runs, self.dirs, self.ids, self.keys, self.codes, self.shifts, out_d[lo:hi],

@@ -4,7 +4,8 @@ The rule for method="auto" (docs/search.md), per query batch:
 1. The scan, when the database has no multi-index tables (an array, a zarr array, a store never
    indexed with `--multi-index`), when more than 1/8 of its rows were appended after the tables
    were built, when k * CHECK_COST >= N (a search checks at least k codes), or when
-   N * Q < SMALL_BATCH (the scan takes a few milliseconds, about what opening the tables costs).
+   N * Q < SMALL_BATCH (the scan takes under ~0.5 s, and the sample, the tables' opening and
+   the probe setup cost 5-15 ms: 9-15 % of the scan at 1M rows x 200 queries, bench/mih.py).
 2. Otherwise the multi-index answers the first SAMPLE_QUERIES queries, each allowed a quarter of
    the work that scanning the database for it costs (N scanned rows; `mih.PROBE_COST` a probed
    value, `mih.CHECK_COST` a checked code). A query that runs out would cost its allowance and
@@ -22,7 +23,7 @@ from tbhcli.errors import TbhError
 from tbhcli.search import mih
 from tbhcli.search.scan import CodeSource, _bits, as_words, merge_into, scan_topk
 
-SMALL_BATCH = 10**8  # rows x queries below which the scan is as quick as opening the tables
+SMALL_BATCH = 10**9  # rows x queries below which auto scans without trying the tables
 AUTO_SHARE = 0.8  # the multi-index must look this much cheaper than the scan on the sample
 
 
@@ -48,7 +49,7 @@ def multi_index_topk(
 ):
     """`topk` by the multi-index, or None when (method "auto") the scan should answer."""
     n, n_queries = source.n_rows, len(query_words)
-    if method == "auto" and (k * mih.CHECK_COST >= n or n * n_queries < SMALL_BATCH):
+    if method == "auto" and (k * mih.check_cost(1) >= n or n * n_queries < SMALL_BATCH):
         return None  # decided before opening anything
     index = _tables(source, method)
     if index is None:
