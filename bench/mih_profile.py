@@ -17,12 +17,11 @@ code in scanned rows (the planner's PROBE_COST and CHECK_COST).
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from mih import ClusteredCodes, write_store  # bench/mih.py
-from search import load  # bench/search.py
+from search import best_seconds, load  # bench/search.py
 
 from tbhcli.search import as_words, mih, topk
 from tbhcli.storage.mih_tables import update_tables
@@ -64,14 +63,7 @@ def main() -> None:
         }
         stages["topk"] = lambda: topk(store, queries, k, threads=1, method="mih")
         stages["scan"] = lambda: topk(codes, queries, k, threads=1, method="scan")
-        for run in stages.values():
-            run()  # compile and warm up
-        best = dict.fromkeys(stages, float("inf"))
-        for _ in range(args.repeats):
-            for name, run in stages.items():
-                started = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - started)
+        best = best_seconds(stages, args.repeats)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     probes, checked = counters[:, 0], counters[:, 1]

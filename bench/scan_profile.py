@@ -13,12 +13,11 @@ cycle at the clock given (--ghz, default the one /proc/cpuinfo reports).
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 from numba import njit
-from search import load  # bench/search.py
+from search import best_seconds, load  # bench/search.py
 
 from tbhcli.search import as_words, topk
 from tbhcli.search.kernels import SUB, TILE, _load_tile, _tile_distances, scan_topk
@@ -77,14 +76,7 @@ def main() -> None:
         "kernel": lambda: scan_topk(db, qw, 0, len(db), args.k, 0, out_d, out_i),
         "topk": lambda: topk(codes, queries, args.k, threads=1),
     }
-    for run in stages.values():
-        run()  # compile and warm up
-    best = dict.fromkeys(stages, float("inf"))
-    for _ in range(args.repeats):
-        for name, run in stages.items():
-            started = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - started)
+    best = best_seconds(stages, args.repeats)
     pairs = args.rows * args.queries
     words = pairs * db.shape[1] * db.itemsize / 8
     print(f"{args.rows:,} rows x {args.bits} bits, {args.queries} queries, k = {args.k}, "

@@ -74,6 +74,19 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def best_seconds(stages: dict, repeats: int) -> dict[str, float]:
+    """Best wall time of each callable over `repeats` interleaved rounds, after one warm-up."""
+    for run in stages.values():
+        run()  # compile and warm up
+    best = dict.fromkeys(stages, float("inf"))
+    for _ in range(repeats):
+        for name, run in stages.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
