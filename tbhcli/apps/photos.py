@@ -132,35 +132,29 @@ def _first_run(
     paths.seconds["store"] = time.perf_counter() - began
 
 
-def _check_same_fit(paths: CachePaths, backbone: str | None, bits: int | None) -> None:
-    """A later run reuses the first run's model: asking for another one is an error, not ignored."""
+def _check_same_fit(paths: CachePaths, asked: dict) -> None:
+    """A later run reuses the first run's model: asking for another one is an error, not ignored.
+
+    `asked` holds the options given (None: not given): backbone, bits, image_size, mean, std.
+    """
     from tbhcli.hashing.runs import load_config
 
     config = load_config(paths.run)
-    for option, asked, fitted in (
-        ("--backbone", backbone, config["backbone"]),
-        ("--bits", bits, config["bits"]),
-    ):
-        if asked is not None and str(asked) != str(fitted):
-            raise TbhError(
-                f"{paths.store} was fitted with {option} {fitted}; to use {asked}, delete "
-                f"{paths.store.parent} (or pass another --store) and run again."
-            )
-
-
-def _check_same_preprocess(paths: CachePaths, preprocess: dict) -> None:
-    """Like `_check_same_fit`, for --image-size, --mean and --std."""
-    from tbhcli.hashing.runs import load_config
-
-    config = load_config(paths.run)
-    recorded = {"image_size": config.get("image_size"), "mean": config.get("backbone_mean"),
+    recorded = {"backbone": config["backbone"], "bits": config["bits"],
+                "image_size": config.get("image_size"), "mean": config.get("backbone_mean"),
                 "std": config.get("backbone_std")}  # fmt: skip
-    for key, asked in preprocess.items():
+    for key, value in asked.items():
         fitted = recorded[key]
-        if asked is not None and (fitted is None or not np.allclose(asked, fitted)):
+        if value is None:
+            continue
+        if key == "backbone":
+            same = str(value) == str(fitted)
+        else:
+            same = fitted is not None and np.allclose(value, fitted)
+        if not same:
             raise TbhError(
                 f"{paths.store} was fitted with --{key.replace('_', '-')} {fitted}; to use "
-                f"{asked}, delete {paths.store.parent} (or pass another --store) and run again."
+                f"{value}, delete {paths.store.parent} (or pass another --store) and run again."
             )
 
 
@@ -198,8 +192,7 @@ def update_store(
     if paths.model.is_file() and (paths.store / "zarr.json").is_file():
         from tbhcli.storage.indexing import index
 
-        _check_same_fit(paths, backbone, bits)
-        _check_same_preprocess(paths, preprocess or {})
+        _check_same_fit(paths, {"backbone": backbone, "bits": bits, **(preprocess or {})})
         began = time.perf_counter()
         index(folder, paths.store, paths.model, workers=workers, device=device)
         paths.seconds["index"] = time.perf_counter() - began
