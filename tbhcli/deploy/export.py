@@ -107,14 +107,15 @@ def build_hasher(run: Run, input: str, backbone_weights: Path | None = None) -> 
         raise TbhError(f"unknown --input {input!r}; choose one of {', '.join(INPUTS)}.")
     if input == "features":
         return Hasher(run.encoder).eval()
-    if run_recipe(run) is None:
+    recorded = run_recipe(run)
+    if recorded is None:
         raise TbhError(
             f"run {run.path} was trained on features without a recorded backbone, so it can only "
             "be exported with --input features."
         )
     from tbhcli.imaging.backbones import rebuild_backbone
 
-    backbone = rebuild_backbone(run_recipe(run), backbone_weights, f"run {run.path}")
+    backbone = rebuild_backbone(recorded, backbone_weights, f"run {run.path}")
     if backbone.feature_dim != int(run.config["feature_dim"]):
         raise TbhError(
             f"backbone {backbone.name} gives {backbone.feature_dim}-d features but run {run.path} "
@@ -166,19 +167,20 @@ def metadata(run: Run, input: str, backbone_weights: Path | None = None) -> dict
 
 
 def _to_onnx(
-    hasher: Hasher, example: torch.Tensor, path: Path, input: str, opset: int
+    module: nn.Module, example: torch.Tensor, path: Path, names: tuple[str, str], opset: int
 ) -> onnx.ModelProto:
-    """Trace `hasher` into an ONNX graph (written to `path`, and returned for adding metadata)."""
+    """Trace `module` (one input, one output, `names`, a dynamic batch axis) into an ONNX graph,
+    written to `path` and returned for adding metadata."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            hasher,
+            module,
             (example,),
             str(path),
             dynamo=False,
-            input_names=[input],
-            output_names=["codes"],
-            dynamic_axes={input: {0: "batch"}, "codes": {0: "batch"}},
+            input_names=[names[0]],
+            output_names=[names[1]],
+            dynamic_axes={names[0]: {0: "batch"}, names[1]: {0: "batch"}},
             opset_version=opset,
         )
     return onnx.load(str(path))
@@ -209,18 +211,12 @@ class _FeatureCodes(nn.Module):
 
 
 def _export_part(module: nn.Module, example: torch.Tensor, names: tuple[str, str], opset: int):
-    path = Path(tempfile.mkdtemp()) / "part.onnx"
+    """`_to_onnx` through a temporary file: one part of a composed model."""
+    folder = Path(tempfile.mkdtemp())
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, (example,), str(path), dynamo=False, input_names=[names[0]],
-                output_names=[names[1]], opset_version=opset,
-                dynamic_axes={names[0]: {0: "batch"}, names[1]: {0: "batch"}},
-            )  # fmt: skip
-        return onnx.load(str(path))
+        return _to_onnx(module, example, folder / "part.onnx", names, opset)
     finally:
-        shutil.rmtree(path.parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _compose_onnx(hasher: Hasher, example: torch.Tensor, path: Path) -> onnx.ModelProto:
@@ -247,11 +243,11 @@ def _compose_onnx(hasher: Hasher, example: torch.Tensor, path: Path) -> onnx.Mod
     user = compose.add_prefix(user, "backbone/")
     user_in, user_out = user.graph.input[0].name, user.graph.output[0].name
     dtype = torch.from_numpy(np.zeros(0, body.input_dtype)).dtype
+    to_pixels = _Pixels(hasher.backbone, dtype)
     with torch.no_grad():
-        pixels = _Pixels(hasher.backbone, dtype)(example)
-        out = body.session.run(None, {body.input_name: pixels.numpy()})[0]
+        out = body.session.run(None, {body.input_name: to_pixels(example).numpy()})[0]
     try:
-        prefix = _export_part(_Pixels(hasher.backbone, dtype), example, ("images", "pixels"), opset)
+        prefix = _export_part(to_pixels, example, ("images", "pixels"), opset)
         suffix = _export_part(
             _FeatureCodes(hasher.encoder), torch.from_numpy(out), ("output", "codes"), opset
         )
@@ -321,7 +317,7 @@ def export(
         if isinstance(getattr(hasher.backbone, "body", None), OnnxFeatures):
             model = _compose_onnx(hasher, batch[:2], tmp)  # at the user's graph's opset
         else:
-            model = _to_onnx(hasher, batch[:2], tmp, input, opset)
+            model = _to_onnx(hasher, batch[:2], tmp, (input, "codes"), opset)
     except RuntimeError as exc:
         if "opset" not in str(exc):
             raise
