@@ -81,6 +81,15 @@ def test_groups_match_a_brute_force_reference(folder):
     assert any({"p03.png", "copy-of-p03.png"} <= set(g.paths) for g in groups)
 
 
+def test_undecodable_files_are_named_and_left_out(folder, tmp_path):
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    result = CliRunner().invoke(app, ["duplicates", str(folder), "--backbone", "tiny", "--bits",
+                                      "16", "--workers", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 undecodable image(s): broken.jpg" in " ".join(result.output.split())
+    assert "broken.jpg" not in store_codes(CachePaths.for_folder(folder, None))
+
+
 def test_itq_when_the_folder_is_large_enough():
     features = np.random.default_rng(0).standard_normal((40, 24)).astype(np.float32)
     method, encoder = fit_binariser(features, 16, "tiny")

@@ -84,7 +84,7 @@ def _first_run(
     from tbhcli.deploy.runtime import model_info
     from tbhcli.hashing.runs import load_run, save_run
     from tbhcli.imaging.backbones import load_backbone, recipe
-    from tbhcli.imaging.embed import embed_images
+    from tbhcli.imaging.embed import decoded_paths, embed_images
     from tbhcli.imaging.external import image_by_image
     from tbhcli.storage.writer import StoreLock, open_writer
 
@@ -95,8 +95,7 @@ def _first_run(
     began = time.perf_counter()
     feats, ok = embed_images(folder, relpaths, model, model.image_size, workers=workers)
     paths.seconds["embed"] = time.perf_counter() - began
-    if not ok.any():
-        raise TbhError(f"none of the {len(relpaths)} images in {folder} could be decoded.")
+    kept = [p.as_posix() for p in decoded_paths(folder, relpaths, ok)]
     began = time.perf_counter()
     method, encoder = fit_binariser(feats[ok], bits, model.name)
     paths.seconds["fit"] = time.perf_counter() - began
@@ -117,7 +116,6 @@ def _first_run(
     began = time.perf_counter()
     with torch.no_grad():
         codes = load_run(paths.run).encode(feats[ok])  # (N, bits / 8)
-    kept = [p.as_posix() for p, good in zip(relpaths, ok, strict=True) if good]
     with StoreLock(paths.store):
         writer = open_writer(
             paths.store,

@@ -75,6 +75,20 @@ def embed_images(
     return features, ok
 
 
+def decoded_paths(root: Path, paths: list[Path], ok: np.ndarray) -> list[Path]:
+    """The `paths` that decoded (mask `ok` of `embed_images`); the others are named on stderr.
+
+    None decoded is an error: there is nothing to embed.
+    """
+    bad = [p for p, good in zip(paths, ok, strict=True) if not good]
+    if len(bad) == len(paths):
+        raise TbhError(f"none of the {len(paths)} images in {root} could be decoded.")
+    if bad:
+        names = ", ".join(shown(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        console.print(f"[yellow]skipped {len(bad)} undecodable image(s)[/]: {names}")
+    return [p for p, good in zip(paths, ok, strict=True) if good]
+
+
 def features(
     images: Path,
     out: Path,
@@ -109,14 +123,7 @@ def features(
 
     feats, ok = embed_images(images, paths, model, size, batch_size, workers, device)
     labels, classes = class_labels(paths)  # from all files, so a bad file never renumbers classes
-    bad = [p for p, good in zip(paths, ok, strict=True) if not good]
-    if len(bad) == len(paths):
-        raise TbhError(f"none of the {len(paths)} images in {images} could be decoded.")
-    if bad:
-        names = ", ".join(shown(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        console.print(f"[yellow]skipped {len(bad)} undecodable image(s)[/]: {names}")
-
-    kept = [p for p, good in zip(paths, ok, strict=True) if good]
+    kept = decoded_paths(images, paths, ok)
     save_features(out, feats[ok], labels[ok] if labels is not None else None)
     save_meta(
         out,
@@ -129,7 +136,7 @@ def features(
             "classes": classes,
             "images": str(images.resolve()),
             "paths": [p.as_posix() for p in kept],
-            "skipped": [p.as_posix() for p in bad],
+            "skipped": [p.as_posix() for p, good in zip(paths, ok, strict=True) if not good],
             "n": len(kept),
             "dim": model.feature_dim,
             "tbh_version": tbhcli.__version__,
