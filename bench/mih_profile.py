@@ -23,7 +23,8 @@ import numpy as np
 from mih import ClusteredCodes, write_store  # bench/mih.py
 from search import best_seconds, load  # bench/search.py
 
-from tbhcli.search import as_words, mih, topk
+from tbhcli.hamming import mih
+from tbhcli.search import as_words, topk
 from tbhcli.storage.mih_tables import update_tables
 
 

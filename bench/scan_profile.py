@@ -19,8 +19,8 @@ import numpy as np
 from numba import njit
 from search import best_seconds, load  # bench/search.py
 
+from tbhcli.hamming.kernels import SUB, TILE, _load_tile, _tile_distances, scan_topk
 from tbhcli.search import as_words, topk
-from tbhcli.search.kernels import SUB, TILE, _load_tile, _tile_distances, scan_topk
 
 
 @njit(cache=True, nogil=True)

@@ -20,7 +20,7 @@ from tbhcli.deploy.export import export
 from tbhcli.deploy.runtime import model_info
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import read_file_list
-from tbhcli.search.scan import topk
+from tbhcli.search import topk
 from tbhcli.storage.distributed import DECODERS, ModelPlugin
 from tbhcli.storage.indexing import index
 from tbhcli.storage.store import open_store

@@ -1,11 +1,12 @@
-"""Multi-index top-k (search/mih.py, search/planner.py, storage/mih_tables.py) equals the scan."""
+"""Multi-index top-k (hamming/mih.py, search/planner.py, storage/mih_tables.py) equals the scan."""
 
 import numpy as np
 import pytest
 import zarr
 
 from tbhcli.errors import TbhError
-from tbhcli.search import as_words, mih, planner, topk, topk_reference
+from tbhcli.hamming import mih
+from tbhcli.search import as_words, planner, topk, topk_reference
 from tbhcli.storage import mih_tables
 from tbhcli.storage.store import open_store
 from tests.code_stores import random_codes, write_store

@@ -5,6 +5,7 @@ import pytest
 import zarr
 
 from tbhcli.errors import TbhError
+from tbhcli.hamming.kernels import TILE
 from tbhcli.search import (
     as_words,
     radius_reference,
@@ -12,7 +13,6 @@ from tbhcli.search import (
     topk,
     topk_reference,
 )
-from tbhcli.search.kernels import TILE
 from tbhcli.storage.store import open_store
 from tests.code_stores import random_codes, write_store
 

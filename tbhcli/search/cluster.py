@@ -9,14 +9,15 @@ import numpy as np
 
 from tbhcli.cluster import dask_client
 from tbhcli.errors import TbhError
-from tbhcli.search.scan import (
-    CodeSource,
+from tbhcli.hamming.blocks import (
     as_words,
+    block_histograms,
     block_radius,
     block_topk,
     check_threads,
     merge_into,
 )
+from tbhcli.search.scan import CodeSource
 
 
 def _store_path(source) -> str:
@@ -69,8 +70,6 @@ def dask_radius(source, query_words, radius, address, threads):
 
 
 def _task_histograms(path, start, stop, query_codes, query_labels, db_labels, relevance):
-    from tbhcli.search.histograms import block_histograms
-
     block = CodeSource(path).read(start, stop)
     return block_histograms(block, query_codes, relevance(query_labels, db_labels))
 

@@ -10,28 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tbhcli.search.scan import CodeSource, check_threads
+from tbhcli.hamming.blocks import block_histograms, check_threads
+from tbhcli.search.scan import CodeSource
 
 HISTOGRAM_CHUNK_BYTES = 64 << 20  # bound on one thread's [Q, rows, bytes] XOR block
 
 # relevance(query_labels, db_labels[start:stop]) -> bool [Q, stop - start]
 Relevance = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def block_histograms(
-    block: np.ndarray,
-    query_codes: np.ndarray,
-    relevant: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(all, relevant) counts int64 [Q, M + 1] of one block of database codes uint8 [rows, B];
-    `relevant` is bool [Q, rows]."""
-    n_queries, n_bytes = query_codes.shape
-    width = 8 * n_bytes + 1
-    dist = np.bitwise_count(query_codes[:, None, :] ^ block[None, :, :]).sum(axis=2, dtype=np.int64)
-    cells = (np.arange(n_queries)[:, None] * width + dist).ravel()  # (Q * rows,)
-    counts_all = np.bincount(cells, minlength=n_queries * width)
-    counts_rel = np.bincount(cells[relevant.ravel()], minlength=n_queries * width)
-    return counts_all.reshape(n_queries, width), counts_rel.reshape(n_queries, width)
 
 
 def _rows_histograms(source, query_codes, query_labels, db_labels, relevance, start, stop):

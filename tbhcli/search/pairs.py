@@ -11,8 +11,9 @@ import numpy as np
 from numba import njit
 
 from tbhcli.errors import TbhError
-from tbhcli.search.kernels import popcount
-from tbhcli.search.scan import as_words, check_threads, radius_search
+from tbhcli.hamming.blocks import as_words, check_threads
+from tbhcli.hamming.kernels import popcount
+from tbhcli.search.api import radius_search
 
 QUERY_BATCH = 8192  # store rows searched against the store at a time: bounds the match lists
 KEY_ROWS = 1 << 20  # rows unpacked to bits at a time while cutting codes into ranges

@@ -20,8 +20,10 @@ Results are the same whichever answers: both are exact by (distance, row).
 import numpy as np
 
 from tbhcli.errors import TbhError
-from tbhcli.search import mih
-from tbhcli.search.scan import CodeSource, _bits, as_words, merge_into, scan_topk
+from tbhcli.hamming import mih
+from tbhcli.hamming.blocks import as_words, code_bits, merge_into
+from tbhcli.search.scan import CodeSource, scan_topk
+from tbhcli.storage.mih_tables import open_tables
 
 SMALL_BATCH = 10**9  # rows x queries below which auto scans without trying the tables
 AUTO_SHARE = 0.8  # the multi-index must look this much cheaper than the scan on the sample
@@ -30,8 +32,6 @@ AUTO_SHARE = 0.8  # the multi-index must look this much cheaper than the scan on
 def _tables(source: CodeSource, method: str) -> mih.MultiIndex | None:
     """The multi-index of a source, or None for the scan."""
     if source.store is not None:
-        from tbhcli.storage.mih_tables import open_tables
-
         index = open_tables(source.store)
         if index is None and method == "mih":
             raise TbhError(
@@ -57,7 +57,7 @@ def multi_index_topk(
     indexed = index.rows_indexed
     if method == "auto" and 8 * (n - indexed) > n:
         return None
-    bits = _bits(query_words)
+    bits = code_bits(query_words)
     query_words = np.ascontiguousarray(query_words)
     values = mih.query_values(query_words, index.bounds)
     probe = mih.Probe.of(index)

@@ -13,8 +13,8 @@ below t and the earliest entries at t (ties go to the lower row, and rows arrive
 the threshold becomes t, since a later row at distance t would lose every tie. Most tiles have no
 row under the threshold and cost only the vector loop.
 
-The kernels are serial and release the GIL: `tbhcli.search` runs them on a thread pool, one task
-per (query block, row range).
+The kernels are serial and release the GIL: `tbhcli.hamming.blocks` runs them on a thread pool,
+one task per (query block, row range).
 """
 
 import numpy as np

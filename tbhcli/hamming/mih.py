@@ -15,11 +15,11 @@ A table (one per substring and *segment*, a run of rows indexed together) is CSR
 `directory` [2^t + 1] offsets into `rows` (uint32, the segment's rows sorted by value, then row)
 over the top t = min(s, bit length of the segment's rows) bits of a value, so the directory is at
 most twice the rows; when t < s, `keys` holds the sorted values and a bucket is narrowed by binary
-search. Rows past the last segment (appended since) are scanned and merged (planner.py).
+search. Rows past the last segment (appended since) are scanned and merged (search/planner.py).
 
 Cost: on codes that cluster, a query touches a few buckets; on uniform random codes it touches a
 sizeable fraction of the database in random order and a scan is faster. `topk` with
-method="auto" measures this instead of guessing (the rule is in `choose_and_search`).
+method="auto" measures this instead of guessing (the rule is in `tbhcli.search.planner`).
 """
 
 import math
@@ -31,7 +31,8 @@ import numpy as np
 from numba import njit
 from numba.typed import List
 
-from tbhcli.search.kernels import popcount
+from tbhcli.hamming.blocks import block_topk, merge_into
+from tbhcli.hamming.kernels import popcount
 
 MAX_SUBSTRING_BITS = 32  # a substring value is a uint32 and a directory stays addressable
 M_SAMPLE_QUERIES = 256  # rows whose searches `choose_substring_count` estimates ...
@@ -121,8 +122,6 @@ def choose_substring_count(words: np.ndarray, k: int = 100, seed: int = 0) -> in
     M_SAMPLE_ROWS distinct codes, and `estimated_work` for every m with substrings of 8 to 32
     bits.
     """
-    from tbhcli.search.scan import block_topk, merge_into  # scan does not import this module
-
     n, bits = len(words), words.shape[1] * words.itemsize * 8
     rng = np.random.default_rng(seed)
     queries = np.ascontiguousarray(words[rng.choice(n, min(n, M_SAMPLE_QUERIES), replace=False)])
