@@ -5,7 +5,7 @@ Layout: group `mih` with attributes `bits`, `bounds` (substring bit ranges [m + 
 "width"}; each segment is a subgroup holding uint32 arrays `rows` (its rows by code, then row)
 and `runs` (where each of its `distinct` codes' rows start), and per substring j uint32 arrays
 `directory_j`, `ids_j` and `keys_j` and the distinct codes in the order of `ids_j`, `codes_j`
-(uint8 [distinct, word bytes]; `tbhcli.search.mih.Segment`), each one uncompressed chunk so that
+(uint8 [distinct, word bytes]; `tbhcli.hamming.mih.Segment`), each one uncompressed chunk so that
 a search maps it from disk instead of reading it. Tables of another layout (tbh before the
 distinct codes) are not used, and the next `update_tables` rebuilds them.
 
@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from tbhcli.search.mih import (
+from tbhcli.hamming.blocks import as_words
+from tbhcli.hamming.mih import (
     MultiIndex,
     Segment,
     build_segment,
     choose_substring_count,
     substring_bounds,
 )
-from tbhcli.search.scan import as_words
 from tbhcli.storage.store import CodeStore, open_store
 
 TABLES = "mih"
