@@ -28,7 +28,8 @@ from tbhcli.deploy.export import build_hasher
 from tbhcli.deploy.runtime import CUDA, create_session, run_codes
 from tbhcli.hashing.runs import load_run
 from tbhcli.imaging import nvjpeg
-from tbhcli.storage.indexing import decode_batches, index
+from tbhcli.imaging.decode import decode_batches
+from tbhcli.indexing.index import index
 
 BATCH = 256
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from index_throughput import export_lsh, write_jpegs
 
-from tbhcli.storage.indexing import index
+from tbhcli.indexing.index import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreWriter
 

@@ -26,7 +26,7 @@ from tbhcli.hashing.runs import save_run
 from tbhcli.imaging.backbones import load_backbone
 from tbhcli.imaging.decode import decode_batches
 from tbhcli.imaging.images import default_workers
-from tbhcli.storage.indexing import index
+from tbhcli.indexing.index import index
 
 
 def write_jpegs(folder: Path, n: int, side: int = 256, seed: int = 0) -> list[Path]:

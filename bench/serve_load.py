@@ -35,7 +35,7 @@ from tbhcli.apps.demo_data import write_mnist_images
 from tbhcli.apps.serve.service import SearchService, Upload
 from tbhcli.deploy.export import export
 from tbhcli.imaging.embed import features
-from tbhcli.storage.indexing import index
+from tbhcli.indexing.index import index
 from tbhcli.training.fit import train
 
 

@@ -18,7 +18,7 @@ _VERBS = {
     "features": "tbhcli.imaging.embed",
     "train": "tbhcli.training.fit",
     "export": "tbhcli.deploy.export",
-    "index": "tbhcli.storage.indexing",
+    "index": "tbhcli.indexing.index",
     "query": "tbhcli.apps.query",
     "evaluate": "tbhcli.evaluation.evaluate",
     "evaluate_runs": "tbhcli.evaluation.evaluate",

@@ -452,7 +452,7 @@ def index(
     json_output: JsonOption = False,
 ) -> None:
     """Encode an image folder and append the codes to the store; re-running adds new images."""
-    from tbhcli.storage.indexing import index as run_index
+    from tbhcli.indexing.index import index as run_index
 
     report = run_index(
         images,

@@ -18,7 +18,7 @@ from typer.core import TyperCommand
 
 
 class JpegDecoder(StrEnum):
-    """How Dask index workers decode JPEGs (storage/distributed.py)."""
+    """How Dask index workers decode JPEGs (indexing/cluster.py)."""
 
     auto = "auto"
     pillow = "pillow"

@@ -20,9 +20,9 @@ from tbhcli.deploy.export import export
 from tbhcli.deploy.runtime import model_info
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import read_file_list
+from tbhcli.indexing.cluster import DECODERS, ModelPlugin
+from tbhcli.indexing.index import index
 from tbhcli.search import topk
-from tbhcli.storage.distributed import DECODERS, ModelPlugin
-from tbhcli.storage.indexing import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreWriter
 from tests.tiny_workspace import make_images, make_lsh_run, reference_codes
@@ -95,7 +95,7 @@ def test_cluster_equals_plain_index_and_store_stays_readable(workspace, cluster,
 
 def _install_killer(marker: str) -> None:
     """On a worker: the second inference call of this process SIGKILLs it, once per marker."""
-    import tbhcli.storage.distributed as d
+    import tbhcli.indexing.cluster as d
 
     original, calls = d.run_codes, []
 
@@ -115,7 +115,7 @@ def _install_killer(marker: str) -> None:
 
 
 def _remove_killer() -> None:
-    import tbhcli.storage.distributed as d
+    import tbhcli.indexing.cluster as d
 
     d.run_codes = getattr(d, "_original_run_codes", d.run_codes)
 
@@ -144,7 +144,7 @@ def test_client_killed_then_restarted_resumes(workspace, cluster, tmp_path):
         f"""
         import os, signal
         from pathlib import Path
-        from tbhcli.storage.indexing import index
+        from tbhcli.indexing.index import index
         from tbhcli.storage.writer import StoreWriter
 
         original, calls = StoreWriter.append, []

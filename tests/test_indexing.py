@@ -12,7 +12,7 @@ from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.errors import TbhError
 from tbhcli.imaging.decode import decode_batches
-from tbhcli.storage.indexing import index
+from tbhcli.indexing.index import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreWriter
 from tests.tiny_workspace import (
@@ -187,7 +187,7 @@ def test_resume_after_sigkill(workspace, tmp_path, kill_in):
         f"""
         import os, signal
         from pathlib import Path
-        from tbhcli.storage.indexing import index
+        from tbhcli.indexing.index import index
         from tbhcli.storage.writer import StoreWriter
 
         original, calls = StoreWriter.{kill_in}, []

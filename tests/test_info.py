@@ -3,7 +3,7 @@ from typer.testing import CliRunner
 from tbhcli.apps.info import info
 from tbhcli.cli import app
 from tbhcli.deploy.export import export
-from tbhcli.storage.indexing import index
+from tbhcli.indexing.index import index
 from tests.tiny_workspace import make_images, make_lsh_run
 
 

@@ -21,7 +21,7 @@ from tbhcli.apps.serve.api import create_app
 from tbhcli.apps.serve.service import MAX_BATCH, MAX_TOP, SearchService
 from tbhcli.cli import app as cli
 from tbhcli.deploy.export import export
-from tbhcli.storage.indexing import index
+from tbhcli.indexing.index import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreLock, open_writer
 from tests.servers import running_server, serve_command, serve_env

@@ -15,7 +15,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from tbhcli.apps.demo_data import write_mnist_images
 from tbhcli.deploy.export import export
-from tbhcli.storage.indexing import index
+from tbhcli.indexing.index import index
 from tests.servers import running_server
 from tests.tiny_workspace import make_lsh_run
 

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.errors import TbhError
+from tbhcli.indexing.index import index
 from tbhcli.storage import writer as writer_mod
 from tbhcli.storage.check import check
-from tbhcli.storage.indexing import index
 from tbhcli.storage.prune import remove
 from tbhcli.storage.store import StoreDamaged, open_store
 from tbhcli.storage.writer import StoreLock, StoreWriter

@@ -96,7 +96,7 @@ def build_image_workspace(
     images.npy and queries.npy on the tiny backbone."""
     from tbhcli.deploy.export import export
     from tbhcli.imaging.embed import features as embed
-    from tbhcli.storage.indexing import index as index_images
+    from tbhcli.indexing.index import index as index_images
 
     run = make_lsh_run(root / "runs" / f"lsh{bits}", bits=bits)
     model = export(run, out=root / "onnx" / f"lsh{bits}.onnx")

@@ -44,7 +44,7 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
     from tbhcli.deploy.export import export
     from tbhcli.evaluation.evaluate import evaluate
     from tbhcli.imaging.embed import features
-    from tbhcli.storage.indexing import index
+    from tbhcli.indexing.index import index
     from tbhcli.training.fit import train
 
     if steps < 1:  # refused before minutes of image work, not when training starts

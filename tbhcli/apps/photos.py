@@ -188,7 +188,7 @@ def update_store(
         raise TbhError(f"--bits must be a positive multiple of 8 (got {bits}).")
     paths = CachePaths.for_folder(folder, store)
     if paths.model.is_file() and (paths.store / "zarr.json").is_file():
-        from tbhcli.storage.indexing import index
+        from tbhcli.indexing.index import index
 
         _check_same_fit(paths, {"backbone": backbone, "bits": bits, **(preprocess or {})})
         began = time.perf_counter()

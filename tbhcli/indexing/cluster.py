@@ -37,17 +37,12 @@ from tbhcli.errors import TbhError
 from tbhcli.imaging import nvjpeg
 from tbhcli.imaging.decode import DecodedBatch, decode_batches
 from tbhcli.imaging.images import image_progress
-from tbhcli.storage.indexing import (
-    TASK_SIZE,
-    TableReport,
-    commit_encoded,
-    console,
-    pending_images,
-)
+from tbhcli.indexing.tables import TableReport, commit_encoded, pending_images
 from tbhcli.storage.writer import StoreWriter
-from tbhcli.terminal import shown
+from tbhcli.terminal import make_console, shown
 
 DECODERS = ("auto", "pillow", "nvjpeg")
+console = make_console(stderr=True)
 
 
 class ModelPlugin(WorkerPlugin):
@@ -231,7 +226,7 @@ def cluster_indexer(
     info: ModelInfo,
     device: str,
     batch_size: int,
-    task_size: int = TASK_SIZE,
+    task_size: int,
     decoder: str = "auto",
 ) -> Iterator[ClusterIndexer]:
     """Connect to `address` ("local" or a scheduler), ship the model to every worker, announce

@@ -8,10 +8,8 @@ images whose paths are already committed are skipped. Undecodable files are skip
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from tbhcli.deploy.features_model import check_runs_on_images, image_session
 from tbhcli.deploy.runtime import ModelInfo, describe_provider, model_info, run_codes
@@ -20,12 +18,11 @@ from tbhcli.imaging.decode import decode_batches
 from tbhcli.imaging.images import (
     check_workers,
     image_progress,
-    label_of,
     list_images,
     read_file_list,
 )
+from tbhcli.indexing.tables import TableReport, commit_encoded, pending_images
 from tbhcli.storage.mih_tables import update_tables
-from tbhcli.storage.names import encode_name
 from tbhcli.storage.prune import RemoveReport, remove
 from tbhcli.storage.store import QUERIES
 from tbhcli.storage.writer import StoreLock, StoreWriter, open_writer
@@ -34,17 +31,6 @@ from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
 console = make_console(stderr=True)
 TASK_SIZE = 2048  # files per Dask task: scheduling costs nothing next to it, tasks still balance
-
-
-@dataclass
-class TableReport:
-    """What indexing one folder into one table did."""
-
-    folder: Path
-    found: int = 0
-    already: int = 0  # committed by an earlier run, skipped
-    added: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
 
 
 @dataclass
@@ -89,40 +75,6 @@ class IndexReport:
                 "query_images": table(self.tables[1]) if len(self.tables) > 1 else None,
             },
         )
-
-
-def pending_images(
-    writer: StoreWriter, relpaths: list[Path], report: TableReport
-) -> tuple[list[Path], np.ndarray]:
-    """The images of `relpaths` the table does not hold yet, in order, and their int32 labels.
-
-    Registers unseen classes up front, so labels do not depend on which batch lands first.
-    """
-    report.found = len(relpaths)
-    done = writer.committed_paths()
-    todo = [p for p in relpaths if encode_name(p.as_posix()) not in done]
-    report.already = len(relpaths) - len(todo)
-    return todo, writer.label_ids([label_of(p) for p in todo])
-
-
-def commit_encoded(
-    writer: StoreWriter,
-    report: TableReport,
-    todo: list[Path],
-    labels: np.ndarray,
-    start: int,
-    codes: np.ndarray | None,
-    ok: list[int],
-    errors: list[tuple[int, str]],
-) -> int:
-    """Append and commit the codes [len(ok), bits / 8] of files `todo[start + i]` for i in `ok`,
-    record the files that failed; return the position of the next file."""
-    rows = [start + i for i in ok]
-    if rows:
-        writer.append(codes, [todo[r].as_posix() for r in rows], labels[rows])
-    report.added += len(rows)
-    report.errors += [(todo[start + i].as_posix(), why) for i, why in errors]
-    return start + len(ok) + len(errors)
 
 
 def index_folder(
@@ -205,7 +157,7 @@ def index(
     them extended to the new rows either way. `files` names the images to index instead of
     listing the folder (one path a line). `dask` ("local" or a scheduler address) decodes and
     encodes on a Dask cluster in tasks of `task_size` files; `workers` is then the size of the
-    local cluster (distributed.py).
+    local cluster (indexing/cluster.py).
     `jpeg_decoder` "auto" decodes JPEGs with nvJPEG on Dask workers whose model runs on CUDA,
     "pillow" always with Pillow. A features model (`tbh export --input features`) runs the
     backbone its metadata records first; `backbone_weights` replaces its recorded weights file.
@@ -241,7 +193,7 @@ def index(
             def index_table(folder, writer, relpaths):
                 return index_folder(folder, writer, relpaths, session, info, batch_size, workers)
         else:
-            from tbhcli.storage.distributed import cluster_indexer
+            from tbhcli.indexing.cluster import cluster_indexer
 
             cluster = stack.enter_context(
                 cluster_indexer(dask, workers, info, device, batch_size, task_size, jpeg_decoder)
