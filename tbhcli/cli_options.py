@@ -195,7 +195,6 @@ JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print one JSON document on stdout (schema in docs/usage.md)."),
 ]
-OutOption = Annotated[Path, typer.Option("--out", "-o", metavar="PATH", help="Output file.")]
 
 
 def _query_codes(value: str) -> str:
