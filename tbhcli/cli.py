@@ -38,13 +38,13 @@ from tbhcli.cli_options import (
     examples,
     preprocess,
 )
-from tbhcli.errors import TbhError
+from tbhcli.errors import TbhError, on_command_line
 from tbhcli.jsondoc import document
 from tbhcli.terminal import make_console, shown
-from tbhcli.training import defaults
+from tbhcli.training.options import TrainOptions
 
 err_console = make_console(stderr=True)
-DEFAULT_PRESET = Preset(defaults.PRESET)
+TRAIN = TrainOptions(Path())  # the defaults of `tbh train`, written once (training/options.py)
 
 
 class _UserErrorsAsOneLine(TyperGroup):
@@ -52,7 +52,8 @@ class _UserErrorsAsOneLine(TyperGroup):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with on_command_line():
+                return super().invoke(ctx)
         except TbhError as exc:
             err_console.print(f"[bold red]error:[/] {shown(exc)}", soft_wrap=True)
             raise typer.Exit(1) from None
@@ -218,21 +219,23 @@ def evaluate(
 )
 def train(
     features: Annotated[Path, typer.Argument(help="Training features NAME.npy [N, D].")],
-    bits: Annotated[int, typer.Option(help="Code length M (a multiple of 8, at most 4096).")] = 32,
+    bits: Annotated[
+        int, typer.Option(help="Code length M (a multiple of 8, at most 4096).")
+    ] = TRAIN.bits,
     method: Annotated[
         TrainMethod,
         typer.Option(help="TBH, a baseline, or auto (fit all four, keep the best held-out)."),
-    ] = TrainMethod.tbh,
+    ] = TRAIN.method,
     steps: Annotated[
         int | None,
         typer.Option(help="Train exactly N steps (default: stop at the validation plateau)."),
-    ] = None,
+    ] = TRAIN.steps,
     batch_size: Annotated[
         int, typer.Option(help="Items per step; also the size of TBH's per-batch graph.")
-    ] = 400,
+    ] = TRAIN.batch_size,
     seed: Annotated[
         int, typer.Option(help="Seed of weights, shuffles, priors, projections, the split.")
-    ] = 0,
+    ] = TRAIN.seed,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Run directory (default: runs/NAME-METHOD-BITS)."),
@@ -243,20 +246,20 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the run in --out.")] = False,
     variant: Annotated[
         Variant, typer.Option(help="code (released code) or paper (paper figure).")
-    ] = Variant.code,
+    ] = TRAIN.variant,
     preset: Annotated[
         Preset,
         typer.Option(
             help="fast (Adam 1e-3, gamma 8, stops at its plateau) or faithful (the released "
             "code: Adam 1e-4, 100k steps, gamma 1.4)."
         ),
-    ] = DEFAULT_PRESET,
+    ] = TRAIN.preset,
     lr: Annotated[
         float | None, typer.Option(help="Adam learning rate (default: the preset's).")
-    ] = None,
+    ] = TRAIN.lr,
     decoder_output: Annotated[
         DecoderOutput, typer.Option(help="auto: relu for features >= 0, else identity.")
-    ] = DecoderOutput.auto,
+    ] = TRAIN.decoder_output,
     gamma: Annotated[
         float | None,
         typer.Option(
@@ -289,17 +292,15 @@ def train(
         typer.Option(
             help="Features held out for validation (at most 2,000); 0: train on all, no stopping."
         ),
-    ] = defaults.VAL_FRACTION,
-    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = defaults.VAL_EVERY,
+    ] = TRAIN.val_fraction,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = TRAIN.val_every,
     patience: Annotated[
         int, typer.Option(help="Stop after N steps without a held-out gain.")
-    ] = defaults.PATIENCE,
-    min_steps: Annotated[
-        int, typer.Option(help="Never stop before this step.")
-    ] = defaults.MIN_STEPS,
+    ] = TRAIN.patience,
+    min_steps: Annotated[int, typer.Option(help="Never stop before this step.")] = TRAIN.min_steps,
     eval_every: Annotated[
         int, typer.Option(help="Log mAP@1000 on --eval-queries every N steps (0: never).")
-    ] = 0,
+    ] = TRAIN.eval_every,
     eval_queries: Annotated[
         Path | None, typer.Option(help="Held-out queries NAME.npy with NAME.labels.npy.")
     ] = None,
@@ -307,43 +308,22 @@ def train(
     json_output: JsonOption = False,
 ) -> None:
     """Train TBH (or LSH / PCAH / ITQ, or the best of them) and write runs/<name>/."""
-    from tbhcli.training.fit import summary
     from tbhcli.training.fit import train as run_train
-    from tbhcli.training.report import print_summary, summary_json
 
-    path = run_train(
-        features,
-        bits=bits,
-        method=method,
-        steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        out=out,
-        resume=resume,
-        force=force,
-        variant=variant,
-        preset=preset,
-        lr=lr,
-        decoder_output=decoder_output,
-        gamma=gamma,
-        single_bottleneck=single_bottleneck,
-        fixed_graph=fixed_graph,
-        stochastic_neuron=not deterministic_neuron,
-        val_fraction=val_fraction,
-        val_every=val_every,
-        patience=patience,
-        min_steps=min_steps,
-        eval_every=eval_every,
-        eval_queries=eval_queries,
-        device=device,
-        quiet=json_output,
-    )
-    result = summary(path)
+    options = TrainOptions(
+        features, bits=bits, method=method, steps=steps, batch_size=batch_size, seed=seed,
+        out=out, resume=resume, force=force, variant=variant, preset=preset, lr=lr,
+        decoder_output=decoder_output, gamma=gamma, single_bottleneck=single_bottleneck,
+        fixed_graph=fixed_graph, stochastic_neuron=not deterministic_neuron,
+        val_fraction=val_fraction, val_every=val_every, patience=patience, min_steps=min_steps,
+        eval_every=eval_every, eval_queries=eval_queries, device=device, quiet=json_output,
+    )  # fmt: skip
+    run = run_train(features, options)
     if json_output:
-        typer.echo(summary_json(path, result))
+        typer.echo(run.to_json())
     else:
-        print_summary(path, result, make_console())
-    err_console.print(f"run written to {shown(path)}")
+        make_console().print(run)
+    err_console.print(f"run written to {shown(run.path)}")
 
 
 @command(

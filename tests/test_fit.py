@@ -116,7 +116,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes_mid_epoch(feats, tmp_path, mo
 
 def test_a_finished_run_is_never_overwritten_silently(feats, tmp_path):
     run = quick(feats, tmp_path / "run")
-    with pytest.raises(Exception, match="--resume"):
+    with pytest.raises(TbhError, match="resume=True to continue it, force=True to overwrite"):
         quick(feats, run)
     with pytest.raises(Exception, match="settings differ"):
         quick(feats, run, steps=40, resume=True, lr=1e-2)
@@ -171,6 +171,26 @@ def test_baselines_share_the_run_format_and_are_deterministic(feats, tmp_path, m
     codes_a = runs.load_run(a).encode(np.load(feats))
     assert codes_a.shape == (200, 1)
     assert np.array_equal(codes_a, runs.load_run(b).encode(np.load(feats)))
+
+
+def test_train_returns_the_run_with_its_scores_and_verdict(feats, tmp_path):
+    run = quick(feats, tmp_path / "run")
+    assert run.path == tmp_path / "run" and os.fspath(run) == str(tmp_path / "run")
+    assert run.scores == summary(run)["scores"] and set(run.scores) == {"tbh", "itq"}
+    assert run.kept == "tbh" and run.verdict.startswith(("TBH", "ITQ"))
+    document = json.loads(run.to_json())
+    assert document["schema"] == "tbh.train/1" and document["run"] == str(run.path)
+
+
+def test_python_errors_name_arguments_and_the_cli_names_flags(feats, tmp_path):
+    with pytest.raises(TbhError, match=r"^batch_size must be at least 1 \(got 0\)"):
+        train(feats, batch_size=0)
+    with pytest.raises(TbhError, match=r"^unknown preset 'slow'"):
+        train(feats, preset="slow")
+    with pytest.raises(TypeError, match="unknown settings bitz"):
+        train(feats, bitz=8)
+    res = cli(feats, "--batch-size", 0, "--out", tmp_path / "x")
+    assert res.exit_code == 1 and "error: --batch-size must be at least 1" in res.output
 
 
 # ---- CLI ----------------------------------------------------------------------------------------

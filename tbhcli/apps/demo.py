@@ -70,7 +70,9 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
             run = ws / RUNS_DIR / f"{method}-{bits}"
             if not (run / ENCODER_FILE).is_file():
                 options = tbh_options if method == "tbh" else {}
-                train(db_features, bits, method, out=run, resume=run.exists(), **options)
+                train(
+                    db_features, bits=bits, method=method, out=run, resume=run.exists(), **options
+                )
             result = evaluate(
                 ["map@1000"], run=run, database=db_features, query_features=q_features
             )

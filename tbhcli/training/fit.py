@@ -19,20 +19,30 @@ from pathlib import Path
 import torch
 
 from tbhcli.device import torch_device
-from tbhcli.errors import TbhError
+from tbhcli.errors import TbhError, option
 from tbhcli.hashing import runs
 from tbhcli.imaging.featureset import FeatureSet, load_features
-from tbhcli.training import defaults
 from tbhcli.training.compare import Comparison, compare_baselines, summary_row
-from tbhcli.training.config import PRESETS, TrainOptions, check_data, run_config
+from tbhcli.training.config import check_data, run_config
 from tbhcli.training.loop import CHECKPOINT_FILE, EVAL_METRIC, Diverged, HeldOut, fit_tbh
+from tbhcli.training.options import PRESETS, TrainOptions
+from tbhcli.training.report import TrainRun
 from tbhcli.training.validation import Split, Validator, split_rows
 
-__all__ = ["PRESETS", "train", "read_log", "eval_curve", "val_curve", "summary"]
+__all__ = [
+    "PRESETS",
+    "TrainOptions",
+    "TrainRun",
+    "train",
+    "read_log",
+    "eval_curve",
+    "val_curve",
+    "summary",
+]
 
 
 def prepare_out(out: Path, resume: bool, force: bool) -> bool:
-    """Never overwrite a run silently: a used directory needs --resume or --force.
+    """Never overwrite a run silently: a used directory needs `resume` or `force`.
 
     Returns whether there is a checkpoint to resume from (--resume on a run killed before its
     first checkpoint simply starts it again).
@@ -41,8 +51,9 @@ def prepare_out(out: Path, resume: bool, force: bool) -> bool:
     used = (out / runs.CONFIG_FILE).exists() or has_checkpoint
     if used and not resume and not force:
         raise TbhError(
-            f"{out} already holds a run; pass --resume to continue it, --force to overwrite it, "
-            "or --out to choose another directory."
+            f"{out} already holds a run; pass {option('resume', python='resume=True')} to "
+            f"continue it, {option('force', python='force=True')} to overwrite it, or "
+            f"{option('out', python='another out')} to choose another directory."
         )
     if force and not resume:
         for name in (runs.CONFIG_FILE, runs.ENCODER_FILE, runs.LOG_FILE, CHECKPOINT_FILE):
@@ -54,54 +65,34 @@ def prepare_out(out: Path, resume: bool, force: bool) -> bool:
 # ---- the verb ---------------------------------------------------------------------------------
 
 
-def train(
-    features: Path,
-    bits: int = 32,
-    method: str = "tbh",
-    steps: int | None = None,
-    batch_size: int = 400,
-    seed: int = 0,
-    out: Path | None = None,
-    resume: bool = False,
-    force: bool = False,
-    variant: str = "code",
-    preset: str = defaults.PRESET,
-    lr: float | None = None,
-    decoder_output: str = "auto",
-    gamma: float | None = None,
-    single_bottleneck: bool = False,
-    fixed_graph: bool = False,
-    stochastic_neuron: bool = True,
-    model_fields: dict | None = None,
-    val_fraction: float = defaults.VAL_FRACTION,
-    val_every: int = defaults.VAL_EVERY,
-    patience: int = defaults.PATIENCE,
-    min_steps: int = defaults.MIN_STEPS,
-    neighbours: int = 100,
-    distance: str = "euclidean",
-    eval_every: int = 0,
-    eval_queries: Path | None = None,
-    log_every: int = 10,
-    checkpoint_every: int = 500,
-    device: str = "auto",
-    quiet: bool = False,
-) -> Path:
-    """Train a hasher on `features` (NAME.npy [N, D]) and return its run directory.
+def train(features: str | Path, options: TrainOptions | None = None, **settings) -> TrainRun:
+    """Train a hasher on `features` (NAME.npy [N, D]) and return the finished run.
 
-    `preset` "fast" (default) stops when held-out neighbour recall stops improving (`patience`
-    steps without a gain, not before `min_steps`; `steps` trains exactly that many instead);
-    "faithful" is the released code's schedule. `gamma` is the graph's exponent (Eq. 4; default:
-    the preset's, else the variant's). `model_fields` sets any other `TBHConfig` field. `method`
-    "auto" trains TBH, ITQ, PCAH and LSH and keeps the best on the held-out items. What happened
-    (scores, steps, the verdict) is in `summary(run)`.
+    `options` holds every setting (`TrainOptions`, where each default is written); `settings`
+    change any of them by name, so `train("db.npy", bits=64, method="auto")` reads as the
+    command line does. `preset` "fast" (default) stops when held-out neighbour recall stops
+    improving (`patience` steps without a gain, not before `min_steps`; `steps` trains exactly
+    that many instead); "faithful" is the released code's schedule. `gamma` is the graph's
+    exponent (Eq. 4; default: the preset's, else the variant's). `model_fields` sets any other
+    `TBHConfig` field. `method` "auto" trains TBH, ITQ, PCAH and LSH and keeps the best on the
+    held-out items. The returned `TrainRun` is the run directory and how it went: `scores`,
+    `kept`, `verdict`, `to_json()`.
+
+    >>> import numpy as np, tempfile, tbhcli
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> x = np.random.default_rng(0).random((300, 16), dtype=np.float32)
+    >>> np.save(folder / "db.npy", x)
+    >>> run = tbhcli.train(folder / "db.npy", bits=8, method="itq", out=folder / "run")
+    >>> run.kept, sorted(run.scores), (run / "config.json").is_file()
+    ('itq', ['itq'], True)
     """
-    options = TrainOptions.from_arguments(locals())
-    options = replace(options, features=Path(features))
+    options = (options or TrainOptions(features)).with_settings(features=Path(features), **settings)
     options.check()
     data = load_features(options.features)
     split = split_rows(len(data), options.val_fraction, options.seed)
     check_data(options, data, split)
-    return fit(options, data, split)
+    path = fit(options, data, split)
+    return TrainRun(path, summary(path))
 
 
 def fit(options: TrainOptions, data: FeatureSet, split: Split) -> Path:

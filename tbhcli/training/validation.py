@@ -16,11 +16,10 @@ import torch
 from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits
 from tbhcli.imaging.featureset import FeatureSet
+from tbhcli.training.options import DISTANCES, NEIGHBOURS
 
-NEIGHBOURS = 100  # k of neighbour recall@k
 MAX_HELD_OUT = 2000  # enough for a stable score; more only costs time
 LABEL_METRIC = "map@1000"
-DISTANCES = ("euclidean", "cosine")
 _QUERY_BLOCK = 64  # held-out rows per distance block: bounds memory on large training sets
 
 
