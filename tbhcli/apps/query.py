@@ -15,7 +15,7 @@ from rich.console import Console
 from tbhcli.deploy.features_model import image_session
 from tbhcli.deploy.runtime import ModelInfo, describe_provider, model_info, run_codes
 from tbhcli.errors import TbhError
-from tbhcli.imaging.decode import decode_batches
+from tbhcli.imaging.encode import encode_files
 from tbhcli.imaging.images import default_workers, label_of, list_images
 from tbhcli.storage.store import CodeStore, open_store
 from tbhcli.terminal import make_console, shown
@@ -128,14 +128,16 @@ def encode_images(
     info = info or model_info(model)
     session, provider = image_session(info, device, backbone_weights)
     console.print(f"model {shown(model)} on [bold]{describe_provider(provider)}[/]")
-    codes, kept, start = [], [], 0
-    for batch in decode_batches(files, info.image_size, batch_size, workers):
+    codes, kept = [], []
+    batches = encode_files(
+        files, lambda pixels: run_codes(session, pixels), info.image_size, batch_size, workers
+    )
+    for batch in batches:
         for i, why in batch.errors:
-            console.print(f"[yellow]skipped[/] {shown(files[start + i])}: {shown(why)}")
+            console.print(f"[yellow]skipped[/] {shown(files[i])}: {shown(why)}")
         if batch.ok:
-            codes.append(run_codes(session, batch.pixels))
-            kept += [files[start + i] for i in batch.ok]
-        start += len(batch.ok) + len(batch.errors)
+            codes.append(batch.outputs)
+            kept += [files[i] for i in batch.ok]
     if not kept:
         raise TbhError("none of the query images could be decoded.")
     return np.concatenate(codes), kept

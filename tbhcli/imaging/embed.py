@@ -16,7 +16,7 @@ import tbhcli
 from tbhcli.device import torch_device
 from tbhcli.errors import TbhError
 from tbhcli.imaging.backbones import load_backbone, weights_id
-from tbhcli.imaging.decode import decode_batches
+from tbhcli.imaging.encode import encode_files
 from tbhcli.imaging.featureset import labels_path, load_meta, save_features, save_meta
 from tbhcli.imaging.images import (
     check_workers,
@@ -60,18 +60,19 @@ def embed_images(
     features = np.zeros((len(paths), backbone.feature_dim), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
     files = [root / p for p in paths]
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(pixels).to(dev).float().div_(255)  # (B, 3, S, S)
+        return backbone(x).float().cpu().numpy()  # (B, D)
+
     with image_progress("embedding", console) as progress:
         task = progress.add_task("embed", total=len(paths), rate=0.0)
-        start = 0
-        for batch in decode_batches(files, image_size, batch_size, workers):
-            rows = start + np.asarray(batch.ok, dtype=np.int64)
-            if len(rows):
-                x = torch.from_numpy(batch.pixels).to(dev).float().div_(255)  # (B, 3, S, S)
-                features[rows] = backbone(x).float().cpu().numpy()  # (B, D)
-                ok[rows] = True
-            start += len(batch.ok) + len(batch.errors)
+        for batch in encode_files(files, embed, image_size, batch_size, workers):
+            if batch.ok:
+                features[batch.ok] = batch.outputs
+                ok[batch.ok] = True
             elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(task, completed=start, rate=start / elapsed)
+            progress.update(task, completed=batch.end, rate=batch.end / elapsed)
     return features, ok
 
 

@@ -36,6 +36,7 @@ from tbhcli.deploy.runtime import CUDA, ModelInfo, create_session, describe_prov
 from tbhcli.errors import TbhError
 from tbhcli.imaging import nvjpeg
 from tbhcli.imaging.decode import DecodedBatch, decode_batches
+from tbhcli.imaging.encode import EncodedBatch, encode_batches
 from tbhcli.imaging.images import image_progress
 from tbhcli.indexing.tables import TableReport, commit_encoded, pending_images
 from tbhcli.storage.writer import StoreWriter
@@ -92,11 +93,9 @@ class ModelPlugin(WorkerPlugin):
 
 @dataclass
 class EncodedFiles:
-    """What one task returns: codes uint8 [n_ok, bits / 8] of its decodable files, in order."""
+    """What one task returns: its files encoded (positions within the task) and where it ran."""
 
-    codes: np.ndarray
-    ok: list[int]  # positions (within the task) of the encoded files
-    errors: list[tuple[int, str]]  # (position, reason) of the files that failed
+    batch: EncodedBatch  # codes uint8 [n_ok, bits / 8] of its decodable files, in order
     worker: str
     provider: str
     decoder: str
@@ -118,19 +117,18 @@ def _decode(files: list[Path], size: int, batch_size: int, decoder: str) -> Iter
         yield from decode_batches(files, size, batch_size, workers=0)
 
 
-def encode_files(files: list[str], plugin_name: str, batch_size: int) -> EncodedFiles:
+def encode_task(files: list[str], plugin_name: str, batch_size: int) -> EncodedFiles:
     """The task: decode `files` (absolute paths) batch by batch and run the worker's model."""
     model = _worker_model(plugin_name)
     session, provider, decoder = model.load()
-    codes, ok, errors, start = [], [], [], 0
-    for batch in _decode([Path(f) for f in files], model.image_size, batch_size, decoder):
-        if batch.ok:
-            codes.append(run_codes(session, batch.pixels))  # (B, bits / 8)
-        ok += [start + i for i in batch.ok]
-        errors += [(start + i, why) for i, why in batch.errors]
-        start += len(batch.ok) + len(batch.errors)
+    decoded = _decode([Path(f) for f in files], model.image_size, batch_size, decoder)
+    batches = list(encode_batches(decoded, lambda pixels: run_codes(session, pixels)))
+    codes = [b.outputs for b in batches if b.ok]  # (B, bits / 8) each
     packed = np.concatenate(codes) if codes else np.zeros((0, model.bits // 8), np.uint8)
-    return EncodedFiles(packed, ok, errors, get_worker().address, provider, decoder)
+    ok = [i for b in batches for i in b.ok]
+    errors = [e for b in batches for e in b.errors]
+    batch = EncodedBatch(packed, ok, errors, len(files))
+    return EncodedFiles(batch, get_worker().address, provider, decoder)
 
 
 def _load_on_worker(plugin_name: str, dask_worker) -> tuple[str, str]:
@@ -190,32 +188,34 @@ class ClusterIndexer:
         report = TableReport(folder)
         todo, labels = pending_images(writer, relpaths, report)
         root = Path(folder).resolve()  # workers open the files by absolute path
-        tasks = [todo[i : i + self.task_size] for i in range(0, len(todo), self.task_size)]
-        upcoming = iter(tasks)
+        starts = range(0, len(todo), self.task_size)
+        upcoming = iter(
+            [(todo[i : i + self.task_size], labels[i : i + self.task_size]) for i in starts]
+        )
 
-        def submit(files: list[Path]):
+        def submit(task: tuple[list[Path], np.ndarray]):
+            files = task[0]
             paths = [str(root / p) for p in files]
             future = self.client.submit(
-                encode_files, paths, self.plugin.name, self.batch_size, pure=False
+                encode_task, paths, self.plugin.name, self.batch_size, pure=False
             )
-            return files, future
+            return task, future
 
-        pending = deque(submit(files) for files in itertools.islice(upcoming, self._window()))
+        pending = deque(submit(task) for task in itertools.islice(upcoming, self._window()))
         with image_progress(f"indexing {folder}", console) as progress:
             bar = progress.add_task("index", total=len(todo), rate=0.0)
-            start = 0
+            done = 0
             while pending:
-                files, future = pending.popleft()
+                (files, file_labels), future = pending.popleft()
                 result = self._result(future, files)
                 following = next(upcoming, None)
                 if following is not None:
                     pending.append(submit(following))
                 # The commit point of the task: in task order, whatever order they finished in.
-                start = commit_encoded(
-                    writer, report, todo, labels, start, result.codes, result.ok, result.errors
-                )
+                commit_encoded(writer, report, files, file_labels, result.batch)
+                done += len(files)
                 elapsed = progress.tasks[0].elapsed or 1e-9
-                progress.update(bar, completed=start, rate=report.added / elapsed)
+                progress.update(bar, completed=done, rate=report.added / elapsed)
         return report
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from tbhcli.deploy.features_model import check_runs_on_images, image_session
 from tbhcli.deploy.runtime import ModelInfo, describe_provider, model_info, run_codes
 from tbhcli.errors import TbhError
-from tbhcli.imaging.decode import decode_batches
+from tbhcli.imaging.encode import encode_files
 from tbhcli.imaging.images import (
     check_workers,
     image_progress,
@@ -89,17 +89,16 @@ def index_folder(
     """Append every image of `relpaths` (relative to `folder`) that the table does not hold yet."""
     report = TableReport(folder)
     todo, labels = pending_images(writer, relpaths, report)
-    batches = decode_batches([folder / p for p in todo], info.image_size, batch_size, workers)
+    files = [folder / p for p in todo]
+    batches = encode_files(  # codes (B, bits / 8) per batch
+        files, lambda pixels: run_codes(session, pixels), info.image_size, batch_size, workers
+    )
     with image_progress(f"indexing {folder}", console) as progress:
         task = progress.add_task("index", total=len(todo), rate=0.0)
-        start = 0
         for batch in batches:
-            codes = run_codes(session, batch.pixels) if batch.ok else None  # (B, bits / 8)
-            start = commit_encoded(
-                writer, report, todo, labels, start, codes, batch.ok, batch.errors
-            )
+            commit_encoded(writer, report, todo, labels, batch)
             elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(task, completed=start, rate=report.added / elapsed)
+            progress.update(task, completed=batch.end, rate=report.added / elapsed)
     return report
 
 

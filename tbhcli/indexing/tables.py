@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tbhcli.imaging.encode import EncodedBatch
 from tbhcli.imaging.images import label_of
 from tbhcli.storage.names import encode_name
 from tbhcli.storage.writer import StoreWriter
@@ -44,16 +45,11 @@ def commit_encoded(
     report: TableReport,
     todo: list[Path],
     labels: np.ndarray,
-    start: int,
-    codes: np.ndarray | None,
-    ok: list[int],
-    errors: list[tuple[int, str]],
-) -> int:
-    """Append and commit the codes [len(ok), bits / 8] of files `todo[start + i]` for i in `ok`,
-    record the files that failed; return the position of the next file."""
-    rows = [start + i for i in ok]
-    if rows:
-        writer.append(codes, [todo[r].as_posix() for r in rows], labels[rows])
-    report.added += len(rows)
-    report.errors += [(todo[start + i].as_posix(), why) for i, why in errors]
-    return start + len(ok) + len(errors)
+    batch: EncodedBatch,
+) -> None:
+    """Append and commit the codes [len(ok), bits / 8] of files `todo[i]` for i in `batch.ok`,
+    record the files that failed."""
+    if batch.ok:
+        writer.append(batch.outputs, [todo[i].as_posix() for i in batch.ok], labels[batch.ok])
+    report.added += len(batch.ok)
+    report.errors += [(todo[i].as_posix(), why) for i, why in batch.errors]
