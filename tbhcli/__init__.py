@@ -3,10 +3,12 @@
 The CLI verbs are plain functions here, with the same names and arguments:
 `tbhcli.features`, `tbhcli.train`, `tbhcli.export`, `tbhcli.index`, `tbhcli.query`,
 `tbhcli.evaluate` (`tbhcli.evaluate_runs` for several runs), `tbhcli.duplicates`,
-`tbhcli.serve`, `tbhcli.check` and `tbhcli.remove` (store upkeep). They are imported on first
-use, so `import tbhcli` stays cheap. The package's layout is the data path: imaging/ -> hashing/
-+ training/ -> deploy/ -> storage/ -> search/ -> evaluation/, with apps/ (query, duplicates,
-info, serve, demo) and cli.py on top.
+`tbhcli.serve`, `tbhcli.check` and `tbhcli.remove` (store upkeep); for notebooks also
+`tbhcli.encode` (images or arrays -> packed codes) and `tbhcli.open_store` (a store as one object:
+`len`, `search`, `add`, `remove`). They are imported on first use, so `import tbhcli` stays
+cheap. The package's layout is the data path (docs/architecture.md): imaging/, hashing/,
+training/, deploy/, storage/ with indexing/, search/ over hamming/, evaluation/, then apps/
+(query, duplicates, info, serve, demo) and cli.py on top.
 """
 
 from importlib import import_module
@@ -26,8 +28,16 @@ _VERBS = {
     "serve": "tbhcli.apps.serve",
     "check": "tbhcli.storage.check",
     "remove": "tbhcli.storage.prune",
+    "encode": "tbhcli.apps.encode",
+    "open_store": "tbhcli.apps.store_object",
+    "TrainOptions": "tbhcli.training.options",
+    "TbhError": "tbhcli.errors",
 }
 __all__ = [*_VERBS, "__version__"]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,9 @@ current directory, say which one they picked (one line on stderr: "using model o
 """
 
 import hashlib
+import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from tbhcli.errors import TbhError
@@ -18,6 +20,17 @@ MODELS_DIR = Path("onnx")
 STORE_PATH = Path("codes.zarr")
 FEATURES_SUFFIX = ".features.onnx"  # features -> codes models; a plain .onnx takes images
 ENCODER_FILE = "encoder.safetensors"  # written last by `tbh train`: a run that has it is finished
+
+
+def as_paths(value: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """One path or several, as a list: "img.png" is one file, never the letters of its name.
+
+    >>> as_paths("img.png"), as_paths(["a.png", Path("b")])
+    ([PosixPath('img.png')], [PosixPath('a.png'), PosixPath('b')])
+    """
+    if isinstance(value, str | os.PathLike):
+        return [Path(value)]
+    return [Path(v) for v in value]
 
 
 def _newest(paths: list[Path]) -> Path | None:

@@ -5,7 +5,9 @@ the ONNX model the store was built with, then searched by XOR + popcount (`tbhcl
 ties broken by database row. Results print as a table, as JSON, or as an HTML gallery (gallery.py).
 """
 
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +16,18 @@ from rich.console import Console
 
 from tbhcli.deploy.features_model import image_session
 from tbhcli.deploy.runtime import ModelInfo, describe_provider, model_info, run_codes
-from tbhcli.errors import TbhError
+from tbhcli.errors import TbhError, option
 from tbhcli.imaging.encode import encode_files
 from tbhcli.imaging.images import default_workers, label_of, list_images
 from tbhcli.storage.store import CodeStore, open_store
 from tbhcli.terminal import make_console, shown
-from tbhcli.workspace import MODELS_DIR, announce_default, resolve_model, resolve_store
+from tbhcli.workspace import (
+    MODELS_DIR,
+    announce_default,
+    as_paths,
+    resolve_model,
+    resolve_store,
+)
 
 console = make_console(stderr=True)
 
@@ -146,9 +154,9 @@ def encode_images(
 def check_search(top: int, radius: int | None) -> None:
     """Refuse a `top` below 1 and a negative `radius` (user errors)."""
     if top <= 0:
-        raise TbhError(f"--top must be positive (got {top}).")
+        raise TbhError(f"{option('top')} must be positive (got {top}).")
     if radius is not None and radius < 0:
-        raise TbhError(f"--radius must be >= 0 (got {radius}).")
+        raise TbhError(f"{option('radius')} must be >= 0 (got {radius}).")
 
 
 def open_searchable(
@@ -199,7 +207,7 @@ def search_codes(
 
 
 def query(
-    images: list[Path],
+    images: str | os.PathLike | Iterable[str | os.PathLike],
     top: int = 10,
     store: Path | None = None,
     model: Path | None = None,
@@ -212,6 +220,8 @@ def query(
 ) -> list[QueryResult]:
     """The `top` nearest store items of each query image (within Hamming `radius` if given).
 
+    `images`: an image file or a folder, or a list of them (folders expand to their images).
+
     `model` defaults to the store's own (verified by sha256, so query and database codes match).
     `dask` ("local" or a scheduler address) searches the store's blocks on a Dask cluster;
     `method` picks the top-k method (`tbhcli.search.topk`). A store indexed with a features
@@ -220,6 +230,7 @@ def query(
     """
     check_search(top, radius)
     began = time.perf_counter()
+    images = as_paths(images)
     files = expand_images(images)  # a mistyped query is reported before any default is picked
     db, info = open_searchable(store, model)
     workers = default_workers() if len(files) > batch_size else 0  # a pool pays off for folders
