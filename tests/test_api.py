@@ -16,7 +16,7 @@ VERBS = ["check", "duplicates", "encode", "evaluate", "export", "features", "ind
 # modules whose docstrings carry examples a user can paste
 EXAMPLES = ["tbhcli.errors", "tbhcli.workspace", "tbhcli.training.options", "tbhcli.search.api",
             "tbhcli.imaging.encode", "tbhcli.training.fit", "tbhcli.apps.encode",
-            "tbhcli.apps.store_object"]  # fmt: skip
+            "tbhcli.apps.store_object", "tbhcli.imaging.recipe"]  # fmt: skip
 
 
 def test_dir_lists_the_verbs_and_each_resolves():

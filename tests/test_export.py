@@ -165,7 +165,7 @@ def test_onnx_backbone_is_merged_into_one_images_graph(tmp_path, opset):
     info = model_info(model)
     assert (info.input, info.image_size, info.feature_dim) == ("images", 32, 24)
     assert info.backbone == f"onnx:{extractor}"
-    assert info.recipe["backbone_weights"] == "sha256:" + file_sha256(extractor)
+    assert info.recipe.weights == "sha256:" + file_sha256(extractor)
     proto = onnx.load(str(model))
     assert [o.version for o in proto.opset_import if o.domain == ""] == [opset]
     files = sorted((tmp_path / "images").rglob("*.png"))
@@ -203,7 +203,7 @@ def test_timm_backbone_exports_from_its_recorded_weights(tmp_path):
     model = export(run, out=tmp_path / "m.onnx")  # no --backbone-weights: the run records them
     info = model_info(model)
     assert (info.backbone, info.image_size, info.feature_dim) == (f"timm:{TIMM_NAME}", 160, 256)
-    assert info.recipe["backbone_weights_file"] == str(tmp_path / "timm.safetensors")
+    assert info.recipe.weights_file == str(tmp_path / "timm.safetensors")
     files = sorted((tmp_path / "images").rglob("*.png"))[:4]
     got = _ort_codes(model, np.stack([load_image(f, 160) for f in files]))
     cfg = net.pretrained_cfg

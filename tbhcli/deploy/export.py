@@ -16,7 +16,7 @@ import json
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits_torch, unpack_bits
 from tbhcli.hashing.runs import Run, load_run
 from tbhcli.imaging.external import OnnxFeatures, image_by_image
+from tbhcli.imaging.recipe import NO_RECIPE_ONNX, BackboneRecipe
 from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, resolve_run
 
@@ -76,28 +77,20 @@ def config_sha256(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-RECIPE = ("backbone", "backbone_weights", "backbone_weights_file", "backbone_mean",
-          "backbone_std", "image_size")  # fmt: skip
-
-
-def run_recipe(run: Run, backbone_weights: Path | None = None) -> dict | None:
+def run_recipe(run: Run, backbone_weights: Path | None = None) -> BackboneRecipe | None:
     """How to rebuild the backbone that made the run's features (None: no recorded backbone):
     the run's config (copied from the feature set's meta), with `backbone_weights` in place of
     the recorded weights file when given (for an `onnx:` backbone, in place of the ONNX file)."""
-    if not run.config.get("backbone"):
-        return None
-    recorded = {k: run.config.get(k) for k in RECIPE}
-    if backbone_weights is not None:
-        from tbhcli.imaging.backbones import weights_id
-        from tbhcli.imaging.external import parse_spec
+    recorded = BackboneRecipe.from_config(run.config)
+    if recorded is None or backbone_weights is None:
+        return recorded
+    from tbhcli.imaging.backbones import weights_id
+    from tbhcli.imaging.external import parse_spec
 
-        file = str(Path(backbone_weights).resolve())
-        spec = parse_spec(recorded["backbone"])
-        if spec is not None and spec.kind == "onnx":
-            recorded["backbone"] = f"onnx:{file}"
-        recorded["backbone_weights"] = weights_id(recorded["backbone"], backbone_weights)
-        recorded["backbone_weights_file"] = file
-    return recorded
+    spec = parse_spec(recorded.backbone)
+    if spec is not None and spec.kind == "onnx":
+        recorded = replace(recorded, backbone=f"onnx:{Path(backbone_weights).resolve()}")
+    return recorded.with_weights(weights_id(recorded.backbone, backbone_weights), backbone_weights)
 
 
 def build_hasher(run: Run, input: str, backbone_weights: Path | None = None) -> Hasher:
@@ -134,10 +127,6 @@ def sample_batch(run: Run, input: str, n: int = VERIFY_BATCH, seed: int = 0) -> 
     return torch.randn(n, int(run.config["feature_dim"]), generator=g)
 
 
-def _csv(values) -> str:
-    return ",".join(f"{v:.9g}" for v in values) if values else ""
-
-
 def metadata(run: Run, input: str, backbone_weights: Path | None = None) -> dict[str, str]:
     """The `tbh.*` metadata_props of an exported model.
 
@@ -146,7 +135,7 @@ def metadata(run: Run, input: str, backbone_weights: Path | None = None) -> dict
     and `tbh query` (deploy/features_model.py); for an images model it is provenance.
     """
     images = input == "images"
-    recorded = run_recipe(run, backbone_weights) or {}
+    recorded = run_recipe(run, backbone_weights)
     return {
         "tbh.bits": str(run.bits),
         "tbh.input": input,
@@ -154,11 +143,7 @@ def metadata(run: Run, input: str, backbone_weights: Path | None = None) -> dict
         "tbh.output": "codes: uint8 [B, bits/8], bits packed big-endian (np.packbits)",
         "tbh.image_size": str(run.config.get("image_size") or ""),
         "tbh.feature_dim": str(run.config["feature_dim"]),
-        "tbh.backbone": recorded.get("backbone") or "",
-        "tbh.backbone_weights": recorded.get("backbone_weights") or "",
-        "tbh.backbone_weights_file": recorded.get("backbone_weights_file") or "",
-        "tbh.backbone_mean": _csv(recorded.get("backbone_mean")),
-        "tbh.backbone_std": _csv(recorded.get("backbone_std")),
+        **(recorded.to_onnx() if recorded else NO_RECIPE_ONNX),
         "tbh.method": str(run.config["method"]),
         "tbh.run": run.name,
         "tbh.config_sha256": config_sha256(run.config),

@@ -11,6 +11,7 @@ import numpy as np
 
 from tbhcli.device import resolve_device
 from tbhcli.errors import TbhError
+from tbhcli.imaging.recipe import BackboneRecipe
 from tbhcli.workspace import file_sha256
 
 CUDA = "CUDAExecutionProvider"
@@ -34,23 +35,10 @@ class ModelInfo:
     backbone_props: dict[str, str] = field(default_factory=dict)  # tbh.backbone_* metadata
 
     @property
-    def recipe(self) -> dict | None:
-        """How to rebuild the backbone that made the features (`imaging.backbones.recipe`)."""
-        if not self.backbone:
-            return None
-        props = self.backbone_props
-
-        def floats(key: str) -> list[float] | None:
-            return [float(v) for v in props[key].split(",")] if props.get(key) else None
-
-        return {
-            "backbone": self.backbone,
-            "backbone_weights": props.get("tbh.backbone_weights") or None,
-            "backbone_weights_file": props.get("tbh.backbone_weights_file") or None,
-            "backbone_mean": floats("tbh.backbone_mean"),
-            "backbone_std": floats("tbh.backbone_std"),
-            "image_size": self.image_size,
-        }
+    def recipe(self) -> BackboneRecipe | None:
+        """How to rebuild the backbone that made the features (None: none recorded)."""
+        props = {"tbh.backbone": self.backbone or "", **self.backbone_props}
+        return BackboneRecipe.from_onnx(props, self.image_size)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ from torch import nn
 
 from tbhcli.errors import TbhError
 from tbhcli.imaging.external import load_external, parse_spec, read_state_dict, weights_file
+from tbhcli.imaging.recipe import BackboneRecipe
 from tbhcli.workspace import file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -225,26 +226,35 @@ def weights_id(name: str, weights: Path | None) -> str:
     return "sha256:" + file_sha256(weights)
 
 
-def recipe(backbone: Backbone, weights: Path | None) -> dict:
+def backbone_recipe(backbone: Backbone, weights: Path | None) -> BackboneRecipe:
     """What rebuilds `backbone` (`rebuild_backbone`): recorded in runs and features models."""
     file = weights if weights is not None else weights_file(backbone.name)
-    return {
-        "backbone": backbone.name,
-        "backbone_weights": weights_id(backbone.name, weights),
-        "backbone_weights_file": str(Path(file).resolve()) if file is not None else None,
-        "backbone_mean": backbone.normalisation["mean"],
-        "backbone_std": backbone.normalisation["std"],
-        "image_size": backbone.image_size,
-    }
+    return BackboneRecipe(
+        backbone.name,
+        weights_id(backbone.name, weights),
+        str(Path(file).resolve()) if file is not None else None,
+        backbone.normalisation["mean"],
+        backbone.normalisation["std"],
+        backbone.image_size,
+    )
 
 
-def rebuild_backbone(recorded: dict, weights: Path | None = None, what: str = "it") -> Backbone:
-    """The backbone a `recipe` describes (from a run's config or a model's metadata).
+def recipe(backbone: Backbone, weights: Path | None) -> dict:
+    """`backbone_recipe` in a run config's spelling (`backbone`, `backbone_weights`, ...)."""
+    return backbone_recipe(backbone, weights).to_config()
+
+
+def rebuild_backbone(
+    recorded: BackboneRecipe | dict, weights: Path | None = None, what: str = "it"
+) -> Backbone:
+    """The backbone a recipe describes (a run config's fields are read as one).
 
     `weights` replaces the recorded weights file (for `onnx:`, the ONNX file). Weights whose
     sha256 differs from the recorded one are refused: their features would not match.
     """
-    name = recorded["backbone"]
+    if isinstance(recorded, dict):
+        recorded = BackboneRecipe.from_config(recorded)
+    name = recorded.backbone
     spec = parse_spec(name)
     onnx = spec is not None and spec.kind == "onnx"
     if onnx:
@@ -255,22 +265,16 @@ def rebuild_backbone(recorded: dict, weights: Path | None = None, what: str = "i
                 f"{what} runs the ONNX backbone {spec.arg}, which is gone; pass that file with "
                 "--backbone-weights FILE."
             )
-    elif weights is None and recorded.get("backbone_weights_file"):
-        file = Path(recorded["backbone_weights_file"])
+    elif weights is None and recorded.weights_file:
+        file = Path(recorded.weights_file)
         weights = file if file.is_file() else None
-    want = recorded.get("backbone_weights")
+    want = recorded.weights
     if weights is None and want and want.startswith("sha256:") and not onnx:
         raise TbhError(
-            f"{what} was made with {name} weights from {recorded.get('backbone_weights_file')}, "
+            f"{what} was made with {name} weights from {recorded.weights_file}, "
             "which is gone; pass that file with --backbone-weights FILE."
         )
-    backbone = load_backbone(
-        name,
-        weights,
-        recorded.get("image_size"),
-        recorded.get("backbone_mean"),
-        recorded.get("backbone_std"),
-    )
+    backbone = load_backbone(name, weights, recorded.image_size, recorded.mean, recorded.std)
     if want and want.startswith("sha256:") and weights_id(name, weights) != want:
         source = weights if weights is not None else weights_file(name)
         raise TbhError(

@@ -25,6 +25,7 @@ from tbhcli.imaging.images import (
     label_of,
     list_images,
 )
+from tbhcli.imaging.recipe import BackboneRecipe
 from tbhcli.terminal import make_console, shown
 
 console = make_console(stderr=True)
@@ -129,11 +130,14 @@ def features(
     save_meta(
         out,
         {
-            "backbone": model.name,
-            "image_size": size,
-            "weights": weights_id(model.name, backbone_weights),
-            "weights_file": str(Path(backbone_weights).resolve()) if backbone_weights else None,
-            **model.normalisation,
+            **BackboneRecipe(
+                model.name,
+                weights_id(model.name, backbone_weights),
+                str(Path(backbone_weights).resolve()) if backbone_weights else None,
+                model.normalisation["mean"],
+                model.normalisation["std"],
+                size,
+            ).to_meta(),
             "classes": classes,
             "images": str(images.resolve()),
             "paths": [p.as_posix() for p in kept],

@@ -15,6 +15,7 @@ import tbhcli
 from tbhcli.errors import TbhError, option
 from tbhcli.hashing.tbh import TBHConfig, decoder_output_for
 from tbhcli.imaging.featureset import FeatureSet, load_meta
+from tbhcli.imaging.recipe import NO_RECIPE_CONFIG, BackboneRecipe
 from tbhcli.training.options import DECODER_OUTPUTS, PRESETS, Preset, TrainOptions, methods
 from tbhcli.training.validation import Split
 from tbhcli.workspace import file_sha256
@@ -59,7 +60,7 @@ def model_fields(options: TrainOptions, data: FeatureSet) -> dict:
 
 def run_config(options: TrainOptions, data: FeatureSet, split: Split, device: str) -> dict:
     """config.json of the run: every setting that made it, each stored once."""
-    meta = load_meta(options.features)
+    recorded = BackboneRecipe.from_meta(load_meta(options.features))
     config = {
         "method": options.method,
         "bits": options.bits,
@@ -67,13 +68,8 @@ def run_config(options: TrainOptions, data: FeatureSet, split: Split, device: st
         "num_items": len(data),
         "features": str(options.features),
         "features_sha256": file_sha256(Path(options.features)),
-        "backbone": meta.get("backbone"),
-        "image_size": meta.get("image_size"),
-        # how to rebuild that backbone in `tbh export` (absent for features made outside tbh)
-        "backbone_weights": meta.get("weights"),
-        "backbone_weights_file": meta.get("weights_file"),
-        "backbone_mean": meta.get("mean"),
-        "backbone_std": meta.get("std"),
+        # how to rebuild that backbone in `tbh export` (None for features made outside tbh)
+        **(recorded.to_config() if recorded else NO_RECIPE_CONFIG),
         "seed": options.seed,
         "tbh_version": tbhcli.__version__,
         "validation": validation_config(options, split),
