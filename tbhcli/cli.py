@@ -435,62 +435,24 @@ def index(
     from tbhcli.indexing.index import index as run_index
 
     report = run_index(
-        images,
-        store,
-        model,
-        query_images,
-        batch_size,
-        workers,
-        errors,
-        device,
-        repoint=root,
-        prune=prune,
-        multi_index=multi_index,
-        dask=dask,
-        files=files,
-        task_size=task_size,
-        jpeg_decoder=jpeg_decoder,
-        backbone_weights=backbone_weights,
-    )
-    for table in report.tables:
-        err_console.print(
-            f"{shown(table.folder)}: {table.added} added, {table.already} already indexed, "
-            f"{len(table.errors)} skipped (unreadable)",
-            soft_wrap=True,
-        )
-        for path, why in table.errors[:5]:
-            err_console.print(f"  [yellow]skipped[/] {shown(path)}: {shown(why)}", soft_wrap=True)
-    if any(len(t.errors) > 5 for t in report.tables) and errors is None:
-        err_console.print("  ... pass --errors FILE for the full list")
-    err_console.print(
-        f"store {shown(report.store)}: {report.rows} images; {report.added} added in "
-        f"{report.seconds:.1f} s ({report.images_per_s:.0f} images/s)",
-        soft_wrap=True,
-    )
-    if report.removed is not None:
-        _print_removed(report.removed)
-    if report.multi_index is not None:
-        rows, segments = report.multi_index
-        err_console.print(f"multi-index tables: {rows} rows in {segments} segment(s)")
+        images, store=store, model=model, query_images=query_images, batch_size=batch_size,
+        workers=workers, errors=errors, device=device, repoint=root, prune=prune,
+        multi_index=multi_index, dask=dask, files=files, task_size=task_size,
+        jpeg_decoder=jpeg_decoder, backbone_weights=backbone_weights,
+    )  # fmt: skip
+    err_console.print(report, soft_wrap=True)
     if json_output:
         typer.echo(report.to_json())
-
-
-def _print_removed(report) -> None:
-    for table, names in report.removed.items():
-        err_console.print(
-            f"{table}: {len(names)} removed (file gone), {report.rows[table]} kept", soft_wrap=True
-        )
-        for name in names[:5]:
-            err_console.print(f"  [yellow]removed[/] {shown(name)}", soft_wrap=True)
 
 
 @command("tbh remove", "tbh remove --store other.zarr")
 def remove(store: StoreOption = None) -> None:
     """Drop the rows whose image files are gone; the other rows keep their codes and order."""
     from tbhcli.storage.prune import remove as run_remove
+    from tbhcli.storage.render import removed_lines
 
-    _print_removed(run_remove(store))
+    for line in removed_lines(run_remove(store)):
+        err_console.print(line, soft_wrap=True)
 
 
 @command("tbh check", "tbh check --store codes.zarr --repair")

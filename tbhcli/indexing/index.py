@@ -7,13 +7,16 @@ images whose paths are already committed are skipped. Undecodable files are skip
 """
 
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.text import Text
+
 from tbhcli.deploy.features_model import check_runs_on_images, image_session
 from tbhcli.deploy.runtime import ModelInfo, describe_provider, model_info, run_codes
-from tbhcli.errors import TbhError
+from tbhcli.errors import TbhError, option
 from tbhcli.imaging.encode import encode_files
 from tbhcli.imaging.images import (
     check_workers,
@@ -24,6 +27,7 @@ from tbhcli.imaging.images import (
 from tbhcli.indexing.tables import TableReport, commit_encoded, pending_images
 from tbhcli.storage.mih_tables import update_tables
 from tbhcli.storage.prune import RemoveReport, remove
+from tbhcli.storage.render import removed_lines
 from tbhcli.storage.store import QUERIES
 from tbhcli.storage.writer import StoreLock, StoreWriter, open_writer
 from tbhcli.terminal import make_console, printable, shown
@@ -43,6 +47,30 @@ class IndexReport:
     tables: list[TableReport]
     removed: RemoveReport | None = None  # with `prune`: the rows whose files were gone
     multi_index: tuple[int, int] | None = None  # (rows, segments) of the mih tables, if any
+    errors_file: Path | None = None  # where the skipped files were listed, if asked
+
+    def __rich_console__(self, console, options) -> Iterator[Text]:
+        """Per folder what was added, kept and skipped; the store's size and speed; what
+        pruning removed; the multi-index tables."""
+        for table in self.tables:
+            yield Text.from_markup(
+                f"{shown(table.folder)}: {table.added} added, {table.already} already indexed, "
+                f"{len(table.errors)} skipped (unreadable)"
+            )
+            for path, why in table.errors[:5]:
+                yield Text.from_markup(f"  [yellow]skipped[/] {shown(path)}: {shown(why)}")
+        if any(len(t.errors) > 5 for t in self.tables) and self.errors_file is None:
+            errors = option("errors", "--errors FILE", "errors=FILE")
+            yield Text(f"  ... pass {errors} for the full list")
+        yield Text.from_markup(
+            f"store {shown(self.store)}: {self.rows} images; {self.added} added in "
+            f"{self.seconds:.1f} s ({self.images_per_s:.0f} images/s)"
+        )
+        if self.removed is not None:
+            yield from removed_lines(self.removed)
+        if self.multi_index is not None:
+            rows, segments = self.multi_index
+            yield Text(f"multi-index tables: {rows} rows in {segments} segment(s)")
 
     @property
     def added(self) -> int:
@@ -226,4 +254,6 @@ def index(
     removed = remove(store_path) if prune else None
     rows = removed.rows["store"] if removed else rows
     seconds += time.perf_counter() - pruned_at
-    return IndexReport(store_path, model_path, provider, rows, seconds, tables, removed, mih)
+    return IndexReport(
+        store_path, model_path, provider, rows, seconds, tables, removed, mih, errors
+    )
