@@ -289,3 +289,29 @@ def test_multi_index_tables_are_built_and_kept(workspace, tmp_path):
         found = topk(store, codes, k, method="mih")
         np.testing.assert_array_equal(found[1], expected[1])
         np.testing.assert_array_equal(found[0], expected[0])
+
+
+def test_index_report_prints_itself_and_names_the_option_as_the_user_would():
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from tbhcli.errors import on_command_line
+    from tbhcli.indexing.index import IndexReport
+    from tbhcli.indexing.tables import TableReport
+
+    skipped = [(f"bad{i}.jpg", "truncated") for i in range(6)]
+    table = TableReport(Path("imgs"), found=10, already=1, added=3, errors=skipped)
+    report = IndexReport(Path("codes.zarr"), Path("m.onnx"), "CPU", 3, 1.5, [table])
+
+    def shown(report) -> str:
+        console = Console(record=True, width=200)
+        console.print(report)
+        return console.export_text()
+
+    text = shown(report)
+    assert "imgs: 3 added, 1 already indexed, 6 skipped (unreadable)" in text
+    assert text.count("skipped bad") == 5 and "pass errors=FILE for the full list" in text
+    assert "store codes.zarr: 3 images; 3 added in 1.5 s (2 images/s)" in text
+    with on_command_line():
+        assert "pass --errors FILE for the full list" in shown(report)
