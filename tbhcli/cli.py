@@ -517,21 +517,20 @@ def query(
     method: MethodOption = SearchMethod.auto,
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
-    from tbhcli.apps.query import print_results, results_json
     from tbhcli.apps.query import query as run_query
 
     results = run_query(
-        images, top, store, model, radius, device, dask=dask, method=method,
-        backbone_weights=backbone_weights,
+        images, top=top, store=store, model=model, radius=radius, device=device, dask=dask,
+        method=method, backbone_weights=backbone_weights,
     )  # fmt: skip
     if html is not None:
         from tbhcli.apps.gallery import write_gallery
 
         err_console.print(f"gallery written to {shown(write_gallery(results, html))}")
     if json_output:
-        typer.echo(results_json(results))
+        typer.echo(results.to_json())
     else:
-        print_results(results, make_console())
+        make_console().print(results)
 
 
 @command(

@@ -7,7 +7,7 @@ ties broken by database row. Results print as a table, as JSON, or as an HTML ga
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +65,29 @@ class QueryResult:
                 zip(self.distances, self.ids, self.paths, self.labels, strict=True)
             )
         ]
+
+
+class QueryResults(list[QueryResult]):
+    """What `query` returns: one `QueryResult` per query image, in order; prints itself as one
+    table per query and becomes the `tbh.query/1` document (`to_json`)."""
+
+    def __rich_console__(self, console: Console, options) -> Iterator:
+        from rich.table import Table
+
+        for result in self:
+            table = Table(title=shown(result.query), title_justify="left")
+            table.add_column("rank", justify="right")
+            table.add_column("distance", justify="right")
+            table.add_column("path", overflow="fold")
+            table.add_column("label")
+            for row in result.rows():
+                cells = (row["rank"], row["distance"], row["path"], row["label"] or "")
+                table.add_row(*map(shown, cells))
+            yield table
+
+    def to_json(self) -> str:
+        """The `tbh.query/1` document: store, model, and per query its neighbours."""
+        return results_json(self)
 
 
 def expand_images(items: list[Path]) -> list[Path]:
@@ -217,7 +240,7 @@ def query(
     dask: str | None = None,
     method: str = "auto",
     backbone_weights: Path | None = None,
-) -> list[QueryResult]:
+) -> QueryResults:
     """The `top` nearest store items of each query image (within Hamming `radius` if given).
 
     `images`: an image file or a folder, or a list of them (folders expand to their images).
@@ -243,28 +266,12 @@ def query(
     folders = [Path(p) for p in images if Path(p).is_dir()] + [db.root]
     if db.queries is not None:
         folders.append(db.queries.root)
-    results = []
+    results = QueryResults()
     for q, (d, i) in zip(kept, found, strict=True):
         paths, labels = db.lookup(i)
         label = query_label(q, folders)
         results.append(QueryResult(q, d, i, paths, labels, db.root, label, setup))
     return results
-
-
-def print_results(results: list[QueryResult], console: Console) -> None:
-    """One rich table per query: rank, distance, path, label."""
-    from rich.table import Table
-
-    for result in results:
-        table = Table(title=shown(result.query), title_justify="left")
-        table.add_column("rank", justify="right")
-        table.add_column("distance", justify="right")
-        table.add_column("path", overflow="fold")
-        table.add_column("label")
-        for row in result.rows():
-            cells = (row["rank"], row["distance"], row["path"], row["label"] or "")
-            table.add_row(*map(shown, cells))
-        console.print(table)
 
 
 def results_payload(results: list[QueryResult]) -> list[dict]:

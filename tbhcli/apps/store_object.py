@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tbhcli.apps.query import QueryResult, QuerySetup, check_search, query, search_codes
+from tbhcli.apps.query import (
+    QueryResult,
+    QueryResults,
+    QuerySetup,
+    check_search,
+    query,
+    search_codes,
+)
 from tbhcli.errors import TbhError
 from tbhcli.indexing.index import IndexReport, index
 from tbhcli.storage.prune import RemoveReport, remove
@@ -43,7 +50,7 @@ class Store:
 
     def search(
         self, queries: np.ndarray | str | os.PathLike | Iterable, k: int = 10, **options
-    ) -> list[QueryResult]:
+    ) -> QueryResults:
         """The `k` nearest rows of each query, nearest first (distance, then row).
 
         `queries`: packed codes uint8 [Q, bits/8] (`tbhcli.encode`), or image paths (a file, a
@@ -64,7 +71,7 @@ class Store:
         found = search_codes(db, queries, k, **options)
         seconds = time.perf_counter() - began
         setup = QuerySetup(db.path, len(db), Path(db.attrs["model"]), "codes", db.bits, seconds)
-        results = []
+        results = QueryResults()
         for row, (d, i) in enumerate(found):
             paths, labels = db.lookup(i)
             results.append(QueryResult(f"codes[{row}]", d, i, paths, labels, db.root, None, setup))
