@@ -40,7 +40,7 @@ from tbhcli.cli_options import (
 )
 from tbhcli.errors import TbhError, on_command_line
 from tbhcli.jsondoc import document
-from tbhcli.terminal import make_console, shown
+from tbhcli.terminal import log_to_stderr, make_console, shown
 from tbhcli.training.options import TrainOptions
 
 err_console = make_console(stderr=True)
@@ -51,6 +51,7 @@ class _UserErrorsAsOneLine(TyperGroup):
     """Print a TbhError from any command as one red line and exit 1 (also under CliRunner)."""
 
     def invoke(self, ctx: click.Context):
+        log_to_stderr()  # what the library logs (the model in use, files written) shows here
         try:
             with on_command_line():
                 return super().invoke(ctx)
@@ -352,18 +353,12 @@ def export(
 ) -> None:
     """Export a run to one ONNX file (images or features -> packed codes), checked against torch."""
     from tbhcli.deploy.export import export as run_export
-    from tbhcli.deploy.runtime import model_info
-    from tbhcli.workspace import resolve_run
 
-    run = resolve_run(run)
-    path = run_export(run, out, input, backbone_weights, opset)
+    model = run_export(
+        run, out=out, input=input, backbone_weights=backbone_weights, opset=opset
+    )  # logs its summary line
     if json_output:
-        meta = model_info(path)
-        summary = {"run": run, "model": path, "input": meta.input, "bits": meta.bits,
-                   "method": meta.method, "backbone": meta.backbone,
-                   "image_size": meta.image_size, "feature_dim": meta.feature_dim,
-                   "sha256": meta.sha256}  # fmt: skip
-        typer.echo(document("export", summary))
+        typer.echo(model.to_json())
 
 
 @command(

@@ -7,6 +7,8 @@ This module is the one place that makes such text inert: printers build their li
 `shown(value)` for every interpolated value and print through a `make_console()`.
 """
 
+import logging
+
 from rich.console import Console
 from rich.markup import escape
 
@@ -45,3 +47,26 @@ def make_console(stderr: bool = False) -> Console:
     """A rich console for tbh's output: no emoji codes (`:smile:` in a name stays text), no
     automatic highlighting (paths are not numbers and URLs)."""
     return Console(stderr=stderr, emoji=False, highlight=False)
+
+
+class ConsoleHandler(logging.Handler):
+    """Prints tbh's log records on stderr as the lines they are (rich markup, names `shown`).
+
+    The library logs through `logging` (logger "tbhcli.<module>") and never owns a terminal;
+    the `tbh` command installs this handler (`log_to_stderr`), a notebook may too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.console = make_console(stderr=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(record.getMessage())
+
+
+def log_to_stderr() -> None:
+    """Show tbh's INFO messages (the model in use, what was written) on stderr, once."""
+    logger = logging.getLogger("tbhcli")
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+    logger.setLevel(logging.INFO)

@@ -1,3 +1,5 @@
+import json
+import os
 from dataclasses import asdict
 
 import numpy as np
@@ -66,7 +68,7 @@ def test_default_path_is_onnx_run_name_in_the_workspace(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_lsh_run(tmp_path / "runs" / "older")
     make_lsh_run(tmp_path / "runs" / "newest")
-    assert export() == tbhcli.workspace.MODELS_DIR / "newest.onnx"
+    assert export().path == tbhcli.workspace.MODELS_DIR / "newest.onnx"
     assert export(input="features").name == "newest.features.onnx"
     assert not list((tmp_path / "onnx").glob("*.tmp"))
 
@@ -209,3 +211,17 @@ def test_timm_backbone_exports_from_its_recorded_weights(tmp_path):
     cfg = net.pretrained_cfg
     expected = reference_codes(run, files, net, cfg["mean"], cfg["std"])
     assert bit_differences(got, expected).max() <= 1
+
+
+def test_export_returns_the_model_with_its_report_and_logs_its_line(tmp_path, caplog):
+    import logging
+
+    run = make_lsh_run(tmp_path / "r", bits=16)
+    with caplog.at_level(logging.INFO, logger="tbhcli"):
+        model = export(run, out=tmp_path / "m.onnx")
+    assert [r.getMessage() for r in caplog.records] == [model.summary_line()]
+    assert "onnxruntime = torch on 16 items, 0/256 bits differ" in model.summary_line()
+    assert os.fspath(model) == str(tmp_path / "m.onnx") and model.name == "m.onnx"
+    document = json.loads(model.to_json())
+    assert document["schema"] == "tbh.export/1" and document["bits"] == 16
+    assert document["sha256"] == model_info(model).sha256 and document["run"] == str(run)

@@ -13,6 +13,8 @@ and handles these plain feed-forward graphs exactly.
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -25,16 +27,17 @@ from torch import nn
 
 import onnx
 import tbhcli
-from tbhcli.deploy.runtime import create_session, run_codes
+from tbhcli.deploy.runtime import ModelInfo, create_session, model_info, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits_torch, unpack_bits
 from tbhcli.hashing.runs import Run, load_run
 from tbhcli.imaging.external import OnnxFeatures, image_by_image
 from tbhcli.imaging.recipe import NO_RECIPE_ONNX, BackboneRecipe
-from tbhcli.terminal import make_console, shown
+from tbhcli.jsondoc import document
+from tbhcli.terminal import shown
 from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, resolve_run
 
-console = make_console(stderr=True)
+log = logging.getLogger(__name__)
 INPUTS = ("images", "features")
 VERIFY_BATCH = 16
 # A bit may flip between torch and onnxruntime only if its logit is this close to 0, relative to
@@ -279,15 +282,61 @@ def default_out(run: Run, input: str) -> Path:
     return MODELS_DIR / (run.name + (".onnx" if input == "images" else FEATURES_SUFFIX))
 
 
+@dataclass
+class ExportedModel:
+    """What `export` returns: the ONNX file, the run it came from, its metadata and its check
+    against torch. It is also its file: `os.fspath(model)`, and Path's attributes
+    (`model.name`, `model.read_bytes()`), so it goes wherever a model path does."""
+
+    path: Path
+    run: Path
+    info: ModelInfo
+    verification: Verification
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "path":  # copies and pickles look up dunders
+            raise AttributeError(name)
+        return getattr(self.path, name)
+
+    def summary_line(self) -> str:
+        """One rich-markup line: the file, the method and bits, onnxruntime against torch."""
+        info, check = self.info, self.verification
+        return (
+            f"exported {shown(self.path)}: {info.method} {info.bits} bits, input {info.input}; "
+            f"onnxruntime = torch on {check.items} items, {check.mismatched_bits}/"
+            f"{check.bits_compared} bits differ (mismatch rate {check.mismatch_rate:.2e}, "
+            f"only |logit| < {check.tolerance:.1e} may)"
+        )
+
+    def __rich__(self) -> str:
+        return self.summary_line()
+
+    def to_json(self) -> str:
+        """The `tbh.export/1` document."""
+        info = self.info
+        return document("export", {
+            "run": self.run, "model": self.path, "input": info.input, "bits": info.bits,
+            "method": info.method, "backbone": info.backbone, "image_size": info.image_size,
+            "feature_dim": info.feature_dim, "sha256": info.sha256,
+        })  # fmt: skip
+
+
 def export(
     run: Path | None = None,
     out: Path | None = None,
     input: str = "images",
     backbone_weights: Path | None = None,
     opset: int = 17,
-) -> Path:
+) -> "ExportedModel":
     """Export `run` (default: the newest under runs/) to ONNX, verify it against torch, and
-    return the model path (default `onnx/<run>.onnx`). The verification is printed to stderr.
+    return the model (default `onnx/<run>.onnx`) with its metadata and the verification, which
+    is also logged (`tbhcli.deploy.export`, INFO).
     """
     if opset < MIN_OPSET:
         raise TbhError(f"--opset must be at least {MIN_OPSET} (got {opset}); the default is 17.")
@@ -317,10 +366,6 @@ def export(
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(out)
-    console.print(
-        f"exported {shown(out)}: {trained.config['method']} {trained.bits} bits, input {input}; "
-        f"onnxruntime = torch on {report.items} items, {report.mismatched_bits}/"
-        f"{report.bits_compared} bits differ (mismatch rate {report.mismatch_rate:.2e}, "
-        f"only |logit| < {report.tolerance:.1e} may)",
-    )
-    return out
+    exported = ExportedModel(out, trained.path, model_info(out), report)
+    log.info(exported.summary_line())
+    return exported
