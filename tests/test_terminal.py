@@ -156,3 +156,21 @@ def test_every_console_comes_from_make_console():
         if "Console(" in line
     ]
     assert not own, own
+
+
+def test_log_records_print_as_their_lines_once_the_handler_is_installed(capsys):
+    import logging
+
+    from tbhcli.terminal import ConsoleHandler, log_to_stderr
+
+    logger = logging.getLogger("tbhcli")
+    saved = logger.handlers[:], logger.level
+    try:
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, ConsoleHandler)]
+        log_to_stderr()
+        log_to_stderr()  # a second `tbh` command in the same process adds no second handler
+        assert sum(isinstance(h, ConsoleHandler) for h in logger.handlers) == 1
+        logging.getLogger("tbhcli.deploy.export").info(f"exported {shown('[bold]x.onnx')}: 16 bits")
+        assert capsys.readouterr().err == "exported [bold]x.onnx: 16 bits\n"
+    finally:
+        logger.handlers, logger.level = saved

@@ -5,6 +5,7 @@ the ONNX model the store was built with, then searched by XOR + popcount (`tbhcl
 ties broken by database row. Results print as a table, as JSON, or as an HTML gallery (gallery.py).
 """
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -29,7 +30,8 @@ from tbhcli.workspace import (
     resolve_store,
 )
 
-console = make_console(stderr=True)
+console = make_console(stderr=True)  # progress bars and warnings
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def encode_images(
     """
     info = info or model_info(model)
     session, provider = image_session(info, device, backbone_weights)
-    console.print(f"model {shown(model)} on [bold]{describe_provider(provider)}[/]")
+    log.info(f"model {shown(model)} on [bold]{describe_provider(provider)}[/]")
     codes, kept = [], []
     batches = encode_files(
         files, lambda pixels: run_codes(session, pixels), info.image_size, batch_size, workers

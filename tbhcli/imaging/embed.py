@@ -7,6 +7,7 @@ Class subfolders give int labels: sorted folder names -> 0..C-1, kept in the met
 Files that cannot be decoded are skipped and counted, never fatal.
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ from tbhcli.imaging.images import (
 from tbhcli.imaging.recipe import BackboneRecipe
 from tbhcli.terminal import make_console, shown
 
-console = make_console(stderr=True)
+console = make_console(stderr=True)  # progress bars and warnings
+log = logging.getLogger(__name__)
 
 
 def class_labels(paths: list[Path]) -> tuple[np.ndarray | None, list[str]]:
@@ -148,7 +150,7 @@ def features(
         },
     )
     shape = f"{len(kept)} x {model.feature_dim}"
-    console.print(f"wrote {shown(out)}: {shape} ({model.name}, {size} px)")
+    log.info(f"wrote {shown(out)}: {shape} ({model.name}, {size} px)")
     return out
 
 

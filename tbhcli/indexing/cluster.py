@@ -20,6 +20,7 @@ committed rows while it runs.
 
 import hashlib
 import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -43,7 +44,8 @@ from tbhcli.storage.writer import StoreWriter
 from tbhcli.terminal import make_console, shown
 
 DECODERS = ("auto", "pillow", "nvjpeg")
-console = make_console(stderr=True)
+console = make_console(stderr=True)  # progress bars and warnings
+log = logging.getLogger(__name__)
 
 
 class ModelPlugin(WorkerPlugin):
@@ -180,7 +182,7 @@ class ClusterIndexer:
         if result.worker not in self.workers:  # a worker that joined or restarted during the run
             self.workers[result.worker] = (result.provider, result.decoder)
             kind = _describe(result.provider, result.decoder)
-            console.print(f"Dask worker {shown(result.worker)} joined: {kind}")
+            log.info(f"Dask worker {shown(result.worker)} joined: {kind}")
         return result
 
     def index_folder(self, folder: Path, writer: StoreWriter, relpaths: list[Path]) -> TableReport:
@@ -245,5 +247,5 @@ def cluster_indexer(
         plugin = ModelPlugin(model, info, device, decoder)
         client.register_plugin(plugin)
         indexer = ClusterIndexer(client, plugin, batch_size, task_size)
-        console.print(f"model {shown(info.path)} on {indexer.announce()}")
+        log.info(f"model {shown(info.path)} on {indexer.announce()}")
         yield indexer

@@ -6,6 +6,7 @@ Each appended batch is committed atomically (store.py), so a killed run resumes 
 images whose paths are already committed are skipped. Undecodable files are skipped and listed.
 """
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -33,7 +34,8 @@ from tbhcli.storage.writer import StoreLock, StoreWriter, open_writer
 from tbhcli.terminal import make_console, printable, shown
 from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
-console = make_console(stderr=True)
+console = make_console(stderr=True)  # progress bars and warnings
+log = logging.getLogger(__name__)
 TASK_SIZE = 2048  # files per Dask task: scheduling costs nothing next to it, tasks still balance
 
 
@@ -137,7 +139,7 @@ def image_model(model: Path | None) -> Path:
     newest = resolve_model(None)
     run = newest_finished_run()
     if run is not None and run[1] > newest.stat().st_mtime:
-        console.print(
+        log.info(
             f"[yellow]note:[/] run {shown(run[0])} is newer than {shown(newest)}; "
             "`tbh export` it to index with it."
         )
@@ -215,7 +217,7 @@ def index(
     with ExitStack() as stack:
         if dask is None:
             session, provider = image_session(info, device, backbone_weights)
-            console.print(f"model {shown(model_path)} on [bold]{describe_provider(provider)}[/]")
+            log.info(f"model {shown(model_path)} on [bold]{describe_provider(provider)}[/]")
 
             def index_table(folder, writer, relpaths):
                 return index_folder(folder, writer, relpaths, session, info, batch_size, workers)
