@@ -142,8 +142,9 @@ def features(
 
     chosen = preprocess(None, mean, std)
     path = run_features(
-        images, out, backbone, backbone_weights, image_size, batch_size, workers, device,
-        chosen["mean"], chosen["std"],
+        images, out, backbone=backbone, backbone_weights=backbone_weights, image_size=image_size,
+        batch_size=batch_size, workers=workers, device=device, mean=chosen["mean"],
+        std=chosen["std"],
     )  # fmt: skip
     if json_output:
         typer.echo(document("features", features_summary(path)))

@@ -146,7 +146,7 @@ def image_model(model: Path | None) -> Path:
     return newest
 
 
-def write_errors(path: Path, tables: list[TableReport]) -> None:
+def write_skipped_list(path: Path, tables: list[TableReport]) -> None:
     """One line per skipped file: `<folder>/<relative path>\t<reason>`.
 
     Names are written `printable` (a tab or newline in a name would otherwise break the format).
@@ -251,7 +251,7 @@ def index(
         if dask is not None:
             provider = cluster.provider
     if errors is not None:
-        write_errors(errors, tables)
+        write_skipped_list(errors, tables)
     pruned_at = time.perf_counter()
     removed = remove(store_path) if prune else None
     rows = removed.rows["store"] if removed else rows
