@@ -95,7 +95,7 @@ def documented_order(text: str) -> tuple[list[str], set[str], dict[str, str]]:
     assert order and around, "docs/architecture.md states the import order and the modules around"
     stages = [s.strip() for s in order.group(1).split("->")]
     members = {}
-    for name, stage in re.findall(r"`(\w+)\.py` \(part of `(\w+)`", text):
+    for name, stage in re.findall(r"`(\w+)\.py`\s+\(part of `(\w+)`", text):
         members[name] = stage
     return stages, set(re.findall(r"`(\w+)`", around.group(1))), members
 
