@@ -59,3 +59,17 @@ def run_codes_reference(run, features):
     from tbhcli.hashing import runs
 
     return runs.load_run(run).encode(features)
+
+
+def test_one_metric_is_one_metric_not_its_letters(tmp_path):
+    from tbhcli.imaging.featureset import save_features
+
+    rng = np.random.default_rng(0)
+    x, labels = rng.random((120, 16), dtype=np.float32), rng.integers(0, 3, 120)
+    save_features(tmp_path / "db.npy", x, labels)
+    save_features(tmp_path / "q.npy", x[:10], labels[:10])
+    run = tbhcli.train(tmp_path / "db.npy", bits=8, method="lsh", out=tmp_path / "run")
+    kwargs = dict(run=run, database=tmp_path / "db.npy", query_features=tmp_path / "q.npy")
+    one = tbhcli.evaluate(metric="p@5", **kwargs)  # was "unknown metric 'p'"
+    assert one.scores == tbhcli.evaluate(metric=["p@5"], **kwargs).scores
+    assert list(one.scores) == ["p@5"]

@@ -178,9 +178,9 @@ def evaluate_runs(
     return results
 
 
-def _check_request(metric: list[str] | None, plot: Path | None) -> list[str]:
+def _check_request(metric: str | list[str] | None, plot: Path | None) -> list[str]:
     """The metrics to compute (default map@1000), refusing typos and plot types up front."""
-    metrics = metric or ["map@1000"]
+    metrics = [metric] if isinstance(metric, str) else list(metric or ["map@1000"])
     for name in metrics:
         parse_metric(name)  # fail on a typo before any work
     if plot is not None:
