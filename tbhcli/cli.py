@@ -138,16 +138,15 @@ def features(
 ) -> None:
     """Embed an image folder into NAME.npy (+ NAME.labels.npy, NAME.meta.json)."""
     from tbhcli.imaging.embed import features as run_features
-    from tbhcli.imaging.embed import features_summary
 
     chosen = preprocess(None, mean, std)
-    path = run_features(
+    written = run_features(
         images, out, backbone=backbone, backbone_weights=backbone_weights, image_size=image_size,
         batch_size=batch_size, workers=workers, device=device, mean=chosen["mean"],
         std=chosen["std"],
     )  # fmt: skip
     if json_output:
-        typer.echo(document("features", features_summary(path)))
+        typer.echo(written.to_json())
 
 
 @command(

@@ -33,6 +33,28 @@ def as_paths(value: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Pat
     return [Path(v) for v in value]
 
 
+class Artefact:
+    """A report that is also the file or folder it describes (`self.path`): `os.fspath(report)`,
+    `str(report)`, `report / "config.json"` and Path's attributes (`report.name`) all read the
+    path, so a verb can return its report where callers used to get a bare path."""
+
+    path: Path
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "path":  # copies and pickles look up dunders
+            raise AttributeError(name)
+        return getattr(self.path, name)
+
+
 def _newest(paths: list[Path]) -> Path | None:
     return max(paths, key=lambda p: p.stat().st_mtime, default=None)
 

@@ -66,6 +66,12 @@ def test_features_without_class_folders_writes_no_labels(tmp_path):
     assert load_features(out).labels is None
     assert not (tmp_path / "f.labels.npy").exists()
     assert load_meta(out)["classes"] == [] and load_meta(out)["image_size"] == 32
+    # the verb's report is also the path of NAME.npy, and gives the `tbh.features/1` document
+    assert out.path == tmp_path / "f.npy" and out.name == "f.npy"
+    document = json.loads(out.to_json())
+    assert (
+        document["schema"] == "tbh.features/1" and document["n"] == 3 and document["labels"] is None
+    )
 
 
 def test_class_labels_sorted_names():

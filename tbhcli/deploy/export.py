@@ -14,7 +14,6 @@ and handles these plain feed-forward graphs exactly.
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -35,7 +34,7 @@ from tbhcli.imaging.external import OnnxFeatures, image_by_image
 from tbhcli.imaging.recipe import NO_RECIPE_ONNX, BackboneRecipe
 from tbhcli.jsondoc import document
 from tbhcli.terminal import shown
-from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, resolve_run
+from tbhcli.workspace import FEATURES_SUFFIX, MODELS_DIR, Artefact, resolve_run
 
 log = logging.getLogger(__name__)
 INPUTS = ("images", "features")
@@ -283,7 +282,7 @@ def default_out(run: Run, input: str) -> Path:
 
 
 @dataclass
-class ExportedModel:
+class ExportedModel(Artefact):
     """What `export` returns: the ONNX file, the run it came from, its metadata and its check
     against torch. It is also its file: `os.fspath(model)`, and Path's attributes
     (`model.name`, `model.read_bytes()`), so it goes wherever a model path does."""
@@ -292,17 +291,6 @@ class ExportedModel:
     run: Path
     info: ModelInfo
     verification: Verification
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def __getattr__(self, name: str):
-        if name.startswith("__") or name == "path":  # copies and pickles look up dunders
-            raise AttributeError(name)
-        return getattr(self.path, name)
 
     def summary_line(self) -> str:
         """One rich-markup line: the file, the method and bits, onnxruntime against torch."""

@@ -8,6 +8,7 @@ Files that cannot be decoded are skipped and counted, never fatal.
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ from tbhcli.imaging.images import (
     list_images,
 )
 from tbhcli.imaging.recipe import BackboneRecipe
+from tbhcli.jsondoc import document
 from tbhcli.terminal import make_console, shown
+from tbhcli.workspace import Artefact
 
 console = make_console(stderr=True)  # progress bars and warnings
 log = logging.getLogger(__name__)
@@ -104,12 +107,13 @@ def features(
     device: str = "auto",
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
-) -> Path:
+) -> "FeaturesReport":
     """Embed every image under `images` into `out` (NAME.npy, NAME.labels.npy, NAME.meta.json).
 
     `image_size` defaults to the backbone's own input side, `mean` / `std` (R, G, B, applied to
     [0, 1] pixels) to its own normalisation; all three are recorded in the meta, so `tbh train`
-    and `tbh export` rebuild the same backbone. Returns the path of NAME.npy.
+    and `tbh export` rebuild the same backbone. Returns what was written (`FeaturesReport`: also
+    the path of NAME.npy).
     """
     images, out = Path(images), Path(out)
     if out.suffix != ".npy":
@@ -151,7 +155,19 @@ def features(
     )
     shape = f"{len(kept)} x {model.feature_dim}"
     log.info(f"wrote {shown(out)}: {shape} ({model.name}, {size} px)")
-    return out
+    return FeaturesReport(out, features_summary(out))
+
+
+@dataclass
+class FeaturesReport(Artefact):
+    """What `features` wrote: NAME.npy (the report is also that path) and its summary."""
+
+    path: Path
+    summary: dict  # `features_summary`: labels file, n, dim, backbone, image size, classes, ...
+
+    def to_json(self) -> str:
+        """The `tbh.features/1` document."""
+        return document("features", self.summary)
 
 
 def features_summary(path: Path) -> dict:

@@ -1,6 +1,5 @@
 """What `tbh train` tells the user at the end: held-out scores per method, the verdict, the JSON."""
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +11,11 @@ from rich.text import Text
 
 from tbhcli.jsondoc import document
 from tbhcli.training.compare import NAMES
+from tbhcli.workspace import Artefact
 
 
 @dataclass
-class TrainRun:
+class TrainRun(Artefact):
     """A finished run: its directory and its summary (what `tbh train` prints, `--json` gives).
 
     It is also the run's path (`os.fspath(run)`, `run / "config.json"`), so it goes wherever a
@@ -39,15 +39,6 @@ class TrainRun:
     def verdict(self) -> str | None:
         """One sentence: which codes were better on the held-out items."""
         return self.summary.get("verdict")
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def __str__(self) -> str:
-        return str(self.path)
 
     def to_json(self) -> str:
         """The `tbh.train/1` document: the run directory and its summary."""
