@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
+from tbhcli.training.options import DECODER_OUTPUTS, PRESETS
+
 
 class JpegDecoder(StrEnum):
     """How Dask index workers decode JPEGs (indexing/cluster.py)."""
@@ -56,19 +58,9 @@ class Variant(StrEnum):
     paper = "paper"
 
 
-class Preset(StrEnum):
-    """TBH's optimiser schedule (tbhcli.training.config.PRESETS)."""
-
-    fast = "fast"
-    faithful = "faithful"
-
-
-class DecoderOutput(StrEnum):
-    """The decoder's last activation (tbhcli.training.config.DECODER_OUTPUTS)."""
-
-    auto = "auto"
-    relu = "relu"
-    identity = "identity"
+# TBH's optimiser schedule and the decoder's last activation: the library's own lists
+Preset = StrEnum("Preset", [(name, name) for name in PRESETS])
+DecoderOutput = StrEnum("DecoderOutput", [(name, name) for name in DECODER_OUTPUTS])
 
 
 class SearchMethod(StrEnum):
