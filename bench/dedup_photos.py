@@ -11,7 +11,6 @@ each other, nothing else is. Everything is deterministic given the seed.
 """
 
 import argparse
-import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,15 +73,6 @@ def originals(limit: int | None = None, seed: int = 0) -> dict[str, Image.Image]
     return tiles
 
 
-def _jpeg(quality: int) -> Callable:
-    def transform(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-        buffer = io.BytesIO()
-        img.save(buffer, "JPEG", quality=quality)
-        return Image.open(io.BytesIO(buffer.getvalue()))
-
-    return transform
-
-
 def _resize(scale: float) -> Callable:
     def transform(img: Image.Image, rng: np.random.Generator) -> Image.Image:
         size = (round(img.width * scale), round(img.height * scale))
@@ -121,6 +111,17 @@ def _text(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return out
 
 
+def _aspect(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Resized to another aspect ratio: 80 % of the width, 55 % of the height."""
+    return img.resize((round(img.width * 0.8), round(img.height * 0.55)), Image.Resampling.LANCZOS)
+
+
+def _crop_brighten(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A 6 % crop, brightness 1.15, resized back to the original size (an edited copy)."""
+    edited = ImageEnhance.Brightness(_crop(0.06)(img, rng)).enhance(1.15)
+    return edited.resize(img.size, Image.Resampling.LANCZOS)
+
+
 def _logo(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     import skimage.data
 
@@ -136,9 +137,9 @@ def _logo(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 TRANSFORMS: dict[str, Callable] = {
-    "jpeg-q20": _jpeg(20),
-    "jpeg-q50": _jpeg(50),
-    "jpeg-q90": _jpeg(90),
+    "jpeg-q20": lambda img, rng: img,  # re-encoded by SAVE_AS
+    "jpeg-q50": lambda img, rng: img,  # re-encoded by SAVE_AS
+    "jpeg-q90": lambda img, rng: img,  # re-encoded by SAVE_AS
     "resize-0.3": _resize(0.3),
     "resize-0.5": _resize(0.5),
     "resize-2": _resize(2.0),
@@ -152,6 +153,22 @@ TRANSFORMS: dict[str, Callable] = {
     "text": _text,
     "logo": _logo,
     "grayscale": lambda img, rng: ImageOps.grayscale(img).convert("RGB"),
+    "aspect": _aspect,
+    "bmp": lambda img, rng: img,  # the same pixels in another container (SAVE_AS)
+    "webp": lambda img, rng: img,
+    "resize-0.7+jpeg-q35": _resize(0.7),
+    "crop+brightness": _crop_brighten,
+    "upscale-1.5+jpeg-q60": _resize(1.5),
+}
+# How a copy is written (suffix, Pillow save options); the rest are lossless PNG.
+SAVE_AS: dict[str, tuple[str, dict]] = {
+    "jpeg-q20": (".jpg", {"quality": 20}),
+    "jpeg-q50": (".jpg", {"quality": 50}),
+    "jpeg-q90": (".jpg", {"quality": 90}),
+    "bmp": (".bmp", {}),
+    "webp": (".webp", {"quality": 75}),
+    "resize-0.7+jpeg-q35": (".jpg", {"quality": 35}),
+    "upscale-1.5+jpeg-q60": (".jpg", {"quality": 60}),
 }
 FLIPS: dict[str, Callable] = {
     "hflip": lambda img, rng: ImageOps.mirror(img),
@@ -159,24 +176,75 @@ FLIPS: dict[str, Callable] = {
 }
 
 
-def write_photo_set(out: Path, limit: int | None = None, seed: int = 0) -> list[Path]:
+def whole_photos(limit: int | None = None, seed: int = 0, max_side: int = 512) -> dict:
+    """Distinct originals: the whole photographs of `_photographs`, longest side <= max_side."""
+    return {name: _shrunk(Image.fromarray(photo), max_side)
+            for name, photo in sorted(_photographs().items())}  # fmt: skip
+
+
+# One file per artwork of Debian's wallpaper packages (gnome-backgrounds, desktop-base,
+# mate-backgrounds): variants of one artwork (light/dark, other resolutions) are left out, so
+# that the originals are distinct pictures.
+DEBIAN_GLOBS = (
+    "/usr/share/backgrounds/mate/nature/*.jpg",
+    "/usr/share/backgrounds/mate/abstract/[!E]*.png",
+    "/usr/share/backgrounds/mate/abstract/Elephants.jpg",
+    "/usr/share/backgrounds/mate/desktop/Ubuntu-Mate-Warm-no-logo.png",
+    "/usr/share/backgrounds/mate/desktop/GreenTraditional.jpg",
+    "/usr/share/backgrounds/mate/desktop/Float-into-MATE.png",
+    "/usr/share/backgrounds/gnome/*-l.webp",
+    "/usr/share/desktop-base/[!j]*-theme/grub/grub-16x9.png",  # joy-inksplat = joy: one kept
+    "/usr/share/desktop-base/joy-theme/grub/grub-16x9.png",
+)
+
+
+def debian_wallpapers(limit: int | None = None, seed: int = 0, max_side: int = 640) -> dict:
+    """Distinct originals: Debian's wallpapers (`DEBIAN_GLOBS`), longest side <= max_side."""
+    from glob import glob
+
+    files = sorted(f for pattern in DEBIAN_GLOBS for f in glob(pattern))
+    if not files:
+        raise SystemExit("no wallpapers: apt-get install gnome-backgrounds desktop-base "
+                         "mate-backgrounds")  # fmt: skip
+    out = {}
+    for file in files:
+        with Image.open(file) as img:  # transparency over mid-grey: white and black motifs show
+            rgba = img.convert("RGBA")
+            picture = Image.alpha_composite(Image.new("RGBA", rgba.size, "#808080"), rgba)
+            picture = _shrunk(picture.convert("RGB"), max_side)
+        theme = Path(file).parent.parent.name if "grub" in file else Path(file).parent.name
+        if np.asarray(picture.convert("L")).std() >= MIN_STD:  # not a flat colour
+            out[f"{theme}-{Path(file).stem}"] = picture
+    return out
+
+
+def _shrunk(img: Image.Image, max_side: int) -> Image.Image:
+    scale = min(1.0, max_side / max(img.size))
+    size = (round(img.width * scale), round(img.height * scale))
+    return img.resize(size, Image.Resampling.LANCZOS) if scale < 1 else img.copy()
+
+
+SETS: dict[str, Callable] = {"tiles": originals, "whole": whole_photos, "debian": debian_wallpapers}
+
+
+def write_photo_set(
+    out: Path, limit: int | None = None, seed: int = 0, photo_set: str = "tiles"
+) -> list[Path]:
     """Write OUT/<original>/original.png and one file per transform; returns every path, sorted.
 
-    JPEG copies are .jpg files (the re-encoding is the transform); all other files are lossless
-    PNG, so each copy differs from its original by its named transform only.
+    Copies are lossless PNG unless `SAVE_AS` names another format (JPEG re-encodes, BMP, WebP),
+    so each copy differs from its original by its named transform only.
     """
     out = Path(out)
     rng = np.random.default_rng(seed)
-    for name, tile in originals(limit, seed).items():
+    for name, tile in SETS[photo_set](limit, seed).items():
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         tile.save(folder / "original.png")
         for transform_name, transform in {**TRANSFORMS, **FLIPS}.items():
             copy = transform(tile, rng)
-            if transform_name.startswith("jpeg-q"):  # the same encoding, written as it is
-                tile.save(folder / f"{transform_name}.jpg", quality=int(transform_name[6:]))
-            else:
-                copy.save(folder / f"{transform_name}.png")
+            suffix, options = SAVE_AS.get(transform_name, (".png", {}))
+            copy.save(folder / f"{transform_name}{suffix}", **options)
     return sorted(p.relative_to(out) for p in out.rglob("*.*"))
 
 
@@ -185,6 +253,7 @@ if __name__ == "__main__":
     parser.add_argument("out", type=Path)
     parser.add_argument("--originals", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", choices=sorted(SETS), default="tiles", dest="photo_set")
     args = parser.parse_args()
-    paths = write_photo_set(args.out, args.originals, args.seed)
+    paths = write_photo_set(args.out, args.originals, args.seed, args.photo_set)
     print(f"wrote {len(paths)} images to {args.out}")

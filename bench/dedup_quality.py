@@ -1,9 +1,10 @@
 """Near-duplicate detection on real photos: tbh against imagehash and imagededup, one run.
 
-    nice -n 10 .venv/bin/python bench/dedup_quality.py [--originals 60] [--data DIR]
+    nice -n 10 .venv/bin/python bench/dedup_quality.py --set tiles [--originals 60] [--data DIR]
 
-Builds the offline photo set of bench/dedup_photos.py (distinct originals = tiles of the
-photographs that scikit-image, scikit-learn and matplotlib ship; one copy per named transform),
+Builds a photo set of bench/dedup_photos.py (`--set tiles`: tiles of the photographs that
+scikit-image, scikit-learn and matplotlib ship; `whole`: those photographs whole; `debian`:
+Debian's wallpapers; one copy per named transform),
 then for each method computes every image's code and scores *pairs*: a pair is predicted a
 duplicate when its codes are within the threshold, and is one when both come from one original.
 - `overall`: all pairs among the originals and their non-flip copies;
@@ -12,11 +13,15 @@ duplicate when its codes are within the threshold, and is one when both come fro
 Each method is scored at its usual threshold and at the one that maximises overall F1; the time
 is the method's own wall time for every image (decode + code) + the pair search; imagehash runs
 and imagededup in one process, tbh with its default decoding workers (one per core).
-tbh runs its real command (`tbhcli.folder_duplicates`: embed, fit the binariser on the folder,
-export, store, group) and its pair scores come from the codes in the store it wrote.
+tbh runs its real command (`tbhcli.apps.photos.folder_duplicates`) and its pair scores come
+from the codes it computed; `tbh ablation` rows are the same DCT coefficients thresholded as
+tbh 0.1 did (centre crop, folder median) or at constants fitted on the tiles set. The `kept
+original` line says how often `--keep original` / `--keep largest` keep the untransformed
+original of a group that holds it, at the default radius.
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -26,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dedup_photos import FLIPS, write_photo_set  # noqa: E402
+from dedup_photos import FLIPS, SETS, write_photo_set  # noqa: E402
 
 BLOCK = 256  # rows of the pair-distance table computed at a time
 
@@ -121,32 +126,87 @@ def run_imagededup(root: Path, paths: list[str]) -> dict:
     return out
 
 
-def run_tbh(
-    root: Path, paths: list[str], workdir: Path, radius: int | None, workers: int, backbone: str
-):
-    """tbh's real command on the folder; codes read back from its store in `paths` order."""
-    import tbhcli.deploy.export  # noqa: F401  imports stay outside the clock, as imagehash's do
-    import tbhcli.imaging.embed  # noqa: F401
-    import tbhcli.storage.writer  # noqa: F401
-    from tbhcli.apps.duplicates import duplicates
-    from tbhcli.apps.photos import fitted_radius, update_store
-    from tbhcli.storage.store import open_store
+def run_tbh(root: Path, paths: list[str], radius: int | None, workers: int | None):
+    """tbh's real command on the folder; its codes in `paths` order, and how often each keep
+    policy keeps a group's original."""
+    import tbhcli.apps.photo_codes  # noqa: F401  imports stay outside the clock, as imagehash's
+    from tbhcli.apps.keep import decide
+    from tbhcli.apps.photos import folder_duplicates
 
     start = time.perf_counter()
-    cache = update_store(
-        root, workdir / f"tbh-{backbone}.zarr", backbone, workers=workers, device="cpu"
-    )
-    radius = fitted_radius(cache) if radius is None else radius
-    began = time.perf_counter()
-    duplicates(cache.store, radius, threads=1)
-    cache.seconds["group"] = time.perf_counter() - began
+    found = folder_duplicates(root, radius=radius, workers=workers)
     seconds = time.perf_counter() - start
-    stages = ", ".join(f"{k} {v:.1f} s" for k, v in cache.seconds.items())
+    shutil.rmtree(root / ".tbh", ignore_errors=True)
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in found.seconds.items())
     print(f"tbh duplicates: {seconds:.1f} s in all; {stages}", file=sys.stderr)
-    table = open_store(cache.store)
-    row = {str(p): i for i, p in enumerate(table.paths)}
-    codes = table.read_codes()[[row[p] for p in paths]]
-    return {f"tbh duplicates --backbone {backbone}": (codes, seconds, radius)}, cache.seconds
+    row = {p: i for i, p in enumerate(found.paths)}
+    codes = found.codes[[row[p] for p in paths]]
+    kept = {}
+    for keep in ("original", "largest"):
+        decisions = decide(found.groups, found.root, keep)
+        with_original = [d for d in decisions if any(m.path.endswith("/original.png")
+                                                     for m in d.members)]  # fmt: skip
+        hits = sum(d.members[d.kept].path.endswith("/original.png") for d in with_original)
+        kept[keep] = (hits, len(with_original))
+    return {"tbh duplicates (default)": (codes, seconds, found.radius)}, kept
+
+
+def ablations(root: Path, paths: list[str], constants: np.ndarray | None) -> dict:
+    """The DCT coefficients of tbh's code thresholded other ways (module doc)."""
+    from tbhcli.hashing.perceptual import dct_coefficients
+    from tbhcli.imaging.images import load_image
+    from tbhcli.imaging.thumbnails import gray_thumbnail
+
+    luma = np.array([0.299, 0.587, 0.114])[:, None, None]
+    crops = np.stack([(load_image(root / p, 32) * luma).sum(axis=0) for p in paths])
+    whole = dct_coefficients(np.stack([gray_thumbnail(root / p) for p in paths]))
+    crop = dct_coefficients(crops)
+    out = {
+        "tbh ablation: centre crop + folder median (0.1)": crop > np.median(crop, axis=0),
+        "tbh ablation: whole + folder median": whole > np.median(whole, axis=0),
+    }
+    if constants is not None:
+        out["tbh ablation: whole + constants fitted on tiles"] = whole > constants
+    return {name: (np.packbits(bits, axis=1), 0.0, 32) for name, bits in out.items()}
+
+
+def tile_constants(originals: int) -> np.ndarray:
+    """Per-coefficient medians over the tiles set's originals: "constants fitted once"."""
+    from tbhcli.hashing.perceptual import dct_coefficients
+    from tbhcli.imaging.thumbnails import gray_thumbnail
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_photo_set(Path(tmp), originals, photo_set="tiles")
+        files = sorted(Path(tmp).glob("*/original.png"))
+        return np.median(dct_coefficients(np.stack([gray_thumbnail(f) for f in files])), axis=0)
+
+
+def mirror_rows(root: Path, paths: list[str], family: np.ndarray, transform: np.ndarray) -> None:
+    """`tbh duplicates --mirror` at its default radius: overall (non-flip), hflip, rotate-90."""
+    from tbhcli.apps.duplicates import variant_distances
+    from tbhcli.apps.photos import folder_duplicates
+
+    found = folder_duplicates(root, mirror=True)
+    shutil.rmtree(root / ".tbh", ignore_errors=True)
+    row = {p: i for i, p in enumerate(found.paths)}
+    codes = found.codes[[row[p] for p in paths]]
+    i, j = np.triu_indices(len(paths), 1)
+    d = variant_distances(codes, i, j, found.variants, found.radius)
+    same, flips = family[i] == family[j], np.isin(transform, list(FLIPS))
+    print(f"\n`tbh duplicates --mirror` (radius {found.radius}): precision / recall / F1\n")
+    print("| rows | precision | recall | F1 |\n|---|---|---|---|")
+    for name in ("overall", *FLIPS):
+        pair = ["original", name]
+        if name == "overall":
+            rows = ~flips[i] & ~flips[j]
+        else:
+            rows = np.isin(transform[i], pair) & np.isin(transform[j], pair)
+        t = found.radius
+        clipped = np.minimum(d, t + 1)
+        same_hist = np.bincount(clipped[rows & same], minlength=t + 2)
+        other_hist = np.bincount(clipped[rows & ~same], minlength=t + 2)
+        p, r, f = scores(same_hist, other_hist)
+        print(f"| {name} | {p[t]:.3f} | {r[t]:.3f} | {f[t]:.3f} |")
 
 
 def overall_row(name: str, result: dict, threshold: str, t: int, ms: float) -> str:
@@ -164,31 +224,28 @@ def best_threshold(result: dict) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=sorted(SETS), default="tiles", dest="photo_set")
     parser.add_argument("--originals", type=int, default=60, help="distinct originals")
     parser.add_argument("--data", type=Path, help="photo set folder (default: a temporary one)")
     parser.add_argument("--radius", type=int, help="tbh's threshold (default: its default)")
     parser.add_argument("--workers", type=int, help="tbh's decoding processes (default: tbh's)")
-    parser.add_argument("--skip", nargs="*", default=[], help="imagehash, imagededup")
-    parser.add_argument(
-        "--backbones", nargs="+", default=["gray32"], help="tbh's backbones (first: the default)"
-    )
+    parser.add_argument("--skip", nargs="*", default=[], help="imagehash, imagededup, ablations")
+    parser.add_argument("--mirror", action="store_true", help="also tbh duplicates --mirror")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp) / "photos"
         if not root.is_dir():
             start = time.perf_counter()
-            write_photo_set(root, args.originals)
+            write_photo_set(root, args.originals, photo_set=args.photo_set)
             print(f"photo set written in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         from tbhcli.imaging.images import list_images
 
         paths = [p.as_posix() for p in list_images(root)]
         family, transform = families(paths)
         print(f"{len(paths)} images, {len(set(family))} originals", file=sys.stderr)
-        methods, stages = {}, {}
-        for backbone in args.backbones:
-            found, seconds = run_tbh(root, paths, Path(tmp), args.radius, args.workers, backbone)
-            methods |= found
-            stages[backbone] = seconds
+        methods, kept = run_tbh(root, paths, args.radius, args.workers)
+        if "ablations" not in args.skip:
+            methods |= ablations(root, paths, tile_constants(args.originals))
         if "imagehash" not in args.skip:
             methods |= run_imagehash(root, paths)
         if "imagededup" not in args.skip:
@@ -200,10 +257,11 @@ def main() -> None:
             results[name] = evaluate(codes, family, transform)
             times[name] = 1000 * seconds / len(paths)
         print(
-            f"{len(paths)} images ({len(set(family))} originals x {len(set(transform)) - 1} "
-            "transforms + originals); pair precision / recall / F1 over non-flip copies; false "
-            "groups = originals within the threshold of another original; ms/image = wall time "
-            "of decode + code + pair search (tbh: its whole command, default workers)\n"
+            f"set {args.photo_set}: {len(paths)} images ({len(set(family))} originals x "
+            f"{len(set(transform)) - 1} transforms + originals); pair precision / recall / F1 "
+            "over non-flip copies; false groups = originals within the threshold of another "
+            "original; ms/image = wall time of decode + code + pair search (tbh: its whole "
+            "command, default workers; LOADED machine unless stated)\n"
         )
         print("| method | threshold | precision | recall | F1 | false groups | ms/image |")
         print("|---|---|---|---|---|---|---|")
@@ -211,23 +269,26 @@ def main() -> None:
             result = results[name]
             print(overall_row(name, result, "usual", usual, times[name]))
             print(overall_row(name, result, "F1-best", best_threshold(result), times[name]))
-        for backbone, seconds in stages.items():
-            total = sum(seconds.values())
-            shares = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in seconds.items())
-            print(f"\ntbh {backbone} stages ({1000 * total / len(paths):.1f} ms/image): {shares}")
         print()
-        print("Per transform, each method at its F1-best threshold: precision / recall / F1\n")
+        for keep, (hits, total) in kept.items():
+            print(f"kept original, --keep {keep}: {hits} of {total} groups "
+                  f"({100 * hits / max(total, 1):.1f} %)")  # fmt: skip
+        print()
+        print("Per transform: tbh at its default radius, the others at their F1-best threshold: "
+              "precision / recall / F1\n")  # fmt: skip
         print("| transform | " + " | ".join(methods) + " |")
         print("|---|" + "---|" * len(methods))
         for key in results[next(iter(methods))]:
             if key in ("overall", "nearest_other"):
                 continue
             cells = []
-            for name in methods:
-                t = best_threshold(results[name])
+            for name, (_, _, usual) in methods.items():
+                t = usual if name.startswith("tbh duplicates") else best_threshold(results[name])
                 p, r, f = (v[t] for v in scores(*results[name][key]))
                 cells.append(f"{p:.2f} / {r:.2f} / {f:.2f}")
             print(f"| {key} | " + " | ".join(cells) + " |")
+        if args.mirror:
+            mirror_rows(root, paths, family, transform)
 
 
 if __name__ == "__main__":

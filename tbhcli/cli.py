@@ -538,33 +538,32 @@ def duplicates(
         Path | None,
         typer.Argument(
             metavar="[PHOTOS_DIR]",
-            help="Photo folder: embed it (only new files on later runs) and group it. "
-            "Without it, group the images already in --store.",
+            help="Photo folder: hash its photos (only new or changed files on later runs) and "
+            "group them. Without it, group the images already in --store.",
         ),
     ] = None,
     radius: Annotated[
         int | None,
         typer.Option(
             metavar="R",
-            help="Most bits two near duplicates may differ in (default: with PHOTOS_DIR, a "
-            "quarter of the DCT bits, 32 of 128; for a CNN's or a store's codes, 2; see "
-            "docs/duplicates.md).",
+            help="Most bits two near duplicates may differ in (default: 66 of the photo code's "
+            "192 bits; 2 for a CNN's or a store's codes; see docs/duplicates.md).",
         ),
     ] = None,
     store: Annotated[
         Path | None,
         typer.Option(
             metavar="STORE.zarr",
-            help="Code store (default: codes.zarr; with PHOTOS_DIR: PHOTOS_DIR/.tbh/"
-            "duplicates.zarr).",
+            help="Code store (default: codes.zarr). With PHOTOS_DIR: also write the photos' "
+            "codes there (default: only a cache in PHOTOS_DIR/.tbh/).",
         ),
     ] = None,
     backbone: Annotated[
         str | None,
         typer.Option(
             metavar="NAME",
-            help="Features of PHOTOS_DIR's first run: gray32 (default) is hashed by its "
-            "low-frequency DCT signs and finds copies of a photo (re-encoded, resized, edited); "
+            help="gray32 (default): the photo code (DCT and gradient signs of the whole "
+            "picture) finds copies of a photo (re-encoded, resized, edited); "
             "a CNN (efficientnet-lite0, resnet50, vgg16-fc7, or your own onnx:PATH, timm:NAME, "
             "clip:NAME) is hashed by ITQ and groups photos of similar things.",
             autocompletion=complete_backbone,
@@ -579,8 +578,7 @@ def duplicates(
         int | None,
         typer.Option(
             metavar="M",
-            help="Code length of PHOTOS_DIR's first run (default: 128 with gray32, 256 with a "
-            "CNN).",
+            help="Code length of a CNN's first run (default: 256; the photo code has 192).",
             show_default=False,
         ),
     ] = None,
@@ -588,16 +586,27 @@ def duplicates(
         str,
         typer.Option(
             metavar="POLICY",
-            help="Which file of a group to keep: largest (resolution, then file size, then "
-            "first path), first, newest or oldest.",
+            help="Which file of a group to keep (always a regular file, never a link): original "
+            "(the group's medoid: most likely the unedited photo), largest (resolution, then "
+            "file size), first, newest or oldest.",
         ),
-    ] = "largest",
+    ] = "original",
     to_remove: Annotated[
         Path | None,
         typer.Option(
             metavar="FILE", help="Write every grouped file but the kept one here, one per line."
         ),
     ] = None,
+    null: Annotated[
+        bool,
+        typer.Option("--null", help="End each --to-remove path with NUL, not a line break."),
+    ] = False,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror", help="Also group mirrored and 90-degree-rotated copies (photo code only)."
+        ),
+    ] = False,
     html: Annotated[
         Path | None,
         typer.Option(metavar="FILE.html", help="Write a page of the groups with thumbnails."),
@@ -611,38 +620,61 @@ def duplicates(
 
     Never deletes or moves a file: --to-remove writes the list for you to act on.
     """
-    from tbhcli.apps.duplicates import duplicates as store_duplicates
     from tbhcli.apps.duplicates import print_groups
     from tbhcli.apps.keep import check_keep, decide, write_to_remove
-    from tbhcli.apps.photos import STORE_RADIUS, fitted_radius, update_store
-    from tbhcli.storage.store import open_store
-    from tbhcli.workspace import resolve_store
+    from tbhcli.apps.photos import folder_duplicates, saved_store_duplicates
 
     check_keep(keep)
     if folder is not None:
-        chosen = preprocess(image_size, mean, std)
-        cache = update_store(
-            folder, store, backbone, backbone_weights, bits, workers, device, chosen
-        )
-        store = cache.store
-        radius = fitted_radius(cache) if radius is None else radius
-    store = resolve_store(store)  # named once when it is the default
-    radius = STORE_RADIUS if radius is None else radius
-    groups = store_duplicates(store, radius, threads)
-    decisions = decide(groups, open_store(store).root, keep)
+        found = folder_duplicates(
+            folder, store, radius, backbone, backbone_weights, bits, workers, threads,
+            device.value, _preprocess_given(image_size, mean, std), mirror,
+        )  # fmt: skip
+    else:
+        if mirror:
+            raise TbhError("--mirror needs PHOTOS_DIR: a store holds one code per image.")
+        found = saved_store_duplicates(store, radius, threads)
+    _report_left_out(found)
+    decisions = decide(found.groups, found.root, keep)
     if to_remove is not None:
-        count = write_to_remove(decisions, to_remove)
-        err_console.print(f"{count} files to remove listed in {to_remove} (nothing was deleted)")
+        count = write_to_remove(decisions, to_remove, null)
+        err_console.print(
+            f"{count} files to remove listed in {shown(to_remove)} (nothing was deleted)"
+        )
     if html is not None:
         from tbhcli.apps.duplicates_page import write_page
 
-        err_console.print(f"groups page written to {write_page(decisions, html)}")
+        err_console.print(f"groups page written to {shown(write_page(decisions, html))}")
     if json_output:
         from tbhcli.apps.keep import decisions_json
 
-        typer.echo(decisions_json(decisions, store, radius))
+        typer.echo(decisions_json(decisions, found))
     else:
-        print_groups(groups, make_console())
+        print_groups(found.groups, make_console(), [d.kept for d in decisions])
+
+
+def _preprocess_given(image_size: int | None, mean: str | None, std: str | None) -> dict:
+    """`preprocess` when one of the options is given; {} otherwise (imports no torch)."""
+    if image_size is None and mean is None and std is None:
+        return {}
+    return preprocess(image_size, mean, std)
+
+
+def _report_left_out(found) -> None:
+    """One line per kind of file left out of the groups, naming the first few."""
+    reasons: dict[str, list[str]] = {}
+    for path, reason in found.skipped:
+        reasons.setdefault(reason, []).append(path)
+    lines = [(f"skipped {len(p)} file(s) ({why})", p) for why, p in reasons.items()]
+    lines.append((f"{len(found.missing)} stored file(s) no longer exist, left out", found.missing))
+    lines.append((f"{len(found.outside)} stored path(s) lead outside the folder, left out",
+                  found.outside))  # fmt: skip
+    lines.append((f"{len(found.changed)} file(s) changed since their code was stored, left out "
+                  "(delete the .tbh cache to hash them again)", found.changed))  # fmt: skip
+    for text, paths in lines:
+        if paths:
+            names = ", ".join(shown(p) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+            err_console.print(f"[yellow]{text}:[/] {names}", soft_wrap=True)
 
 
 @command("tbh info", "tbh info demo --json")

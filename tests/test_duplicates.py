@@ -6,10 +6,25 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tbhcli.apps import duplicates as apps_duplicates
 from tbhcli.apps.duplicates import duplicates
 from tbhcli.cli import app
 from tbhcli.search import pairs
+from tbhcli.storage.store import open_store
 from tests.code_stores import random_codes, write_store
+
+
+def with_files(store):
+    """Create the (empty) file of every row of `store` (root: photos/ beside it), so that its
+    rows count as present."""
+    import zarr
+
+    zarr.open_group(store, mode="r+").attrs["root"] = "../photos"
+    table = open_store(store)
+    for name in table.paths.tolist():
+        (table.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (table.root / name).touch()
+    return table.root
 
 
 def reference_groups(codes: np.ndarray, radius: int) -> list[list[int]]:
@@ -53,14 +68,16 @@ def test_planted_groups_and_chains(tmp_path):
     assert [g.rows.tolist() for g in duplicates(store, radius=0)] == [[9, 43]]
 
 
-@pytest.mark.parametrize("join", ["multi-index", "scan"])
+@pytest.mark.parametrize("join", ["multi-index", "scan", "block"])
 @pytest.mark.parametrize(
     ("bits", "radius", "density"),
     [(32, 0, 0x21), (32, 1, 0x21), (32, 3, 0x21), (64, 2, 0x21), (256, 8, 0x01)],
 )
 def test_groups_equal_reference(tmp_path, monkeypatch, join, bits, radius, density):
-    # SCAN_COST 0: the multi-index join always pays; huge: the scan always does
+    # SCAN_COST 0: the multi-index join always pays; huge: the scan always does; "block": the
+    # numpy join that small folders use (no numba start-up)
     monkeypatch.setattr(pairs, "SCAN_COST", 0 if join == "multi-index" else 10**12)
+    monkeypatch.setattr(apps_duplicates, "SMALL_JOIN", 10**6 if join == "block" else 0)
     monkeypatch.setattr(pairs, "QUERY_BATCH", 70)  # several query batches
     codes = random_codes(np.random.default_rng(radius), 300, bits, density)
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=64)
@@ -70,7 +87,7 @@ def test_groups_equal_reference(tmp_path, monkeypatch, join, bits, radius, densi
 
 
 def test_cli_json_table_and_errors(tmp_path, monkeypatch):
-    write_store(tmp_path / "codes.zarr", planted_codes(), chunk_rows=16)
+    with_files(write_store(tmp_path / "codes.zarr", planted_codes(), chunk_rows=16))
     monkeypatch.chdir(tmp_path)  # the default store is ./codes.zarr
     result = CliRunner().invoke(app, ["duplicates", "--radius", "1", "--json"])
     assert result.exit_code == 0, result.output
@@ -95,3 +112,45 @@ def test_cli_json_table_and_errors(tmp_path, monkeypatch):
     assert negative.exit_code == 1 and "radius" in negative.output
     no_threads = CliRunner().invoke(app, ["duplicates", "--threads", "0"])
     assert no_threads.exit_code == 1 and "--threads" in no_threads.output
+
+
+def test_files_gone_leave_the_groups_with_a_line(tmp_path, monkeypatch):
+    """Issue 20 defect 6: after deleting listed files, the next run showed them all again."""
+    root = with_files(write_store(tmp_path / "codes.zarr", planted_codes(), chunk_rows=16))
+    (root / "img/00040.jpg").unlink()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["duplicates", "--radius", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [[i["path"] for i in g["items"]] for g in payload["groups"]] == [
+        ["img/00009.jpg", "img/00043.jpg"]
+    ]
+    assert payload["missing"] == ["img/00040.jpg"]
+    assert "1 stored file(s) no longer exist" in " ".join(result.stderr.split())
+
+
+def test_rows_outside_the_root_are_never_grouped_or_listed(tmp_path, monkeypatch):
+    """Issue 20 defect 5: rows whose path is ../x, absolute or a link out of the root were listed
+    by --to-remove."""
+    import zarr
+
+    codes = planted_codes()
+    store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=16)
+    root = with_files(store)
+    outside = tmp_path / "elsewhere.jpg"
+    outside.touch()
+    (root / "img/00040.jpg").unlink()
+    (root / "img/00040.jpg").symlink_to(outside)  # a link leading out of the root
+    group = zarr.open_group(store, mode="r+")
+    names = group["paths"][:]
+    names[9], names[43] = "../elsewhere.jpg", str(outside)  # 9 = 43: an exact pair
+    group["paths"][:] = names
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "remove.txt"
+    result = CliRunner().invoke(
+        app, ["duplicates", "--radius", "1", "--to-remove", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["groups"] == []
+    assert out.read_text() == ""
+    assert "3 stored path(s) lead outside the folder" in " ".join(result.stderr.split())

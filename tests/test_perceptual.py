@@ -1,11 +1,19 @@
-"""tbhcli.hashing.perceptual: the dct hash equals "DCT coefficient > folder median", bit by bit."""
+"""tbhcli.hashing.perceptual: the photo code is "DCT coefficient > the image's median", bit by bit,
+and the code of an image does not depend on the images beside it."""
 
 import numpy as np
 import pytest
 import torch
 
 from tbhcli.errors import TbhError
-from tbhcli.hashing.perceptual import fit_dct_hash, low_frequencies
+from tbhcli.hashing.perceptual import (
+    BITS,
+    DCT_BITS,
+    dct_bits,
+    gradient_bits,
+    low_frequencies,
+    photo_codes,
+)
 from tbhcli.imaging.backbones import load_backbone
 
 
@@ -24,18 +32,48 @@ def textbook_dct(image: np.ndarray, u: int, v: int) -> float:
     return scale(u) * scale(v) * total
 
 
-def test_bits_are_low_frequency_coefficients_against_their_median():
+def test_bits_are_low_frequency_coefficients_against_the_image_median():
     rng = np.random.default_rng(0)
     side, bits = 8, 16
-    images = rng.random((16, side, side))  # even: no image sits on a median
-    encoder = fit_dct_hash(images.reshape(16, -1), bits)
-    with torch.no_grad():
-        got = encoder(torch.from_numpy(images.reshape(16, -1)).float()).numpy() > 0
+    images = rng.random((5, side, side))
+    got = dct_bits(images, bits)
     pairs = low_frequencies(side, bits)
     coefficients = np.array([[textbook_dct(img, u, v) for u, v in pairs] for img in images])
-    expected = coefficients > np.median(coefficients, axis=0)
+    expected = coefficients > np.median(coefficients, axis=1, keepdims=True)
     assert (got == expected).all()
-    assert (expected.sum(axis=0) == 8).all()  # each bit splits the images in half
+    assert (expected.sum(axis=1) == 8).all()  # each image's bits are half ones
+
+
+def test_gradient_bits_compare_disjoint_neighbours():
+    small = np.random.default_rng(3).random((2, 8, 9))
+    expected = [[small[n, r, c + 1] > small[n, r, c] for r in range(8) for c in (0, 2, 4, 6)]
+                for n in range(2)]  # fmt: skip
+    assert (gradient_bits(small) == np.array(expected)).all()
+
+
+def photo_rows(n: int, seed: int) -> np.ndarray:
+    """`hash_thumbnails` rows: a 32 x 32 and a 9 x 8 thumbnail, flattened."""
+    return np.random.default_rng(seed).random((n, 32 * 32 + 72)) * 255
+
+
+def test_the_code_is_dct_then_gradient_bits():
+    rows = photo_rows(3, 4)
+    bits = np.unpackbits(photo_codes(rows), axis=1).astype(bool)
+    assert bits.shape == (3, BITS)
+    assert (bits[:, :DCT_BITS] == dct_bits(rows[:, :1024].reshape(3, 32, 32))).all()
+    assert (bits[:, DCT_BITS:] == gradient_bits(rows[:, 1024:].reshape(3, 8, 9))).all()
+
+
+def test_an_image_gets_the_same_code_alone_or_among_many():
+    """Issue 20: a folder median made a photo's code depend on the photos beside it."""
+    photo = photo_rows(1, 1)
+    crowd = np.concatenate([photo, np.repeat(photo, 6, axis=0) * 0.98, photo_rows(5, 2)])
+    assert np.array_equal(photo_codes(photo)[0], photo_codes(crowd)[0])
+
+
+def test_contrast_and_brightness_do_not_change_the_code():
+    photo = photo_rows(1, 2) * 0.8
+    assert np.array_equal(photo_codes(photo), photo_codes(photo * 0.7 + 40))
 
 
 def test_coefficients_go_ring_by_ring_without_dc():
@@ -46,9 +84,9 @@ def test_coefficients_go_ring_by_ring_without_dc():
         low_frequencies(8, 64)
 
 
-def test_features_must_be_square_thumbnails():
-    with pytest.raises(TbhError, match="square grayscale thumbnails"):
-        fit_dct_hash(np.zeros((4, 1000)), 16)
+def test_thumbnails_must_be_square():
+    with pytest.raises(TbhError, match="hash_thumbnails"):
+        photo_codes(np.zeros((4, 32 * 30)))
 
 
 def test_gray32_is_the_luma_thumbnail_and_takes_no_weights(tmp_path):

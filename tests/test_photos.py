@@ -1,4 +1,5 @@
-"""tbhcli.apps.photos: `tbh duplicates FOLDER` fits, exports, stores, reuses and groups."""
+"""tbhcli.apps.cnn_codes and photos: `tbh duplicates FOLDER --backbone CNN` fits, exports,
+stores, reuses and groups; the default photo code's groups (more in test_photo_codes.py)."""
 
 import json
 import shutil
@@ -8,19 +9,23 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tbhcli.apps.photos import CachePaths, fit_binariser, folder_duplicates, update_store
+from tbhcli.apps.cnn_codes import CachePaths, fit_binariser, update_store
+from tbhcli.apps.photos import DEFAULT_RADIUS, folder_duplicates
 from tbhcli.cli import app
 from tbhcli.deploy.runtime import create_session, model_info, run_codes
 from tbhcli.errors import TbhError
+from tbhcli.hashing.perceptual import photo_codes
 from tbhcli.imaging.images import load_image
+from tbhcli.imaging.thumbnails import hash_thumbnails
 from tbhcli.storage.store import open_store
 from tests.byo_models import MEAN, STD, bit_differences, reference_codes, write_onnx_extractor
 
 
-def scene(seed: int, size: int = 96) -> Image.Image:
-    """A smooth random picture: blobs of colour, so resized copies stay close."""
+def scene(seed: int, size: int = 96, blobs: int = 6) -> Image.Image:
+    """A smooth random picture: blobs x blobs of colour, so resized copies stay close (the photo
+    code needs 9 or more blobs a side to keep distinct pictures apart: test_photo_codes.py)."""
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (blobs, blobs, 3), dtype=np.uint8)
     return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
 
 
@@ -67,7 +72,7 @@ def test_second_run_embeds_only_new_files_with_the_same_model(folder):
 
 
 def test_groups_match_a_brute_force_reference(folder):
-    groups = folder_duplicates(folder, radius=3, backbone="tiny", bits=16, workers=0)
+    groups = folder_duplicates(folder, radius=3, backbone="tiny", bits=16, workers=0).groups
     codes = store_codes(CachePaths.for_folder(folder, None))
     names = list(codes)
     grouped = {p for g in groups for p in g.paths}
@@ -98,30 +103,27 @@ def test_itq_when_the_folder_is_large_enough():
 
 
 def test_default_run_groups_re_encoded_and_resized_copies_and_not_distinct_photos(tmp_path):
-    """gray32 + the dct hash at its calibrated radius, through the real exported model."""
+    """The photo code at its default radius: each file's code is its own thumbnail's code."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(10):
-        scene(i, size=160).save(folder / f"p{i:02d}.png")
+        scene(i, size=160, blobs=10).save(folder / f"p{i:02d}.png")
     original = Image.open(folder / "p04.png")
     original.save(folder / "p04-q30.jpg", quality=30)
     original.resize((70, 70), Image.Resampling.LANCZOS).save(folder / "p04-small.png")
-    groups = folder_duplicates(folder, workers=0)
-    assert [sorted(g.paths) for g in groups] == [["p04-q30.jpg", "p04-small.png", "p04.png"]]
-    paths = CachePaths.for_folder(folder, None)
-    config = json.loads((paths.run / "config.json").read_text())
-    assert (config["backbone"], config["method"], config["bits"], config["radius"]) == (
-        "gray32",
-        "dct",
-        128,
-        32,
-    )
-    session, _ = create_session(paths.model, "cpu")  # later runs index through this model
-    for name, code in store_codes(paths).items():
-        onnx_code = run_codes(session, load_image(folder / name, 32)[None])[0]
-        assert (np.unpackbits(onnx_code) != np.unpackbits(code)).sum() <= 1
-    with pytest.raises(TbhError, match="fitted with --backbone gray32"):
-        update_store(folder, backbone="tiny", workers=0)
+    original.resize((160, 90), Image.Resampling.LANCZOS).save(folder / "p04-wide.png")
+    found = folder_duplicates(folder, workers=0)
+    assert [sorted(g.paths) for g in found.groups] == [
+        ["p04-q30.jpg", "p04-small.png", "p04-wide.png", "p04.png"]
+    ]
+    assert found.radius == DEFAULT_RADIUS and found.hashed == 13 and found.store is None
+    assert len(found.paths) == 13
+    for name, code in zip(found.paths, found.codes, strict=True):
+        assert np.array_equal(code, photo_codes(hash_thumbnails(folder / name)[None])[0])
+    assert (folder / ".tbh" / "photo-codes.npz").is_file()
+    assert not (folder / ".tbh" / "duplicates.zarr").exists()  # no model, no store
+    again = folder_duplicates(folder, workers=0)
+    assert again.hashed == 0 and np.array_equal(again.codes, found.codes)
 
 
 def test_cli_folder_json_to_remove_html(folder, tmp_path, monkeypatch):
@@ -136,9 +138,9 @@ def test_cli_folder_json_to_remove_html(folder, tmp_path, monkeypatch):
     group = next(g for g in payload["groups"] if "p03.png" in [i["path"] for i in g["items"]])
     assert {i["path"] for i in group["items"]} >= {"p03.png", "copy-of-p03.png"}
     assert sum(i["keep"] for i in group["items"]) == 1 and group["items"][0]["width"] == 96
-    # equal resolution and size: the first path (store order) is kept
-    assert group["kept"] == "copy-of-p03.png"
-    assert str(folder / "p03.png") in (tmp_path / "rm.txt").read_text().splitlines()
+    # equal codes, resolution and size: the older file is kept
+    assert group["kept"] == "p03.png"
+    assert str(folder / "copy-of-p03.png") in (tmp_path / "rm.txt").read_text().splitlines()
     assert (folder / "p03.png").is_file() and "copy-of-p03.png" in (tmp_path / "g.html").read_text()
     assert store.is_dir() and (tmp_path / "mine.onnx").is_file()
     again = CliRunner().invoke(app, ["duplicates", "--store", str(store), "--radius", "0"])
@@ -226,3 +228,61 @@ def test_cli_onnx_backbone_with_a_fixed_batch_of_one(folder, tmp_path):
     assert again.exit_code == 0, again.output
     groups = [{i["path"] for i in g["items"]} for g in json.loads(again.stdout)["groups"]]
     assert {"p05.png", "copy-of-p05.png"} in groups
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_first_run_embeds_on_the_device_asked_for(folder, monkeypatch):
+    """Issue 22 item 8: `_first_run` never passed `device`, so --device cpu embedded on auto."""
+    import tbhcli.imaging.embed
+
+    seen = {}
+
+    def embed(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(tbhcli.imaging.embed, "embed_images", embed)
+    with pytest.raises(_Stop):
+        update_store(folder, backbone="tiny", bits=16, workers=0, device="cpu")
+    assert seen["device"] == "cpu"
+
+
+def test_non_finite_features_stop_the_run_naming_the_model(folder, monkeypatch):
+    """Issue 20 defect 4: a backbone that output NaN put all images in one group and listed
+    all but one, exit 0."""
+    import tbhcli.imaging.embed
+
+    real = tbhcli.imaging.embed.embed_images
+
+    def nan_embed(*args, **kwargs):
+        feats, ok = real(*args, **kwargs)
+        return np.full_like(feats, np.nan), ok
+
+    monkeypatch.setattr(tbhcli.imaging.embed, "embed_images", nan_embed)
+    args = ["duplicates", str(folder), "--backbone", "tiny", "--bits", "16", "--workers", "0"]
+    result = CliRunner().invoke(app, [*args, "--to-remove", str(folder / "r")])
+    assert result.exit_code == 1
+    assert "backbone tiny gave NaN or infinite features for 13 of 13" in result.output
+    assert not (folder / "r").exists()
+    with pytest.raises(TbhError, match="NaN"):
+        update_store(folder, backbone="tiny", bits=16, workers=0, device="cpu")
+
+
+def test_a_file_changed_since_its_cnn_code_was_stored_leaves_the_groups(folder, tmp_path):
+    """Issue 20 defect 2 on the CNN path: `tbh index` only adds new files, so a file replaced in
+    place keeps its old code; it must not be grouped (or listed) by that code."""
+    args = ["duplicates", str(folder), "--backbone", "tiny", "--bits", "16", "--radius", "0"]
+    args += ["--workers", "0", "--json", "--to-remove", str(tmp_path / "rm.txt")]
+    first = json.loads(CliRunner().invoke(app, args).stdout)
+    assert any("copy-of-p03.png" in [i["path"] for i in g["items"]] for g in first["groups"])
+    scene(77).save(folder / "copy-of-p03.png")  # another picture under the same name
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["changed"] == ["copy-of-p03.png"]
+    assert not any("p03.png" in [i["path"] for i in g["items"]] for g in payload["groups"])
+    assert "p03.png" not in (tmp_path / "rm.txt").read_text()
+    assert "1 file(s) changed since their code was stored" in " ".join(result.stderr.split())

@@ -1,18 +1,17 @@
 """`tbh duplicates FOLDER`: near-duplicate photos in a folder, with no training step to run.
 
-The first run embeds every image with the backbone, fits a label-free binariser on the folder's
-own features, saves it as an ordinary run and exports it to ONNX (images -> codes), and writes
-the codes into a store. The default is the perceptual `dct` hash on `gray32` thumbnails
-(tbhcli.hashing.perceptual): it finds re-encoded, resized and lightly edited copies and keeps
-distinct photos apart (docs/duplicates.md). A CNN backbone gets ITQ instead (LSH when the folder
-has fewer images than `2 * bits`, too few to fit a rotation): codes of what a photo shows,
-not of the photo itself. Later runs index only the files the store does not hold yet, through that
-same model (`tbh index`), so codes stay comparable and old files are never embedded again.
-Groups then come from `tbhcli.apps.duplicates` at `radius` bits.
+The default hashes every photo by itself (`hashing.perceptual`: a 192-bit code of DCT and
+gradient signs of the whole picture, each a comparison within the image) and caches the codes
+by file fingerprint in `FOLDER/.tbh/photo-codes.npz` (`apps.photo_codes`): a photo's code
+never depends on the folder, a replaced file is hashed again, a deleted one leaves. No model is
+fitted and torch is not imported. With `--store S` the codes are also written to the code store
+S (rebuilt when stale), so `tbh duplicates --store S` and `tbh query` can use them later.
 
-Everything lives in a cache folder: `FOLDER/.tbh/` by default (hidden, so never listed as
-images), or beside `store` when one is given: `NAME.zarr` (codes), `NAME.onnx` (the model),
-`NAME-run/` (the binariser). The user's files are only read.
+A CNN backbone (`--backbone efficientnet-lite0`, ...) is the other way (`apps.cnn_codes`):
+codes of what a photo shows, from a binariser fitted on the folder's features.
+
+Either way, groups are formed among files that exist inside the folder (links resolved), and
+the result says what was left out and why. The user's files are only read.
 """
 
 import time
@@ -21,185 +20,99 @@ from pathlib import Path
 
 import numpy as np
 
-from tbhcli.apps.duplicates import DuplicateGroup, duplicates
+from tbhcli.apps.cnn_codes import (
+    CACHE_DIR,
+    STORE_RADIUS,
+    CachePaths,
+    changed_since_stored,
+    fitted_radius,
+    update_store,
+)
+from tbhcli.apps.duplicates import (
+    DuplicateGroup,
+    group_codes,
+    store_duplicates,
+    variant_distances,
+)
 from tbhcli.errors import TbhError
-from tbhcli.imaging.images import check_workers, list_images
+from tbhcli.hashing.perceptual import BITS
+from tbhcli.imaging.images import check_workers
 
 DEFAULT_BACKBONE = "gray32"
-STORE_RADIUS = 2  # for a store of semantic codes made by `tbh index`
-CACHE_DIR = ".tbh"
-STORE_NAME = "duplicates.zarr"
+DEFAULT_RADIUS = 66  # of 192 bits; calibrated on bench/dedup_quality.py --set tiles
 
 
 @dataclass
-class CachePaths:
-    """Where a folder's duplicate search keeps its store, model and binariser."""
+class FolderDuplicates:
+    """What `tbh duplicates` found: groups (paths relative to `root`) and what was left out."""
 
-    store: Path
-    model: Path
-    run: Path
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage run
+    root: Path
+    groups: list[DuplicateGroup]
+    radius: int
+    images: int  # files grouped among
+    store: Path | None = None  # the code store written or read, if any
+    links: set[str] = field(default_factory=set)  # grouped paths that are symbolic links
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    missing: list[str] = field(default_factory=list)  # store rows whose file is gone
+    outside: list[str] = field(default_factory=list)  # store rows leading outside the root
+    changed: list[str] = field(default_factory=list)  # files changed since their code was stored
+    hashed: int = 0  # images decoded in this run
+    seconds: dict[str, float] = field(default_factory=dict)
+    codes: np.ndarray | None = None  # uint8 [N, B] that group rows index
+    paths: list[str] = field(default_factory=list)  # the file name of each row of `codes`
+    variants: int = 1  # codes per row: 8 with --mirror (`apps.duplicates.variant_distances`)
 
-    @classmethod
-    def for_folder(cls, folder: Path, store: Path | None) -> "CachePaths":
-        store = Path(store) if store is not None else Path(folder) / CACHE_DIR / STORE_NAME
-        stem = store.name.removesuffix(".zarr")
-        return cls(store, store.parent / f"{stem}.onnx", store.parent / f"{stem}-run")
-
-
-def default_bits(backbone: str) -> int:
-    """Code length of a first run: 128 DCT bits for `gray32`, 256 ITQ bits for a CNN."""
-    return 128 if backbone == DEFAULT_BACKBONE else 256
-
-
-def default_radius(method: str, bits: int) -> int:
-    """The grouping threshold a fitted binariser gets, calibrated on bench/dedup_quality.py.
-
-    dct: a quarter of the bits (32 of 128: no two of the benchmark's distinct originals grouped,
-    every JPEG/resized copy found); ITQ/LSH on CNN features: 2 bits (docs/duplicates.md).
-    """
-    from tbhcli.hashing.perceptual import METHOD
-
-    return bits // 4 if method == METHOD else STORE_RADIUS
-
-
-def fit_binariser(features: np.ndarray, bits: int, backbone: str, seed: int = 0):
-    """(method, LinearHash) fitted on the folder's features [N, D], needing no labels."""
-    from tbhcli.hashing.baselines import fit_baseline
-    from tbhcli.hashing.perceptual import METHOD, fit_dct_hash
-
-    if backbone == DEFAULT_BACKBONE:
-        return METHOD, fit_dct_hash(features, bits)
-    method = "itq" if len(features) >= 2 * bits else "lsh"
-    return method, fit_baseline(method, features, bits, seed)
+    def to_dict(self) -> dict:
+        """Counts of what was grouped and left out, for the JSON document."""
+        return {
+            "root": str(self.root),
+            "radius": self.radius,
+            "images": self.images,
+            "store": None if self.store is None else str(self.store),
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "missing": self.missing,
+            "outside": self.outside,
+            "changed": self.changed,
+        }
 
 
-def _first_run(
-    folder, paths: CachePaths, backbone, weights, bits, workers, device, preprocess
-) -> None:
-    """Embed all of `folder`, fit the binariser, save + export it, write the codes to the store."""
-    import torch
+def check_radius(radius: int, bits: int) -> int:
+    if not 0 <= radius <= bits:
+        raise TbhError(f"--radius must be 0..{bits} for {bits}-bit codes (got {radius}).")
+    return radius
 
-    from tbhcli.deploy.export import export
-    from tbhcli.deploy.runtime import model_info
-    from tbhcli.hashing.runs import load_run, save_run
-    from tbhcli.imaging.backbones import load_backbone, recipe
-    from tbhcli.imaging.embed import decoded_paths, embed_images
-    from tbhcli.imaging.external import image_by_image
-    from tbhcli.storage.writer import StoreLock, open_writer
 
-    relpaths = list_images(folder)
-    if len(relpaths) < 2:
-        raise TbhError(f"{folder} holds {len(relpaths)} image(s); duplicates need at least two.")
-    model = load_backbone(backbone, weights, **preprocess)
+def _photo_duplicates(
+    folder: Path, store: Path | None, radius: int | None, workers, threads, mirror: bool
+):
+    """The default path (module doc): codes of each photo, cached; no model, no torch."""
+    from tbhcli.apps.photo_codes import CACHE_NAME, MIRROR_CACHE_NAME, folder_codes
+
+    radius = check_radius(DEFAULT_RADIUS if radius is None else radius, BITS)
+    name = MIRROR_CACHE_NAME if mirror else CACHE_NAME
+    cache = Path(folder) / CACHE_DIR / name
+    if store is not None:
+        cache = Path(store).parent / f"{Path(store).name.removesuffix('.zarr')}-{name}"
+    found = folder_codes(folder, cache, workers, mirror)
     began = time.perf_counter()
-    feats, ok = embed_images(folder, relpaths, model, model.image_size, workers=workers)
-    paths.seconds["embed"] = time.perf_counter() - began
-    kept = [p.as_posix() for p in decoded_paths(folder, relpaths, ok)]
-    began = time.perf_counter()
-    method, encoder = fit_binariser(feats[ok], bits, model.name)
-    paths.seconds["fit"] = time.perf_counter() - began
-    config = {
-        "method": method,
-        "bits": bits,
-        "radius": default_radius(method, bits),
-        "feature_dim": model.feature_dim,
-        **recipe(model, weights),  # backbone, its weights, mean, std, image size
-        "fitted_on": str(Path(folder).resolve()),
-        "images": int(ok.sum()),
-    }
-    began = time.perf_counter()
-    save_run(paths.run, config, encoder)
-    export(paths.run, paths.model, "features" if image_by_image(model) else "images", weights)
-    info = model_info(paths.model)
-    paths.seconds["export"] = time.perf_counter() - began
-    began = time.perf_counter()
-    with torch.no_grad():
-        codes = load_run(paths.run).encode(feats[ok])  # (N, bits / 8)
-    with StoreLock(paths.store):
-        writer = open_writer(
-            paths.store,
-            bits=bits,
-            model_sha256=info.sha256,
-            model=paths.model.name,
-            backbone=model.name,
-            image_size=model.image_size,
-            root=folder,
-        )
-        writer.append(codes, kept, np.full(len(kept), -1, np.int32))
-    paths.seconds["store"] = time.perf_counter() - began
+    groups = group_codes(found.codes, found.paths, radius, threads, found.variants)
+    found.seconds["group"] = time.perf_counter() - began
+    if store is not None:
+        from tbhcli.apps.photo_store import write_photo_store
+
+        own = found.codes[:, : BITS // 8]  # the store holds each image's own code
+        write_photo_store(Path(store), found.scan.root, found.paths, own)
+    links = {p.as_posix() for p in found.scan.links}
+    root = found.scan.root.absolute()  # the remove list names files wherever it is read
+    return FolderDuplicates(
+        root, groups, radius, len(found.paths), store, links, found.scan.skipped,
+        hashed=found.hashed, seconds=found.seconds, codes=found.codes, paths=found.paths,
+        variants=found.variants,
+    )  # fmt: skip
 
 
-def _check_same_fit(paths: CachePaths, asked: dict) -> None:
-    """A later run reuses the first run's model: asking for another one is an error, not ignored.
-
-    `asked` holds the options given (None: not given): backbone, bits, image_size, mean, std.
-    """
-    from tbhcli.hashing.runs import load_config
-
-    config = load_config(paths.run)
-    recorded = {"backbone": config["backbone"], "bits": config["bits"],
-                "image_size": config.get("image_size"), "mean": config.get("backbone_mean"),
-                "std": config.get("backbone_std")}  # fmt: skip
-    for key, value in asked.items():
-        fitted = recorded[key]
-        if value is None:
-            continue
-        if key == "backbone":
-            same = str(value) == str(fitted)
-        else:
-            same = fitted is not None and np.allclose(value, fitted)
-        if not same:
-            raise TbhError(
-                f"{paths.store} was fitted with --{key.replace('_', '-')} {fitted}; to use "
-                f"{value}, delete {paths.store.parent} (or pass another --store) and run again."
-            )
-
-
-def fitted_radius(paths: CachePaths) -> int:
-    """The default threshold of the binariser fitted in `paths.run` (`default_radius`)."""
-    from tbhcli.hashing.runs import load_config
-
-    config = load_config(paths.run)
-    return int(config.get("radius", default_radius(config["method"], int(config["bits"]))))
-
-
-def update_store(
-    folder: Path,
-    store: Path | None = None,
-    backbone: str | None = None,
-    weights: Path | None = None,
-    bits: int | None = None,
-    workers: int | None = None,
-    device: str = "auto",
-    preprocess: dict | None = None,
-) -> CachePaths:
-    """Bring the folder's duplicate store up to date (only new files are embedded); its paths.
-
-    `backbone` and `bits` choose the first run's model (default `gray32`, `default_bits`); later
-    runs keep it. `preprocess` ({image_size, mean, std}, see `load_backbone`) sets the backbone's
-    input side and normalisation on the first run (an ONNX backbone may need them); the run
-    records them, so later runs keep them too.
-    """
-    folder = Path(folder)
-    list_images(folder)  # a missing folder is a user error before any work
-    workers = check_workers(workers)
-    if bits is not None and (bits <= 0 or bits % 8):
-        raise TbhError(f"--bits must be a positive multiple of 8 (got {bits}).")
-    paths = CachePaths.for_folder(folder, store)
-    if paths.model.is_file() and (paths.store / "zarr.json").is_file():
-        from tbhcli.indexing.index import index
-
-        _check_same_fit(paths, {"backbone": backbone, "bits": bits, **(preprocess or {})})
-        began = time.perf_counter()
-        index(folder, paths.store, paths.model, workers=workers, device=device)
-        paths.seconds["index"] = time.perf_counter() - began
-    else:
-        paths.store.parent.mkdir(parents=True, exist_ok=True)
-        backbone = backbone or DEFAULT_BACKBONE
-        bits = bits or default_bits(backbone)
-        _first_run(folder, paths, backbone, weights, bits, workers, device, preprocess or {})
-    return paths
+def links_among(root: Path, groups: list[DuplicateGroup]) -> set[str]:
+    return {p for g in groups for p in g.paths if (Path(root) / p).is_symlink()}
 
 
 def folder_duplicates(
@@ -212,10 +125,125 @@ def folder_duplicates(
     workers: int | None = None,
     threads: int | None = None,
     device: str = "auto",
-) -> list[DuplicateGroup]:
-    """Groups of near-duplicate images under `folder` (module doc): index, then group.
+    preprocess: dict | None = None,
+    mirror: bool = False,
+) -> FolderDuplicates:
+    """Groups of near-duplicate images under `folder` (module doc).
 
-    `radius` defaults to the one calibrated for the fitted binariser (`default_radius`).
+    `radius` defaults to `DEFAULT_RADIUS` for the photo code, to the fitted one for a CNN.
+    `mirror` also groups mirrored and 90-degree-rotated copies (photo code only).
     """
-    paths = update_store(folder, store, backbone, weights, bits, workers, device)
-    return duplicates(paths.store, fitted_radius(paths) if radius is None else radius, threads)
+    folder = Path(folder)
+    workers = check_workers(workers)
+    cnn = backbone not in (None, DEFAULT_BACKBONE)
+    if not cnn and store is not None and (Path(store) / "zarr.json").is_file():
+        cnn = _is_cnn_store(Path(store))
+    if not cnn:
+        if bits not in (None, BITS) or weights is not None or any((preprocess or {}).values()):
+            raise TbhError(
+                "--bits, --backbone-weights, --image-size, --mean and --std choose a CNN's "
+                f"codes; the photo code (gray32) is {BITS} bits of 32 x 32 and 9 x 8 thumbnails."
+            )
+        return _photo_duplicates(folder, store, radius, workers, threads, mirror)
+    if mirror:
+        raise TbhError("--mirror works with the photo code (the default), not a CNN --backbone.")
+    paths = update_store(folder, store, backbone, weights, bits, workers, device, preprocess)
+    radius = fitted_radius(paths) if radius is None else radius
+    changed = frozenset(changed_since_stored(paths))
+    groups, usable = store_duplicates(paths.store, radius, threads, changed)
+    return _from_store(groups, usable, radius, paths.store, paths.seconds)
+
+
+def _is_cnn_store(store: Path) -> bool:
+    """Whether `store` holds a CNN's codes from an earlier `tbh duplicates --backbone` run (an
+    older tbh's gray32 run there is rebuilt with photo codes instead: `apps.photo_store`)."""
+    import json
+
+    config = CachePaths.for_folder(Path("."), store).run / "config.json"
+    if not config.is_file():
+        return False
+    return json.loads(config.read_text()).get("backbone") != DEFAULT_BACKBONE
+
+
+def saved_store_duplicates(
+    store: Path | None, radius: int | None, threads: int | None = None
+) -> FolderDuplicates:
+    """Groups of the images already in a code store (`tbh duplicates --store S`)."""
+    from tbhcli.hashing.perceptual import CODE_VERSION
+    from tbhcli.storage.store import open_store
+    from tbhcli.workspace import STORE_PATH, resolve_store
+
+    if store is None and not STORE_PATH.exists():  # often: run in a photo folder, no argument
+        raise TbhError(
+            f"no code store at {STORE_PATH}; to group the photos of a folder, pass it: "
+            "`tbh duplicates PHOTOS_DIR` (`tbh duplicates .` for this one)."
+        )
+    store = resolve_store(store)
+    table = open_store(store)
+    usual = DEFAULT_RADIUS if table.attrs.get("model") == CODE_VERSION else STORE_RADIUS
+    radius = check_radius(usual if radius is None else radius, table.bits)
+    groups, usable = store_duplicates(store, radius, threads)
+    return _from_store(groups, usable, radius, store)
+
+
+def _from_store(groups, usable, radius: int, store: Path, seconds=None) -> FolderDuplicates:
+    return FolderDuplicates(
+        usable.root, groups, radius, len(usable.rows), store, links_among(usable.root, groups),
+        missing=usable.missing, outside=usable.outside, changed=usable.changed,
+        seconds=seconds or {},
+        codes=usable.codes, paths=usable.names,
+    )  # fmt: skip
+
+
+def find_duplicates(
+    folder: Path,
+    radius: int | None = None,
+    *,
+    store: Path | None = None,
+    backbone: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    mirror: bool = False,
+) -> dict[str, list[tuple[str, int]]]:
+    """Every image under `folder` -> the other members of its `tbh duplicates` group with their
+    Hamming distance to it (imagededup's `find_duplicates` shape; paths relative to `folder`,
+    [] for an image in no group). The groups are those the CLI prints."""
+    found = folder_duplicates(
+        folder, store, radius, backbone, workers=workers, threads=threads, device=device,
+        mirror=mirror,
+    )  # fmt: skip
+    out: dict[str, list[tuple[str, int]]] = {name: [] for name in found.paths}
+    for group in found.groups:
+        i, j = (a.ravel() for a in np.meshgrid(group.rows, group.rows, indexing="ij"))
+        distances = variant_distances(found.codes, i, j, found.variants, found.radius)
+        distances = distances.reshape(len(group.rows), len(group.rows))  # (G, G)
+        for a, name in enumerate(group.paths):
+            out[name] = [(group.paths[b], int(distances[a, b]))
+                         for b in range(len(group.paths)) if b != a]  # fmt: skip
+    return out
+
+
+def find_duplicates_to_remove(
+    folder: Path,
+    keep: str = "original",
+    radius: int | None = None,
+    *,
+    store: Path | None = None,
+    backbone: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    mirror: bool = False,
+) -> list[str]:
+    """The files `tbh duplicates FOLDER --to-remove` lists (every group member but the kept
+    one, never a picture's only copy: `apps.keep`), as paths under `folder`."""
+    from tbhcli.apps.keep import check_keep, decide
+
+    check_keep(keep)
+    found = folder_duplicates(
+        folder, store, radius, backbone, workers=workers, threads=threads, device=device,
+        mirror=mirror,
+    )  # fmt: skip
+    decisions = decide(found.groups, found.root, keep)
+    return [str(m.file) for d in decisions for m in d.to_remove]

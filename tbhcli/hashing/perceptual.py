@@ -1,26 +1,35 @@
-"""A perceptual hash fitted on a folder: the signs of an image's lowest-frequency DCT coefficients.
+"""The photo code of `tbh duplicates`: 192 bits computed from one photo alone.
 
-The recipe of pHash (imagehash's `phash`): a 32 x 32 grayscale thumbnail, its 2-D DCT, one bit
-per low-frequency coefficient. Those coefficients barely move under re-encoding, resizing,
-brightness/contrast/gamma changes or a small edit, and differ between distinct photos. Two
-changes, measured on bench/dedup_quality.py's photo set (docs/duplicates.md):
-- more coefficients (default 128 rather than pHash's 64), taken ring by ring from the lowest
-  frequency (every (u, v) with max(u, v) < k before any with max(u, v) = k), DC left out;
-- each coefficient is thresholded at its median over the folder, not at the image's median,
-  so every bit splits the folder's images in half.
+- 160 bits after pHash (imagehash's `phash`): a 32 x 32 grayscale thumbnail of the whole
+  picture, its 2-D DCT, one bit per low-frequency coefficient (ring by ring from the lowest:
+  every (u, v) with max(u, v) < k before any with max(u, v) = k; DC left out), set when the
+  coefficient is above the median of those coefficients *of the same image*;
+- 32 bits after dHash: on a 9 x 8 thumbnail, whether a pixel is brighter than its left
+  neighbour, for four disjoint pairs of neighbours per row (columns 0-1, 2-3, 4-5, 6-7).
+Every bit is a comparison within the image, so it does not move with brightness or contrast,
+and a photo's code depends on that photo alone: the same file gets the same code in any folder,
+alone or among millions, and codes of two folders compare. (tbh 0.1 thresholded each DCT
+coefficient at its median over the folder: in a small or copy-heavy folder that median falls
+inside one photo's own spread, issue 20.) The thumbnails squeeze the whole picture (no centre
+crop), so a copy resized to another aspect ratio keeps its code. The mix of the two parts was
+chosen with the radius on bench/dedup_quality.py --set tiles, and checked on the other sets
+(docs/duplicates.md): DCT bits tell smooth pictures apart, gradient bits survive crops.
 
-The DCT is linear, so the hash is an ordinary `LinearHash` on thumbnail pixels: projection = the
-chosen DCT basis images [side^2, bits], mean = the pixels whose coefficients are the medians.
-It saves, loads and exports to ONNX like any other run.
+Pure numpy: hashing a folder imports no torch. `CODE_VERSION` names the recipe; a cache of
+codes made by any other recipe is recomputed, never mixed.
 """
 
+from functools import cache
+
 import numpy as np
-import torch
 
 from tbhcli.errors import TbhError
-from tbhcli.hashing.baselines import LinearHash
+from tbhcli.imaging.thumbnails import GRADIENT_SIZE, SIDE
 
-METHOD = "dct"
+METHOD = "dct+dhash"
+DCT_BITS = 160
+BITS = 192  # DCT_BITS + 32 gradient bits
+CODE_VERSION = "tbh-dct160-dhash32/2"  # whole picture; bumped whenever a code would change
 
 
 def dct_matrix(side: int) -> np.ndarray:
@@ -43,26 +52,42 @@ def low_frequencies(side: int, count: int) -> list[tuple[int, int]]:
     return pairs[1 : count + 1]
 
 
-def dct_projection(side: int, bits: int) -> np.ndarray:
-    """Pixels [side * side] -> chosen DCT coefficients [bits]: the basis images as columns."""
-    basis = dct_matrix(side)
-    columns = [np.outer(basis[u], basis[v]).ravel() for u, v in low_frequencies(side, bits)]
-    return np.stack(columns, axis=1)  # (side^2, bits), orthonormal columns
+@cache
+def _basis(side: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The DCT matrix and the row / column index arrays of the chosen coefficients."""
+    pairs = np.array(low_frequencies(side, bits))
+    return dct_matrix(side), pairs[:, 0], pairs[:, 1]
 
 
-def fit_dct_hash(pixels: np.ndarray, bits: int) -> LinearHash:
-    """Fit the hash on thumbnails flattened to [N, side^2] (row-major), e.g. `gray32` features."""
-    pixels = np.asarray(pixels, dtype=np.float64)
-    side = int(round(np.sqrt(pixels.shape[1])))
-    if pixels.ndim != 2 or side * side != pixels.shape[1]:
-        raise TbhError(
-            f"the dct hash needs square grayscale thumbnails as features (e.g. --backbone gray32), "
-            f"got features of shape {pixels.shape}."
-        )
-    projection = dct_projection(side, bits)
-    medians = np.median(pixels @ projection, axis=0)  # (bits,)
-    encoder = LinearHash(side * side, bits)
-    # Orthonormal columns: (x - P m) @ P = x @ P - m, so each bit is "coefficient > its median".
-    encoder.mean.copy_(torch.from_numpy(projection @ medians))
-    encoder.projection.copy_(torch.from_numpy(projection))
-    return encoder
+def dct_coefficients(thumbnails: np.ndarray, bits: int = DCT_BITS) -> np.ndarray:
+    """Thumbnails float [N, side, side] (rows = image rows) -> chosen coefficients [N, bits]."""
+    thumbnails = np.asarray(thumbnails, dtype=np.float64)
+    if thumbnails.ndim != 3 or thumbnails.shape[1] != thumbnails.shape[2]:
+        raise TbhError(f"the dct hash needs square thumbnails [N, S, S], got {thumbnails.shape}.")
+    basis, u, v = _basis(thumbnails.shape[1], bits)
+    full = basis @ thumbnails @ basis.T  # (N, side, side): full[n, u, v], u down, v across
+    return full[:, u, v]
+
+
+def dct_bits(thumbnails: np.ndarray, bits: int = DCT_BITS) -> np.ndarray:
+    """Bool [N, bits]: coefficient j > the image's median coefficient (module doc)."""
+    coefficients = dct_coefficients(thumbnails, bits)  # (N, bits)
+    return coefficients > np.median(coefficients, axis=1, keepdims=True)
+
+
+def gradient_bits(small: np.ndarray) -> np.ndarray:
+    """Bool [N, H * (W // 2)] of thumbnails [N, H, W]: for the disjoint pairs of columns
+    (0, 1), (2, 3), ..., whether the right pixel is brighter than the left one."""
+    pairs = small[:, :, : small.shape[2] // 2 * 2]
+    return (pairs[:, :, 1::2] > pairs[:, :, 0::2]).reshape(len(small), -1)
+
+
+def photo_codes(thumbnails: np.ndarray) -> np.ndarray:
+    """Packed codes uint8 [N, BITS / 8] of `hash_thumbnails` rows float [N, SIDE^2 + 9 * 8]."""
+    width, height = GRADIENT_SIZE
+    thumbnails = np.asarray(thumbnails, dtype=np.float64)
+    if thumbnails.ndim != 2 or thumbnails.shape[1] != SIDE * SIDE + width * height:
+        raise TbhError(f"photo codes need `hash_thumbnails` rows, got {thumbnails.shape}.")
+    square = thumbnails[:, : SIDE * SIDE].reshape(-1, SIDE, SIDE)
+    small = thumbnails[:, SIDE * SIDE :].reshape(-1, height, width)
+    return np.packbits(np.hstack([dct_bits(square), gradient_bits(small)]), axis=1)

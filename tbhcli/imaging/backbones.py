@@ -9,8 +9,8 @@ ImageNet mean/std normalisation happens inside `forward`, so an exported ONNX mo
   for 224 px inputs, which is exact for any side that is a multiple of 32.
 - `resnet50`: 2048-d pooled features; `vgg16-fc7`: 4096-d fc7 after ReLU, as in the TBH paper.
   Both from torchvision, with `--backbone-weights FILE` or torchvision's own ImageNet download.
-- `gray32`: the 32 x 32 grayscale thumbnail itself (1,024-d, no weights), the input of the
-  perceptual `dct` hash that `tbh duplicates` uses by default (tbhcli.hashing.perceptual).
+- `gray32`: the 32 x 32 grayscale thumbnail itself (1,024-d, no weights; `tbh duplicates`
+  hashes its own whole-picture thumbnails, tbhcli.imaging.thumbnails).
 - `tiny`: a small seeded random CNN (32-d, 32 px) for tests.
 
 Names with a colon are the user's own networks: `onnx:PATH`, `timm:NAME`, `clip:NAME`

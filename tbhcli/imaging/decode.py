@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,23 +24,30 @@ DECODE_TASK = 32  # images per worker task: small, so every worker helps with ev
 
 @dataclass
 class DecodedBatch:
-    """Pixels uint8 [n_ok, 3, S, S] of the decodable files of one batch, in order."""
+    """Pixels of the decodable files of one batch, in order: uint8 [n_ok, 3, S, S] from
+    `load_image`, or what another loader returns per file, stacked."""
 
     pixels: np.ndarray
     ok: list[int]  # positions (within the batch) of the decoded files
     errors: list[tuple[int, str]]  # (position, reason) of the files that failed
 
 
-def decode_batch(files: list[Path], size: int) -> DecodedBatch:
-    """Decode files into one batch; runs in worker processes, so it takes and returns plain data."""
+def decode_batch(files: list[Path], size: int, loader: Callable = load_image) -> DecodedBatch:
+    """Decode files into one batch; runs in worker processes, so it takes and returns plain data.
+
+    `loader(path, size)` is a top-level function (picklable) that raises `ImageDecodeError`."""
     pixels, ok, errors = [], [], []
     for i, path in enumerate(files):
         try:
-            pixels.append(load_image(path, size))
+            pixels.append(loader(path, size))
             ok.append(i)
         except ImageDecodeError as exc:
             errors.append((i, str(exc).removeprefix(f"cannot decode image {path}: ")))
-    stacked = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), np.uint8)
+    if not pixels:  # empty: RGB uint8 [0, 3, S, S], or [0, 0] from another loader (`_merge`)
+        rgb = loader is load_image
+        empty = np.zeros((0, 3, size, size), np.uint8) if rgb else np.zeros((0, 0), np.float32)
+        return DecodedBatch(empty, ok, errors)
+    stacked = np.stack(pixels)
     return DecodedBatch(stacked, ok, errors)
 
 
@@ -61,15 +68,16 @@ def _exit_with_parent(parent: int) -> None:
 def _merge(parts: list[DecodedBatch], sizes: list[int]) -> DecodedBatch:
     """One batch from consecutive decoded parts of `sizes` files each (positions shifted)."""
     offsets = np.cumsum([0, *sizes[:-1]])
+    decoded = [p.pixels for p in parts if len(p.ok)] or [parts[0].pixels]
     return DecodedBatch(
-        np.concatenate([p.pixels for p in parts]),
+        np.concatenate(decoded),
         [o + i for o, p in zip(offsets, parts, strict=True) for i in p.ok],
         [(o + i, why) for o, p in zip(offsets, parts, strict=True) for i, why in p.errors],
     )
 
 
 def decode_batches(
-    files: list[Path], size: int, batch_size: int, workers: int
+    files: list[Path], size: int, batch_size: int, workers: int, loader: Callable = load_image
 ) -> Iterator[DecodedBatch]:
     """Decoded batches of `batch_size` files, in order, from `workers` processes.
 
@@ -80,7 +88,7 @@ def decode_batches(
     """
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     if workers == 0:
-        yield from (decode_batch(batch, size) for batch in batches)
+        yield from (decode_batch(batch, size, loader) for batch in batches)
         return
     step = max(1, min(DECODE_TASK, -(-batch_size // workers)))
     tasks = [
@@ -99,7 +107,7 @@ def decode_batches(
         pending = deque()
         todo = iter(tasks)
         for b, chunk in todo:
-            pending.append((b, len(chunk), pool.submit(decode_batch, chunk, size)))
+            pending.append((b, len(chunk), pool.submit(decode_batch, chunk, size, loader)))
             if len(pending) >= window:
                 break
         parts, sizes = [], []
@@ -110,7 +118,11 @@ def decode_batches(
             following = next(todo, None)
             if following is not None:
                 pending.append(
-                    (following[0], len(following[1]), pool.submit(decode_batch, following[1], size))
+                    (
+                        following[0],
+                        len(following[1]),
+                        pool.submit(decode_batch, following[1], size, loader),
+                    )
                 )
             if not pending or pending[0][0] != b:  # the last part of batch b
                 yield _merge(parts, sizes)

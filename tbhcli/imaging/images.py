@@ -18,12 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tbhcli.errors import TbhError
 from tbhcli.terminal import printable
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"}
+    | {".ppm", ".pgm", ".pbm", ".pnm"}
+)
 # The Pillow formats of those extensions: all that bytes from a client may be decoded as.
 UPLOAD_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 
 # What Pillow raises for unreadable, truncated or hostile files.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 class ImageDecodeError(TbhError):
@@ -81,13 +84,28 @@ def list_images(root: Path) -> list[Path]:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """`img` as 8-bit RGB; 16-bit grayscale (modes I;16*, and I as Pillow opens such PNG/TIFF
-    files) is scaled to 8 bits (round(value / 257)), where `convert("RGB")` would clip every value
-    above 255 and leave most pixels white."""
-    if img.mode == "I" or img.mode.startswith("I;16"):
+    """`img` as 8-bit RGB. Wide grayscale is scaled, where `convert("RGB")` would clip it:
+    16-bit (modes I;16*, and I as Pillow opens such PNG/TIFF files) by round(value / 257);
+    32-bit float (mode F) from 0..1 when its values lie there (the usual convention), else
+    from its own finite minimum..maximum; non-finite pixels become black."""
+    if img.mode == "F":
+        img = Image.fromarray(_float_to_uint8(np.asarray(img, dtype=np.float64)))
+    elif img.mode == "I" or img.mode.startswith("I;16"):
         wide = np.clip(np.asarray(img), 0, 65535).astype(np.uint32)  # (H, W)
         img = Image.fromarray(((wide + 128) // 257).astype(np.uint8))  # "L"
     return img.convert("RGB")
+
+
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float pixels [H, W] -> uint8 [H, W] (`to_rgb`): 0..1 -> 0..255, else min..max -> 0..255."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, np.uint8)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    if low < 0 or high > 1:  # not the 0..1 convention: stretch the range that is there
+        values = (values - low) / (high - low) if high > low else values * 0
+    scaled = np.where(finite, np.clip(values, 0, 1) * 255 + 0.5, 0)
+    return scaled.astype(np.uint8)
 
 
 def read_file_list(list_file: Path, root: Path) -> list[Path]:
@@ -145,7 +163,7 @@ def load_image(
             img = to_rgb(ImageOps.exif_transpose(img))
             img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)  # (size, size, 3)
-    except _DECODE_ERRORS as exc:
+    except IMAGE_DECODE_ERRORS as exc:
         raise ImageDecodeError(f"cannot decode image {_name(path)}: {exc}") from None
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3, size, size)
 
