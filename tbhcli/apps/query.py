@@ -87,11 +87,16 @@ def query_label(path: Path, folders: list[Path]) -> str | None:
 
 
 def store_model(store: CodeStore, model: Path | None) -> Path:
-    """`model`, or the file the store was built with: onnx/<name> here or beside the store."""
+    """`model`, or the file the store was built with: onnx/<name> here or in the store's folder,
+    or <name> beside the store (`tbh duplicates` keeps NAME.onnx next to NAME.zarr)."""
     if model is not None:
         return resolve_model(model)  # "not found", not "the store was built with another"
     name = store.attrs["model"]
-    candidates = [MODELS_DIR / name, store.path.parent / MODELS_DIR / name]
+    candidates = [
+        MODELS_DIR / name,
+        store.path.parent / MODELS_DIR / name,
+        store.path.parent / name,
+    ]
     for path in candidates:
         if path.is_file():
             announce_default("model", path, "the store's own")
