@@ -47,8 +47,19 @@ err_console = make_console(stderr=True)
 DEFAULT_PRESET = Preset(defaults.PRESET)
 
 
+# `tbh --help` lists the commands in the order of the data path, then the maintenance ones.
+COMMAND_ORDER = (
+    "demo", "features", "train", "evaluate", "export", "index", "query", "duplicates", "serve",
+    "info", "check", "remove",
+)  # fmt: skip
+
+
 class _UserErrorsAsOneLine(TyperGroup):
     """Print a TbhError from any command as one red line and exit 1 (also under CliRunner)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: (COMMAND_ORDER + (n,)).index(n))
 
     def invoke(self, ctx: click.Context):
         try:
