@@ -5,6 +5,7 @@ the ONNX model the store was built with, then searched by XOR + popcount (`tbhcl
 ties broken by database row. Results print as a table, as JSON, or as an HTML gallery (gallery.py).
 """
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,8 +244,16 @@ def query(
     return results
 
 
+def openable(root: Path, stored: str) -> str:
+    """A stored path (relative to the indexed folder) as the user opens it from the current
+    folder: relative when it lies below it (`images/0/335.png`), else absolute."""
+    path = Path(os.path.abspath(Path(root) / stored))
+    here = Path(os.path.abspath(Path.cwd()))
+    return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
+
+
 def print_results(results: list[QueryResult], console: Console) -> None:
-    """One rich table per query: rank, distance, path, label."""
+    """One rich table per query: rank, distance, path (openable from the current folder), label."""
     from rich.table import Table
 
     for result in results:
@@ -254,7 +263,8 @@ def print_results(results: list[QueryResult], console: Console) -> None:
         table.add_column("path", overflow="fold")
         table.add_column("label")
         for row in result.rows():
-            cells = (row["rank"], row["distance"], row["path"], row["label"] or "")
+            path = openable(result.root, row["path"])
+            cells = (row["rank"], row["distance"], path, row["label"] or "")
             table.add_row(*map(shown, cells))
         console.print(table)
 
