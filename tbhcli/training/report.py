@@ -18,9 +18,10 @@ def print_summary(run: Path, summary: dict, console: Console) -> None:
         ended = {"plateau": "stopped at its validation plateau", "steps": "ran to --steps"}
         best = summary.get("best_step")
         kept = f", kept the weights of step {best}" if best and best != summary["steps"] else ""
+        threads = f", {summary['threads']} torch threads" if summary.get("threads") else ""
         console.print(
             f"TBH: {summary['steps']} steps in {summary['seconds']:.0f} s "
-            f"({summary['steps_per_s']:.1f} steps/s), {ended[summary['stopped']]}{kept}.",
+            f"({summary['steps_per_s']:.1f} steps/s{threads}), {ended[summary['stopped']]}{kept}.",
             highlight=False,
         )
     for warning in summary.get("warnings") or []:
