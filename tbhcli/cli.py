@@ -555,14 +555,22 @@ def check(
 
 @command(
     "tbh query img.jpg --top 100",
-    "tbh query ./queries --radius 2 --json",
-    "tbh query img.jpg --html gallery.html",
+    "tbh query ./queries --radius 2 --json --html gallery.html",
+    'tbh query --text "a red bicycle" --top 20',
 )
 def query(
     images: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(metavar="IMAGE_OR_DIR", help="Query images or folders of images."),
-    ],
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text",
+            metavar="TEXT",
+            help="Query by a description instead (repeatable); needs a clip:NAME run's model.",
+        ),
+    ] = None,
     top: Annotated[int, typer.Option(metavar="K", help="Neighbours per query.")] = 10,
     radius: Annotated[
         int | None,
@@ -586,13 +594,20 @@ def query(
     method: MethodOption = SearchMethod.auto,
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
-    from tbhcli.apps.query import print_results, results_json
+    from tbhcli.apps.query import print_results, query_text, results_json
     from tbhcli.apps.query import query as run_query
 
-    results = run_query(
-        images, top, store, model, radius, device, dask=dask, method=method,
-        backbone_weights=backbone_weights,
-    )  # fmt: skip
+    if bool(images) == bool(text):
+        raise TbhError("give query images (IMAGE_OR_DIR) or --text, one of the two.")
+    if text:
+        if html is not None:
+            raise TbhError("--html shows query images; with --text use the table or --json.")
+        results = query_text(text, top, store, model, radius, device, dask, method)
+    else:
+        results = run_query(
+            images, top, store, model, radius, device, dask=dask, method=method,
+            backbone_weights=backbone_weights,
+        )  # fmt: skip
     if html is not None:
         from tbhcli.apps.gallery import write_gallery
 

@@ -17,6 +17,7 @@ RUNS_DIR = Path("runs")
 MODELS_DIR = Path("onnx")
 STORE_PATH = Path("codes.zarr")
 FEATURES_SUFFIX = ".features.onnx"  # features -> codes models; a plain .onnx takes images
+TEXT_SUFFIX = ".text.onnx"  # text -> codes models, beside their images model (clip:NAME runs)
 ENCODER_FILE = "encoder.safetensors"  # written last by `tbh train`: a run that has it is finished
 
 
@@ -48,7 +49,12 @@ def resolve_run(run: str | Path | None) -> Path:
 
 def newest_image_model(models: Path = MODELS_DIR) -> Path | None:
     """The newest ONNX file in `models` that takes images (the default --model)."""
-    return _newest([p for p in Path(models).glob("*.onnx") if not p.name.endswith(FEATURES_SUFFIX)])
+    images = [
+        p
+        for p in Path(models).glob("*.onnx")
+        if not p.name.endswith((FEATURES_SUFFIX, TEXT_SUFFIX))
+    ]
+    return _newest(images)
 
 
 def resolve_model(model: str | Path | None) -> Path:

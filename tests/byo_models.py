@@ -21,6 +21,10 @@ CLIP_CONFIG = {
     "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 16, "heads": 1, "layers": 1},
 }
 CLIP_MEAN, CLIP_STD = [0.45, 0.45, 0.4], [0.27, 0.26, 0.28]
+# With a text tower that open_clip's built-in tokenizer can feed (its 49,408-token vocabulary).
+CLIP_TEXT_CONFIG = CLIP_CONFIG | {
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}
+}
 
 
 def extractor(seed: int = 0) -> nn.Module:
@@ -94,15 +98,17 @@ def write_timm_weights(path: Path, seed: int = 0, num_classes: int = 0) -> nn.Mo
     return model
 
 
-def write_clip_folder(folder: Path, seed: int = 0, visual_only: bool = False) -> nn.Module:
+def write_clip_folder(
+    folder: Path, seed: int = 0, visual_only: bool = False, config: dict = CLIP_CONFIG
+) -> nn.Module:
     """An open_clip folder as Hugging Face holds one: open_clip_config.json + a checkpoint of a
     random tiny CLIP (or of its image tower only); returns the image tower."""
     import open_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**CLIP_CONFIG).eval()
-    config = {"model_cfg": CLIP_CONFIG, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}}
+    model = open_clip.CLIP(**config).eval()
+    config = {"model_cfg": config, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}}
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     state = model.visual.state_dict() if visual_only else model.state_dict()
     torch.save(state, folder / "open_clip_pytorch_model.bin")

@@ -16,6 +16,7 @@ from tbhcli.workspace import (
     MODELS_DIR,
     RUNS_DIR,
     STORE_PATH,
+    TEXT_SUFFIX,
     newest_finished_run,
     newest_image_model,
 )
@@ -77,6 +78,8 @@ def _models(workspace: Path) -> list[dict]:
     default = newest_image_model(workspace / MODELS_DIR)
     models = []
     for path in sorted((workspace / MODELS_DIR).glob("*.onnx")):
+        if path.name.endswith(TEXT_SUFFIX):  # shown as its images model's `text` column
+            continue
         try:
             meta = model_info(path)
         except TbhError as exc:
@@ -94,6 +97,7 @@ def _models(workspace: Path) -> list[dict]:
                 "sha256": meta.sha256,
                 "exported": _when(path),
                 "default": path == default,
+                "text_model": path.with_name(path.name[: -len(".onnx")] + TEXT_SUFFIX).is_file(),
             }
         )
     return models
@@ -165,10 +169,12 @@ def print_info(result: dict, console) -> None:
     console.print(runs if result["runs"] else "runs: none (tbh train FEATURES.npy --bits 32)")
     models = Table(title="models (onnx/) · * the default --model (newest)", title_justify="left")
     columns = ("file", "method", "bits", "input", "backbone", "image_size", "exported")
+    columns += ("text",)  # a text model beside it: `tbh query --text` works
     for column in columns:
         models.add_column(column)
     for model in result["models"]:
-        cells = [shown(model.get(c, "")) for c in columns]
+        cells = [shown(model.get(c, "")) for c in columns[:-1]]
+        cells.append("yes" if model.get("text_model") else "")
         cells[0] += " *" if model.get("default") else ""
         models.add_row(*cells)
     console.print(models if result["models"] else "models: none (tbh export)")

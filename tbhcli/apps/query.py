@@ -288,3 +288,35 @@ def results_json(results: list[QueryResult]) -> str:
             "results": results_payload(results),
         },
     )
+
+
+def query_text(
+    texts: list[str],
+    top: int = 10,
+    store: Path | None = None,
+    model: Path | None = None,
+    radius: int | None = None,
+    device: str = "auto",
+    dask: str | None = None,
+    method: str = "auto",
+) -> list[QueryResult]:
+    """The `top` nearest store items of each text (within Hamming `radius` if given): the text is
+    hashed by the text model beside the store's model (a `clip:NAME` run; deploy/text_model.py)
+    into the store's binary codes, then searched like an image's codes."""
+    from tbhcli.deploy.text_runtime import open_text_model
+    from tbhcli.imaging.text import check_texts
+
+    check_search(top, radius)
+    texts = check_texts(list(texts))
+    began = time.perf_counter()
+    db, info = open_searchable(store, model)
+    codes = open_text_model(info, device).codes(texts)
+    found = search_codes(db, codes, top, radius, dask, method=method)
+    setup = QuerySetup(
+        db.path, len(db), info.path, info.method, info.bits, time.perf_counter() - began
+    )
+    results = []
+    for text, (d, i) in zip(texts, found, strict=True):
+        paths, labels = db.lookup(i)
+        results.append(QueryResult(text, d, i, paths, labels, db.root, None, setup))
+    return results

@@ -338,4 +338,40 @@ def export(
         f"{report.bits_compared} bits differ (mismatch rate {report.mismatch_rate:.2e}, "
         f"only |logit| < {report.tolerance:.1e} may)",
     )
+    recipe = run_recipe(trained, backbone_weights) or {}
+    if input == "images" and str(recipe.get("backbone", "")).startswith("clip:"):
+        _export_text_or_say_why(trained, recipe, out, opset)
     return out
+
+
+def _export_text_or_say_why(run: Run, recipe: dict, images_model: Path, opset: int) -> None:
+    """Beside a CLIP-backbone model, its text model (deploy/text_model.py); when the run cannot
+    have one (an image-tower-only checkpoint, a Hugging Face tokenizer), one line on why."""
+    from tbhcli.deploy.text_model import build_text_hasher, sample_tokens, text_metadata
+    from tbhcli.deploy.text_runtime import text_model_path
+
+    out = text_model_path(images_model)
+    try:
+        hasher, context = build_text_hasher(run, recipe)
+        tokens = sample_tokens(context)
+        tmp = out.with_name(out.name + ".tmp")
+        model = _to_onnx(hasher, tokens[:2], tmp, ("tokens", "codes"), opset)
+        model.doc_string = f"tbh {tbhcli.__version__}: text -> packed {run.bits}-bit codes"
+        props = metadata(run, "images") | text_metadata(context, hasher.scale)
+        for key, value in props.items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(tmp))
+        try:
+            report = verify(tmp, hasher, tokens)
+        except TbhError:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(out)
+    except TbhError as exc:
+        out.unlink(missing_ok=True)  # a text model of an earlier export would not match
+        console.print(f"no text model (tbh query --text): {shown(exc)}")
+        return
+    console.print(
+        f"exported {shown(out)} for text queries: onnxruntime = torch on {report.items} texts, "
+        f"{report.mismatched_bits}/{report.bits_compared} bits differ"
+    )

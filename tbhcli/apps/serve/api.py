@@ -66,6 +66,7 @@ class Stats(BaseModel):
     store: str
     store_updated: str | None
     provider: str
+    text_queries: bool  # whether POST /query takes {"text": ...} (a clip:NAME run's text model)
 
 
 class Item(BaseModel):
@@ -128,16 +129,19 @@ _ERRORS = {code: {"model": ErrorAnswer} for code in (400, 401, 404, 413, 415, 42
 
 
 class OneQuery(BaseModel):
-    """A JSON query: exactly one of a hex code or a store row."""
+    """A JSON query: exactly one of a hex code, a store row or a text (a description)."""
 
     model_config = ConfigDict(extra="forbid")
     codes: str | None = None
     row: StrictInt | None = None
+    text: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "OneQuery":
-        if (self.codes is None) == (self.row is None):
-            raise ValueError('send exactly one of "codes" (hex) and "row" (a store row)')
+        if sum(v is not None for v in (self.codes, self.row, self.text)) != 1:
+            raise ValueError(
+                'send exactly one of "codes" (hex), "row" (a store row) and "text" (a description)'
+            )
         return self
 
 
@@ -317,8 +321,9 @@ def create_app(
     )
     async def query(request: Request, top: Top = 10, radius: Radius = None) -> JSONResponse:
         """Neighbours of uploaded images (multipart field `image`, repeatable), of one hex code
-        (`{"codes": "..."}`) or of one store row (`{"row": 123}`): the JSON of `tbh query --json`.
-        """
+        (`{"codes": "..."}`), of one store row (`{"row": 123}`) or of a description
+        (`{"text": "a red bicycle"}`, when `/stats` says `text_queries`): the JSON of
+        `tbh query --json`."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
             uploads = await _uploads(request)
@@ -327,6 +332,8 @@ def create_app(
             body = _parse(OneQuery, await request.body())
             if body.codes is not None:
                 results = await run_in_threadpool(service.by_codes, [body.codes], top, radius)
+            elif body.text is not None:
+                results = await run_in_threadpool(service.by_texts, [body.text], top, radius)
             else:
                 results = await run_in_threadpool(service.by_rows, [body.row], top, radius)
         else:

@@ -6,8 +6,8 @@ rows committed now: `tbh index` rewrites the store's `zarr.json` at each commit,
 request tells whether to read the new rows; they appear without a restart.
 
 Queries are images (bytes from a client, decoded by `imaging.images.load_image` with the upload
-guards), packed codes as hex, or rows of the store; results are `apps.query.QueryResult`s, the
-same as `tbh query` returns.
+guards), texts (for a clip:NAME run with a text model), packed codes as hex, or rows of the
+store; results are `apps.query.QueryResult`s, the same as `tbh query` returns.
 """
 
 import io
@@ -28,8 +28,10 @@ from tbhcli.apps.query import (
     search_codes,
 )
 from tbhcli.deploy.runtime import create_session, describe_provider, run_codes
+from tbhcli.deploy.text_runtime import open_text_model
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import UPLOAD_FORMATS, load_image
+from tbhcli.imaging.text import check_texts
 from tbhcli.search import check_threads
 from tbhcli.storage.store import CodeStore, open_store
 
@@ -159,6 +161,8 @@ class SearchService:
         self._snapshot = Snapshot(db)
         self.session, self.provider = create_session(self.info.path, device, self.info)
         self.threads = check_threads(threads)
+        # A clip:NAME run's text model, when exported beside the model: text queries
+        self.text = open_text_model(self.info, device, threads, required=False)
         self.max_pixels = max_pixels
         self._reread = threading.Lock()
         # Decoding is CPU-bound: more at once only adds memory (up to ~150 MB per large image).
@@ -220,6 +224,20 @@ class SearchService:
         return load_image(
             stream, self.info.image_size, formats=UPLOAD_FORMATS, max_pixels=self.max_pixels
         )
+
+    def by_texts(
+        self, texts: list[str], top: int = 10, radius: int | None = None
+    ) -> list[QueryResult]:
+        """Neighbours of descriptions, hashed by the run's text model; named by their text."""
+        if self.text is None:
+            raise TbhError(
+                "this store's model has no text model: text queries need a run on a clip:NAME "
+                "backbone, exported with `tbh export` (docs/usage.md)."
+            )
+        if not 0 < len(texts) <= MAX_BATCH:
+            raise TbhError(f"send 1 to {MAX_BATCH} texts at once (got {len(texts)}).")
+        texts = check_texts(texts)
+        return self.search(self.text.codes(texts), texts, top, radius)
 
     def by_codes(
         self, codes: list[str], top: int = 10, radius: int | None = None
@@ -306,4 +324,5 @@ class SearchService:
             "store": rows.db.path.name,
             "store_updated": rows.db.attrs.get("updated"),
             "provider": describe_provider(self.provider),
+            "text_queries": self.text is not None,
         }
