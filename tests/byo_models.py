@@ -147,3 +147,29 @@ def reference_codes(run: Path, files: list[Path], net: nn.Module, mean, std) -> 
 def bit_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Differing bits per row of two packed code arrays [N, bits / 8]."""
     return (np.unpackbits(a, axis=1) != np.unpackbits(b, axis=1)).sum(axis=1)
+
+
+def build_clip_text_workspace(ws: Path) -> tuple[Path, Path]:
+    """In `ws` (made the current folder meanwhile): a tiny whole CLIP in clip/, 30 images, their
+    features, an ITQ-16 run on them, its images and text models (onnx/), and codes.zarr: a
+    workspace where text queries work. Returns (run, images model)."""
+    import os
+
+    from tbhcli.deploy.export import export
+    from tbhcli.imaging.embed import features
+    from tbhcli.storage.indexing import index
+    from tbhcli.training.fit import train
+    from tests.tiny_workspace import make_images
+
+    here = Path.cwd()
+    os.chdir(ws)
+    try:
+        write_clip_folder(ws / "clip", seed=4, config=CLIP_TEXT_CONFIG)
+        make_images(ws / "images", {"a": 15, "b": 15})
+        features("images", "f.npy", f"clip:{ws / 'clip'}", workers=0)
+        run = train("f.npy", bits=16, method="itq", out=ws / "runs" / "clip16", quiet=True)
+        model = export(run)
+        index("images", workers=0, device="cpu")
+    finally:
+        os.chdir(here)
+    return run, ws / model

@@ -20,6 +20,7 @@ from tbhcli.apps.demo_data import write_mnist_images
 from tbhcli.deploy.export import export
 from tbhcli.storage.indexing import index
 from tests.browsers import chromium_path, is_local, offline_page
+from tests.byo_models import build_clip_text_workspace
 from tests.servers import running_server
 from tests.tiny_workspace import make_lsh_run
 
@@ -246,3 +247,39 @@ def test_the_page_asks_for_the_token_of_a_guarded_server(digits, tmp_path):
         expect(page.locator("#status")).to_contain_text(f"24 results for {queries[1].name}")
         first = page.locator("#results figure.result img").first
         expect(first).to_have_attribute("src", re.compile("^blob:"))  # fetched with the token
+
+
+@pytest.mark.slow
+def test_a_text_box_searches_a_clip_run_by_description(tmp_path_factory, tmp_path):
+    """The page offers text queries when /stats says so, and shows what `POST /query` answers."""
+    pytest.importorskip("open_clip")
+    chromium_path()
+    ws = tmp_path_factory.mktemp("text-page")
+    build_clip_text_workspace(ws)
+    text = "a red bicycle"
+    with running_server(ws, "--device", "cpu") as (url, _), offline_page() as page:
+        page.goto(url)
+        settled(page)
+        form = page.locator("#text-form")
+        expect(form).to_be_visible()
+        page.locator("#text").fill(text)
+        page.locator("#text-form button").click()
+        expect(page.locator("#status")).to_contain_text(f"24 results for {text}")
+        settled(page)
+        assert url_state(page) == {"text": text, "top": "24"}
+        expect(page.locator("#query-caption")).to_have_text(f"query: “{text}”")
+        results = page.locator("#results figure.result")
+        assert shown(results) == [n["row"] for n in api(url, json={"text": text})]
+        screenshot(page, tmp_path, "serve-text")
+        page.reload()  # the link alone repeats the search
+        settled(page)
+        assert shown(results) == [n["row"] for n in api(url, json={"text": text})]
+
+
+def test_the_text_box_is_hidden_without_a_text_model(digits):
+    ws, _ = digits
+    with running_server(ws, "--device", "cpu") as (url, _), offline_page() as page:
+        page.goto(url)
+        expect(page.locator("#stats")).to_contain_text("290 images")
+        settled(page)
+        expect(page.locator("#text-form")).to_be_hidden()

@@ -18,13 +18,10 @@ from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.errors import TbhError
 from tbhcli.hashing.runs import load_run
-from tbhcli.imaging.embed import features
-from tbhcli.storage.indexing import index
 from tbhcli.storage.store import open_store
-from tbhcli.training.fit import train
 from tbhcli.workspace import file_sha256
-from tests.byo_models import CLIP_TEXT_CONFIG, write_clip_folder
-from tests.tiny_workspace import hamming, make_images
+from tests.byo_models import CLIP_TEXT_CONFIG, build_clip_text_workspace, write_clip_folder
+from tests.tiny_workspace import hamming
 
 pytest.importorskip("open_clip")
 TEXTS = ["a red bicycle", "two dogs on the grass"]
@@ -34,14 +31,7 @@ TEXTS = ["a red bicycle", "two dogs on the grass"]
 def clip_workspace(tmp_path_factory):
     """A workspace whose run hashes a tiny CLIP's image features (16-d) into 16 bits."""
     ws = tmp_path_factory.mktemp("text")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(ws)
-        write_clip_folder(ws / "clip", seed=4, config=CLIP_TEXT_CONFIG)
-        make_images(ws / "images", {"a": 15, "b": 15})
-        features("images", "f.npy", f"clip:{ws / 'clip'}", workers=0)
-        run = train("f.npy", bits=16, method="itq", out=ws / "runs" / "clip16", quiet=True)
-        model = export(run)
-        index("images", workers=0, device="cpu")
+    run, model = build_clip_text_workspace(ws)
     return ws, run, model
 
 

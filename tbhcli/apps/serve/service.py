@@ -163,6 +163,8 @@ class SearchService:
         self.threads = check_threads(threads)
         # A clip:NAME run's text model, when exported beside the model: text queries
         self.text = open_text_model(self.info, device, threads, required=False)
+        if self.text is not None:
+            self.text.codes(["warm up"])  # imports the tokenizer now, not in the first request
         self.max_pixels = max_pixels
         self._reread = threading.Lock()
         # Decoding is CPU-bound: more at once only adds memory (up to ~150 MB per large image).
