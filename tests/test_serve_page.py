@@ -19,6 +19,7 @@ from playwright.sync_api import expect
 from tbhcli.apps.demo_data import write_mnist_images
 from tbhcli.deploy.export import export
 from tbhcli.storage.indexing import index
+from tests import browsers
 from tests.browsers import chromium_path, is_local, offline_page
 from tests.byo_models import build_clip_text_workspace
 from tests.servers import running_server
@@ -75,6 +76,17 @@ def as_upload(path: Path) -> dict:
 
 def upload(page, path: Path) -> None:
     page.set_input_files("#file", str(path))
+
+
+def test_a_missing_browser_skips_here_and_fails_under_ci(monkeypatch, tmp_path):
+    """On a user's machine the page tests skip with the reason; in CI (CI=true) they fail."""
+    monkeypatch.setattr(browsers, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs Debian's Chromium"):
+        browsers.chromium_path()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: the browser tests must run"):
+        browsers.chromium_path()
 
 
 def test_the_guard_fails_a_page_that_asks_the_internet():
