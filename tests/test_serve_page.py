@@ -132,6 +132,11 @@ def test_browse_the_collection_in_pages_and_by_folder(digits, tmp_path):
         expect(grid.first).to_have_attribute("data-row", str(by_path[0]["row"]))
         assert shown(grid) == [i["row"] for i in by_path[:60]]
 
+        page.goto(url + "?order=row&page=9")  # a link past the end says so
+        settled(page)
+        expect(page.locator("#status")).to_have_text("there is no page 9: the collection has 5.")
+        expect(grid).to_have_count(0)
+
 
 @pytest.mark.slow
 def test_query_view_full_size_search_from_it_and_share_the_link(digits, tmp_path):

@@ -129,9 +129,13 @@ async function browse(state) {
     $("page-info").textContent = `page ${state.page} of ${pages}`;
     $("prev").disabled = state.page <= 1;
     $("next").disabled = state.page >= pages;
-    const first = page.total ? offset + 1 : 0;
+    if (!page.items.length) {
+      setStatus(page.total ? `there is no page ${state.page}: the collection has ${pages}.`
+        : "the store is empty: add images with tbh index.", Boolean(page.total));
+      return;
+    }
     const last = offset + page.items.length;
-    setStatus(`${page.total.toLocaleString()} images · showing ${first}–${last} · ` +
+    setStatus(`${page.total.toLocaleString()} images · showing ${offset + 1}–${last} · ` +
       "click a picture to see it full size");
   } catch (error) {
     setStatus(error.message, true);
