@@ -56,7 +56,6 @@ def test_earliest_stop_is_where_the_rule_stops_without_further_gain():
 
 
 def test_eta_counts_down_to_the_cap_or_from_the_earliest_stop():
-    assert eta_text(100, 10.0, 1000) == "ETA 1:30"
-    text = eta_text(100, 10.0, 40_000, earliest=500)
-    assert text == "ETA 0:40 (stops at step 500 unless it improves; at most 1:06:30)"
+    assert eta_text(100, 10.0, 1000) == "1:30 left"
+    assert eta_text(100, 10.0, 40_000, earliest=500) == "0:40-1:06:30 left"
     assert eta_text(0, 0.0, 1000) == "" and eta_text(1000, 5.0, 1000) == ""

@@ -189,9 +189,9 @@ def eta_text(step: int, rate: float, steps: int, earliest: int | None = None) ->
         return ""
     most = _clock((steps - step) / rate)
     if earliest is None:
-        return f"ETA {most}"
-    least = _clock(max(earliest - step, 0) / rate)
-    return f"ETA {least} (stops at step {earliest} unless it improves; at most {most})"
+        return f"{most} left"
+    least = _clock(max(earliest - step, 0) / rate)  # if the score does not improve again
+    return f"{least}-{most} left"
 
 
 class DeferredInterrupt:
