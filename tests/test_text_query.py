@@ -11,6 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from tbhcli.apps.info import info
 from tbhcli.apps.query import query_text
 from tbhcli.apps.serve.api import create_app
 from tbhcli.apps.serve.service import SearchService
@@ -54,6 +55,8 @@ def test_text_queries_search_the_image_codes(clip_workspace, monkeypatch):
     ws, run, model = clip_workspace
     monkeypatch.chdir(ws)
     assert (ws / "onnx" / "clip16.text.onnx").is_file()
+    (listed,) = info(ws)["models"]  # the text model is its images model's `text_model`
+    assert listed["file"] == "clip16.onnx" and listed["text_model"] is True
     results = query_text(TEXTS, top=12, device="cpu")
     db_codes = open_store(ws / "codes.zarr").read_codes(0)
     expected = reference_text_codes(ws, run, TEXTS)
