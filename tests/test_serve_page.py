@@ -59,9 +59,16 @@ def url_state(page) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
 
 
+# Every picture of the grid (and of an open full-size view) has arrived, or is marked unreadable
+# (an <img> without a src counts as `complete`: the blob may still be on its way).
+LOADED = """[...document.querySelectorAll('#results img, #view[open] img')].every(
+    i => i.classList.contains('unreadable') || (i.getAttribute('src') && i.complete
+    && i.naturalWidth > 0))"""
+
+
 def screenshot(page, tmp_path: Path, name: str) -> Path:
     """A screenshot once every picture has loaded, kept in tmp_path (and in $TBH_SCREENSHOTS)."""
-    page.wait_for_function("[...document.querySelectorAll('img')].every(i => i.complete)")
+    page.wait_for_function(LOADED)
     shot = tmp_path / f"{name}.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
@@ -300,3 +307,39 @@ def test_the_text_box_is_hidden_without_a_text_model(digits):
         expect(page.locator("#stats")).to_contain_text("290 images")
         settled(page)
         expect(page.locator("#text-form")).to_be_hidden()
+
+
+@pytest.mark.slow
+def test_real_photos_browse_by_folder_and_open_full_size(tmp_path_factory, tmp_path):
+    """Photos tbh did not make (the ones scikit-image ships, up to 1411 x 1411 px): every picture
+    arrives, and the full-size view names the largest photo's true size."""
+    skimage = pytest.importorskip("skimage", reason="scikit-image (the bench extra) ships them")
+    chromium_path()
+    ws = tmp_path_factory.mktemp("photos")
+    data = Path(skimage.__file__).parent / "data"
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "horse.png", "rocket.jpg",
+             "motorcycle_left.png", "camera.png", "coins.png", "hubble_deep_field.jpg",
+             "retina.jpg", "grass.png", "brick.png"]  # fmt: skip
+    for name in names:
+        folder = ws / "images" / ("scenes" if name < "d" else "more")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data / name, folder / name)
+    model = export(make_lsh_run(ws / "runs" / "lsh32", bits=32), out=ws / "onnx" / "lsh32.onnx")
+    index(ws / "images", store=ws / "codes.zarr", model=model, workers=0, device="cpu")
+    with running_server(ws, "--device", "cpu") as (url, _), offline_page() as page:
+        page.goto(url + "?order=folder")
+        settled(page)
+        expect(page.locator("#results figure.result")).to_have_count(len(names))
+        expect(page.locator("#results h2.folder")).to_have_text(["more", "scenes"])
+        page.wait_for_function(LOADED)
+        unreadable = page.locator("#results img.unreadable")
+        assert unreadable.count() == 0
+        screenshot(page, tmp_path, "serve-photos")
+        items = httpx.get(url + "items", params={"limit": 100}).json()["items"]
+        sizes = {i["row"]: httpx.get(url + f"items/{i['row']}").json() for i in items}
+        largest = max(sizes.values(), key=lambda i: i["width"] * i["height"])
+        page.locator(f"#results figure[data-row='{largest['row']}']").click()
+        facts = page.locator("#view-facts")
+        expect(facts).to_contain_text(f"{largest['width']} × {largest['height']} px")
+        expect(facts).to_contain_text(largest["path"])
+        screenshot(page, tmp_path, "serve-photo-view")
