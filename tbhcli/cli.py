@@ -47,8 +47,19 @@ err_console = make_console(stderr=True)
 TRAIN = TrainOptions(Path())  # the defaults of `tbh train`, written once (training/options.py)
 
 
+# `tbh --help` lists the commands in the order of the data path, then the maintenance ones.
+COMMAND_ORDER = (
+    "demo", "features", "train", "evaluate", "export", "index", "query", "duplicates", "serve",
+    "info", "check", "remove",
+)  # fmt: skip
+
+
 class _UserErrorsAsOneLine(TyperGroup):
     """Print a TbhError from any command as one red line and exit 1 (also under CliRunner)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: (COMMAND_ORDER + (n,)).index(n))
 
     def invoke(self, ctx: click.Context):
         log_to_stderr()  # what the library logs (the model in use, files written) shows here
@@ -481,14 +492,22 @@ def check(
 
 @command(
     "tbh query img.jpg --top 100",
-    "tbh query ./queries --radius 2 --json",
-    "tbh query img.jpg --html gallery.html",
+    "tbh query ./queries --radius 2 --json --html gallery.html",
+    'tbh query --text "a red bicycle" --top 20',
 )
 def query(
     images: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(metavar="IMAGE_OR_DIR", help="Query images or folders of images."),
-    ],
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text",
+            metavar="TEXT",
+            help="Query by a description instead (repeatable); needs a clip:NAME run's model.",
+        ),
+    ] = None,
     top: Annotated[int, typer.Option(metavar="K", help="Neighbours per query.")] = 10,
     radius: Annotated[
         int | None,
@@ -513,11 +532,20 @@ def query(
 ) -> None:
     """Find the nearest indexed images by Hamming distance (exact; ties by index order)."""
     from tbhcli.apps.query import query as run_query
+    from tbhcli.apps.query import query_text
 
-    results = run_query(
-        images, top=top, store=store, model=model, radius=radius, device=device, dask=dask,
-        method=method, backbone_weights=backbone_weights,
-    )  # fmt: skip
+    if bool(images) == bool(text):
+        raise TbhError("give query images (IMAGE_OR_DIR) or --text, one of the two.")
+    search = {
+        "top": top, "store": store, "model": model, "radius": radius, "device": device,
+        "dask": dask, "method": method,
+    }  # fmt: skip
+    if text:
+        if html is not None:
+            raise TbhError("--html shows query images; with --text use the table or --json.")
+        results = query_text(text, **search)
+    else:
+        results = run_query(images, **search, backbone_weights=backbone_weights)
     if html is not None:
         from tbhcli.apps.gallery import write_gallery
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from typer.core import TyperCommand
@@ -36,8 +36,10 @@ class Device(StrEnum):
 
 
 # Built-in image backbones (tbhcli.imaging.backbones; a test keeps both lists equal), offered
-# by shell completion with the prefixes of the user's own (tbhcli.imaging.external).
-BACKBONES = ("efficientnet-lite0", "resnet50", "vgg16-fc7", "gray32", "tiny")
+# by shell completion with the prefixes of the user's own (tbhcli.imaging.external). `tiny` is
+# for tests: accepted, never offered.
+BACKBONES = ("efficientnet-lite0", "resnet50", "vgg16-fc7", "gray32")
+TEST_BACKBONES = ("tiny",)
 BACKBONE_KINDS = ("onnx:", "timm:", "clip:")
 
 
@@ -103,8 +105,7 @@ BackboneOption = Annotated[
     str,
     typer.Option(
         metavar="NAME",
-        help="efficientnet-lite0 (offline), resnet50, vgg16-fc7, gray32, tiny (tests), or your "
-        "own: "
+        help="efficientnet-lite0 (offline), resnet50, vgg16-fc7, gray32, or your own: "
         "onnx:PATH, timm:NAME, clip:NAME (docs/features.md).",
         autocompletion=complete_backbone,
     ),
@@ -235,15 +236,35 @@ class TbhCommand(TyperCommand):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
-            # Values are named, not typed: "--steps STEPS", not "--steps <int>" or "<list[Path]>";
+            # Values are named, not typed: "--steps N", not "--steps <int>" or "<list[Path]>";
             # choices keep typer's "<auto|cuda|cpu>".
             if param.metavar is None and not param.type_descriptor.is_choice:
-                param.metavar = (param.name or "").upper()
+                param.metavar = _metavar(param)
             if param.param_type_name == "argument":
                 param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+                # The usage line: FEATURES, [PHOTOS_DIR], IMAGE_OR_DIR... (not {FEATURES} or
+                # [[PHOTOS_DIR]]).
+                usage = param.metavar.strip("[]") if param.metavar else _metavar(param)
+                usage = usage if param.required else f"[{usage}]"
+                usage += "" if param.nargs == 1 else "..."
+                param.get_usage_pieces = lambda ctx, usage=usage: [usage]  # type: ignore[method-assign]
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, _rename(self.name or "", args))
+
+
+def _metavar(param: Any) -> str:
+    """One style for every value: N for counts, X for other numbers, the name for the rest."""
+    if param.param_type_name == "option":
+        annotation = param.type_descriptor.annotation
+        kinds = set(get_args(annotation) or (annotation,)) - {type(None)}
+        if kinds == {int}:
+            return "N"
+        if kinds == {float}:
+            return "X"
+        if kinds == {Path}:
+            return "PATH"
+    return (param.name or "").upper()
 
 
 def examples(*lines: str) -> str:

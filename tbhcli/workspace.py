@@ -19,6 +19,7 @@ RUNS_DIR = Path("runs")
 MODELS_DIR = Path("onnx")
 STORE_PATH = Path("codes.zarr")
 FEATURES_SUFFIX = ".features.onnx"  # features -> codes models; a plain .onnx takes images
+TEXT_SUFFIX = ".text.onnx"  # text -> codes models, beside their images model (clip:NAME runs)
 ENCODER_FILE = "encoder.safetensors"  # written last by `tbh train`: a run that has it is finished
 
 
@@ -59,9 +60,9 @@ def _newest(paths: list[Path]) -> Path | None:
     return max(paths, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def newest_finished_run() -> tuple[Path, float] | None:
-    """(run directory, time its weights were written) of the newest finished run in ./runs."""
-    weights = _newest(list(RUNS_DIR.glob(f"*/{ENCODER_FILE}")))
+def newest_finished_run(runs: Path = RUNS_DIR) -> tuple[Path, float] | None:
+    """(run directory, time its weights were written) of the newest finished run in `runs`."""
+    weights = _newest(list(Path(runs).glob(f"*/{ENCODER_FILE}")))
     return None if weights is None else (weights.parent, weights.stat().st_mtime)
 
 
@@ -81,6 +82,16 @@ def resolve_run(run: str | Path | None) -> Path:
     return newest[0]
 
 
+def newest_image_model(models: Path = MODELS_DIR) -> Path | None:
+    """The newest ONNX file in `models` that takes images (the default --model)."""
+    images = [
+        p
+        for p in Path(models).glob("*.onnx")
+        if not p.name.endswith((FEATURES_SUFFIX, TEXT_SUFFIX))
+    ]
+    return _newest(images)
+
+
 def resolve_model(model: str | Path | None) -> Path:
     """The given ONNX file, or the newest `onnx/*.onnx` that takes images (announced)."""
     if model is not None:
@@ -88,8 +99,7 @@ def resolve_model(model: str | Path | None) -> Path:
         if not path.is_file():
             raise TbhError(f"model file not found: {path}")
         return path
-    models = [p for p in MODELS_DIR.glob("*.onnx") if not p.name.endswith(FEATURES_SUFFIX)]
-    newest = _newest(models)
+    newest = newest_image_model()
     if newest is None:
         raise TbhError("no image model in ./onnx; export a run with `tbh export`.")
     announce_default("model", newest, "newest")

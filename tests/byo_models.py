@@ -21,6 +21,10 @@ CLIP_CONFIG = {
     "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 16, "heads": 1, "layers": 1},
 }
 CLIP_MEAN, CLIP_STD = [0.45, 0.45, 0.4], [0.27, 0.26, 0.28]
+# With a text tower that open_clip's built-in tokenizer can feed (its 49,408-token vocabulary).
+CLIP_TEXT_CONFIG = CLIP_CONFIG | {
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}
+}
 
 
 def extractor(seed: int = 0) -> nn.Module:
@@ -94,15 +98,17 @@ def write_timm_weights(path: Path, seed: int = 0, num_classes: int = 0) -> nn.Mo
     return model
 
 
-def write_clip_folder(folder: Path, seed: int = 0, visual_only: bool = False) -> nn.Module:
+def write_clip_folder(
+    folder: Path, seed: int = 0, visual_only: bool = False, config: dict = CLIP_CONFIG
+) -> nn.Module:
     """An open_clip folder as Hugging Face holds one: open_clip_config.json + a checkpoint of a
     random tiny CLIP (or of its image tower only); returns the image tower."""
     import open_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**CLIP_CONFIG).eval()
-    config = {"model_cfg": CLIP_CONFIG, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}}
+    model = open_clip.CLIP(**config).eval()
+    config = {"model_cfg": config, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}}
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     state = model.visual.state_dict() if visual_only else model.state_dict()
     torch.save(state, folder / "open_clip_pytorch_model.bin")
@@ -141,3 +147,29 @@ def reference_codes(run: Path, files: list[Path], net: nn.Module, mean, std) -> 
 def bit_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Differing bits per row of two packed code arrays [N, bits / 8]."""
     return (np.unpackbits(a, axis=1) != np.unpackbits(b, axis=1)).sum(axis=1)
+
+
+def build_clip_text_workspace(ws: Path) -> tuple[Path, Path]:
+    """In `ws` (made the current folder meanwhile): a tiny whole CLIP in clip/, 30 images, their
+    features, an ITQ-16 run on them, its images and text models (onnx/), and codes.zarr: a
+    workspace where text queries work. Returns (run, images model)."""
+    import os
+
+    from tbhcli.deploy.export import export
+    from tbhcli.imaging.embed import features
+    from tbhcli.indexing.index import index
+    from tbhcli.training.fit import train
+    from tests.tiny_workspace import make_images
+
+    here = Path.cwd()
+    os.chdir(ws)
+    try:
+        write_clip_folder(ws / "clip", seed=4, config=CLIP_TEXT_CONFIG)
+        make_images(ws / "images", {"a": 15, "b": 15})
+        features("images", "f.npy", f"clip:{ws / 'clip'}", workers=0)
+        run = train("f.npy", bits=16, method="itq", out=ws / "runs" / "clip16", quiet=True)
+        model = export(run)
+        index("images", workers=0, device="cpu")
+    finally:
+        os.chdir(here)
+    return run, ws / model

@@ -8,10 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 import tbhcli
-from tbhcli.cli import app
+from tbhcli.cli import COMMAND_ORDER, app
 from tbhcli.cli_options import (
     BACKBONES,
     RENAMED,
+    TEST_BACKBONES,
     DecoderOutput,
     Preset,
     TrainMethod,
@@ -58,8 +59,25 @@ def test_choices_are_shown_as_choices():
 def test_backbone_choices_are_the_registry():
     from tbhcli.imaging.backbones import list_backbones
 
-    assert list(BACKBONES) == list_backbones()
-    assert complete_backbone("t") == ["tiny", "timm:"]
+    assert list(BACKBONES + TEST_BACKBONES) == list_backbones()
+    assert complete_backbone("t") == ["timm:"]  # the test-only `tiny` is never offered
+    assert "tiny" not in runner.invoke(app, ["features", "--help"]).stdout
+
+
+def test_help_lists_commands_in_the_order_of_the_data_path():
+    text = runner.invoke(app, ["--help"]).stdout
+    listed = re.findall(r"^  ([a-z]+) ", text.split("Commands:")[1], flags=re.MULTILINE)
+    assert listed == list(COMMAND_ORDER) and sorted(listed) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_values_are_named_in_one_style(name):
+    """Counts are N, other numbers X, paths PATH unless named; the usage line has no {} or [[]]."""
+    text = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).stdout
+    usage = text.splitlines()[0]
+    assert "{" not in usage and "[[" not in usage, usage
+    for option in ("STEPS", "BATCH_SIZE", "SEED", "VAL_EVERY", "PATIENCE", "EVAL_QUERIES", "OUT"):
+        assert not re.search(rf"--[a-z-]+ {option}\b", text), (option, text)
 
 
 def test_train_choices_are_the_library_s():

@@ -222,3 +222,25 @@ def test_dask_evaluation_equals_local(image_workspace):
     local = evaluate(["map@20", "p@r2"])
     on_cluster = evaluate(["map@20", "p@r2"], dask="local")
     assert on_cluster.scores == pytest.approx(local.scores)
+
+
+def test_a_run_is_scored_on_its_feature_sets_never_the_store(image_workspace):
+    """`--run` beside a store scored the store (another number) without a word; now it ranks
+    the run's training features (config.json) with the queries given, or says what is missing."""
+    run = Path("runs/lsh32")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "features": "images.npy"}))
+    names = ["map@20", "p@r2"]
+    by_run = evaluate(names, run=run, query_features=Path("queries.npy"))
+    explicit = evaluate(
+        names, run=run, database=Path("images.npy"), query_features=Path("queries.npy")
+    )
+    assert by_run.store is None and by_run.run.resolve() == run.resolve()
+    assert by_run.scores == pytest.approx(explicit.scores)
+
+    result = runner.invoke(app, ["evaluate", "--run", "runs/lsh32"])  # no queries: one line
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "pass --query-features Q.npy" in result.output and "images.npy" in result.output
+    Path("images.npy").unlink()
+    result = runner.invoke(app, ["evaluate", "--run", "runs/lsh32"])
+    assert result.exit_code == 1 and "training features images.npy are not here" in result.output

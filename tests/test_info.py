@@ -1,9 +1,18 @@
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
 from typer.testing import CliRunner
 
 from tbhcli.apps.info import info
 from tbhcli.cli import app
 from tbhcli.deploy.export import export
+from tbhcli.imaging.featureset import save_features
 from tbhcli.indexing.index import index
+from tbhcli.training.fit import summary, train
+from tests.servers import serve_env
 from tests.tiny_workspace import make_images, make_lsh_run
 
 
@@ -49,3 +58,37 @@ def test_a_run_with_a_corrupt_config_is_listed_with_its_error(tmp_path):
     bad, good = info(tmp_path)["runs"]
     assert bad["name"] == "bad" and "cannot read" in bad["error"]
     assert (good["name"], good["bits"]) == ("good", 8)
+
+
+def test_runs_show_their_score_date_and_which_is_the_default(tmp_path, monkeypatch):
+    """The kept method's held-out score (from the log's summary), when the weights were written,
+    and `*` on the run and model that commands pick when none is named."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    save_features(tmp_path / "f.npy", rng.standard_normal((300, 16)).astype(np.float32))
+    trained = train(tmp_path / "f.npy", bits=8, method="itq", quiet=True)
+    os.utime(trained / "encoder.safetensors", (1e9, 1e9))  # 2001: older than the next run
+    make_lsh_run(tmp_path / "runs" / "lsh16", bits=16)
+    runs = {r["name"]: r for r in info(tmp_path)["runs"]}
+    kept = summary(trained)
+    assert runs[trained.name]["score"] == {
+        "metric": kept["metric"],
+        "value": kept["scores"]["itq"][kept["metric"]],
+    }
+    assert runs[trained.name]["trained"].startswith("2001-09-")
+    assert runs["lsh16"]["score"] is None  # made without `tbh train`: no summary
+    assert [r["name"] for r in runs.values() if r["default"]] == ["lsh16"]  # the newest
+
+    printed = CliRunner().invoke(app, ["info"], env={"COLUMNS": "200"})
+    assert re.search(r"lsh16 \*", printed.stdout) and f"{trained.name} *" not in printed.stdout
+    assert f"{kept['metric']} {runs[trained.name]['score']['value']:.4f}" in printed.stdout
+
+
+def test_info_does_not_import_torch(tmp_path):
+    """`tbh info` took 4.3 s on a loaded machine, most of it importing torch to read JSON."""
+    make_lsh_run(tmp_path / "runs" / "lsh8", bits=8)
+    code = "import sys; from tbhcli.apps.info import info; info('.'); print('torch' in sys.modules)"
+    run = [sys.executable, "-c", code]
+    out = subprocess.run(run, cwd=tmp_path, env=serve_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

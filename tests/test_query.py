@@ -1,5 +1,7 @@
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +142,18 @@ def test_multi_index_gives_the_same_neighbours(workspace, monkeypatch):
     assert cli.exit_code == 0, cli.output
     ids = [r["row"] for r in json.loads(cli.stdout)["results"][0]["neighbours"]]
     assert ids == expected[0][1][:10].tolist()
+
+
+def test_printed_paths_open_from_where_the_user_stands(workspace, monkeypatch, tmp_path):
+    """The table showed `cat/3.png` (relative to the indexed folder): not a file from here."""
+    ws, _, _, queries = workspace
+    wide = {"COLUMNS": "300"}
+    for cwd, store in ((ws, "codes.zarr"), (tmp_path, str(ws / "codes.zarr"))):
+        monkeypatch.chdir(cwd)
+        args = ["query", str(queries[0]), "--top", "5", "--store", store, "--device", "cpu"]
+        result = CliRunner().invoke(app, args, env=wide)
+        assert result.exit_code == 0, result.output
+        printed = re.findall(r"│\s+\d+\s+│\s+\d+\s+│ (\S+)\s+│", result.stdout)
+        assert len(printed) == 5, result.stdout
+        assert all(Path(p).is_file() for p in printed), printed  # opened from here
+        assert all(Path(p).is_absolute() == (cwd == tmp_path) for p in printed)

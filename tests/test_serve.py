@@ -13,11 +13,12 @@ import pytest
 import zarr
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from tbhcli.apps.query import query, results_payload
 from tbhcli.apps.serve import LOOPBACK_NAMES
-from tbhcli.apps.serve.api import create_app
+from tbhcli.apps.serve.api import Item, ItemsPage, QueryAnswer, Stats, create_app
 from tbhcli.apps.serve.service import MAX_BATCH, MAX_TOP, SearchService
 from tbhcli.cli import app as cli
 from tbhcli.deploy.export import export
@@ -86,11 +87,16 @@ def test_query_by_row_by_code_and_in_batches(workspace, client):
     _, run, files, _ = workspace
     codes = reference_codes(run, files)
     item = client.get("/items/5").json()
+    with Image.open(files[5]) as original:
+        width, height = original.size
     assert item == {
         "row": 5,
         "path": files[5].relative_to(workspace[0] / "images").as_posix(),
         "label": "cat",
         "code": codes[5].tobytes().hex(),
+        "file_bytes": files[5].stat().st_size,
+        "width": width,
+        "height": height,
     }
     by_row = client.post("/query?top=24", json={"row": 5}).json()
     by_code = client.post("/query?top=24", json={"codes": item["code"]}).json()
@@ -136,11 +142,77 @@ def test_items_thumbnails_stats_health_page_and_docs(workspace, client):
     docs = client.get("/docs")  # Swagger UI from the package, not from a CDN: works offline
     assert docs.status_code == 200 and "https://" not in docs.text
     assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
-    assert "https://" not in client.get("/redoc").text
+    assert client.get("/redoc").status_code == 404  # ReDoc's bundle fetches its logo from a CDN
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/query", "/query/batch", "/items/{row}", "/items/{row}/thumbnail", "/stats"} <= set(
         paths
     )
+
+
+def test_every_answer_has_a_schema_and_real_answers_fit_it(client):
+    """OpenAPI documents each 200 (ReDoc and Swagger showed `{ }`), and the answers match it."""
+    spec = client.get("/openapi.json").json()
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            ok = operation["responses"]["200"]["content"]
+            assert any("schema" in v and v["schema"] for v in ok.values()) or path.endswith(
+                ("/thumbnail", "/image")
+            ), (method, path, ok)
+            assert "ErrorAnswer" in str(operation["responses"].get("400", {})), (method, path)
+    answers = TypeAdapter(list[QueryAnswer])
+    answers.validate_python(client.post("/query?top=5", json={"row": 3}).json())
+    answers.validate_python(client.post("/query/batch?top=5", json={"rows": [1, 2]}).json())
+    Item.model_validate(client.get("/items/3").json())
+    ItemsPage.model_validate(client.get("/items?limit=3").json())
+    Stats.model_validate(client.get("/stats").json())
+
+
+def test_browse_the_collection_in_pages_newest_first_or_by_folder(workspace, client):
+    ws, _, files, _ = workspace
+    stored = [f.relative_to(ws / "images").as_posix() for f in files]
+    for order, expected in {
+        "row": list(range(len(files))),
+        "folder": sorted(range(len(files)), key=stored.__getitem__),
+        "newest": sorted(range(len(files)), key=lambda i: (-files[i].stat().st_mtime, i)),
+    }.items():
+        pages = [
+            client.get(f"/items?order={order}&offset={o}&limit=10").json() for o in (0, 10, 20)
+        ]
+        assert [p["total"] for p in pages] == [24] * 3 and [len(p["items"]) for p in pages] == [
+            10,
+            10,
+            4,
+        ]
+        rows = [item["row"] for p in pages for item in p["items"]]
+        assert rows == expected, order
+        assert all(item["path"] == stored[item["row"]] for p in pages for item in p["items"])
+    _error(client.get("/items?order=random"), 422, "order")
+    _error(client.get("/items?limit=0"), 422, "limit")
+
+
+def test_the_full_size_view_is_the_image_at_most_2048_px(tmp_path):
+    """A 3000 x 1000 photo: thumbnail 256 px wide, the view 2048 px, both JPEG (never the file).
+
+    The model lies beside the store (as `tbh duplicates` keeps NAME.onnx by NAME.zarr), not in
+    onnx/: the service finds it without --model (it did not)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (1000, 3000, 3), dtype=np.uint8)).save(images / "w.png")
+    make_images(images, {"x": 2})
+    model = export(make_lsh_run(tmp_path / "runs" / "r", bits=16), out=tmp_path / "m.onnx")
+    index(images, store=tmp_path / "codes.zarr", model=model, workers=0, device="cpu")
+    service = SearchService(tmp_path / "codes.zarr", device="cpu", threads=1)
+    with TestClient(create_app(service)) as c:
+        row = next(
+            i["row"] for i in c.get("/items?order=row").json()["items"] if i["path"] == "w.png"
+        )
+        assert c.get(f"/items/{row}").json()["width"] == 3000
+        for path, side in ((f"/items/{row}/thumbnail", 256), (f"/items/{row}/image", 2048)):
+            answer = c.get(path)
+            assert answer.headers["content-type"] == "image/jpeg"
+            with Image.open(io.BytesIO(answer.content)) as shown:
+                assert shown.size == (side, round(side / 3))
 
 
 # ---- bad input: a 4xx with a JSON error, never a 500 ----------------------------------------
@@ -162,9 +234,13 @@ def _ppm() -> bytes:
 @pytest.mark.parametrize(
     ("files", "status", "pattern"),
     [
-        ([("image", ("a.png", b"not an image", "image/png"))], 422, "cannot decode image a.png"),
+        (
+            [("image", ("a.png", b"not an image", "image/png"))],
+            422,
+            r"^cannot decode image a\.png: not an image file tbh can read",
+        ),
         ([("image", ("e.png", b"", "image/png"))], 422, "cannot decode"),
-        ([("image", ("p.png", _ppm(), "image/png"))], 422, "cannot decode"),
+        ([("image", ("p.png", _ppm(), "image/png"))], 422, "p.png: not an image file"),
         ([("image", ("b.png", _bomb(8000), "image/png"))], 422, "8000 x 8000 pixels, more than"),
         ([("image", ("c.png", _bomb(14000), "image/png"))], 422, "decompression bomb"),
         ([("other", ("a.png", b"x", "image/png"))], 400, "field named 'image'"),
@@ -172,7 +248,9 @@ def _ppm() -> bytes:
     ],
 )
 def test_bad_uploads(client, files, status, pattern):
-    _error(client.post("/query", files=files), status, pattern)
+    response = client.post("/query", files=files)
+    _error(response, status, pattern)
+    assert "BytesIO" not in response.text  # the client's file is named, never a Python object
 
 
 def test_body_over_the_limit_without_a_length_is_refused_while_it_streams(client):

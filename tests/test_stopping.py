@@ -1,5 +1,6 @@
 import torch
 
+from tbhcli.training.loop import eta_text
 from tbhcli.training.stopping import EarlyStopping, copy_state
 
 
@@ -39,3 +40,22 @@ def test_state_round_trips_and_copies_are_detached():
     with torch.no_grad():
         layer.weight.add_(1)
     assert not torch.equal(saved["weight"], layer.weight)
+
+
+def test_earliest_stop_is_where_the_rule_stops_without_further_gain():
+    """The lower bound of the training ETA: with no gain after `step`, the rule stops there."""
+    for scores in ([0.3], [0.3, 0.5], [0.3, 0.5, 0.6, 0.7, 0.8, 0.9]):
+        rule = EarlyStopping(patience=300, min_steps=500)
+        for i, score in enumerate(scores, start=1):
+            rule.update(i * 100, score)
+        step = len(scores) * 100
+        earliest = rule.earliest_stop(step)
+        flat = [scores[-1]] * 20  # no gain from here on
+        assert run_rule(EarlyStopping(300, 500), scores + flat) == earliest
+    assert EarlyStopping(300, 500).earliest_stop(0) == 500
+
+
+def test_eta_counts_down_to_the_cap_or_from_the_earliest_stop():
+    assert eta_text(100, 10.0, 1000) == "1:30 left"
+    assert eta_text(100, 10.0, 40_000, earliest=500) == "0:40-1:06:30 left"
+    assert eta_text(0, 0.0, 1000) == "" and eta_text(1000, 5.0, 1000) == ""

@@ -62,19 +62,19 @@ def inside_root(root: Path, stored: str) -> Path | None:
     return path if path.is_relative_to(base) else None
 
 
-def thumbnail_image(path: Path) -> tuple[bytes, str] | None:
+def thumbnail_image(path: Path, side: int = THUMB) -> tuple[bytes, str] | None:
     """A small image of `path`: (bytes, "png" or "jpeg"); None if the file cannot be read.
 
-    Images up to `THUMB` px are kept as they are, as PNG (to be shown with crisp pixels); larger
-    ones shrink to `THUMB` px on the longer side, as JPEG.
+    Images up to `side` px are kept as they are, as PNG (to be shown with crisp pixels); larger
+    ones shrink to `side` px on the longer side, as JPEG.
     """
     try:
         with Image.open(path) as img:
-            img.draft("RGB", (THUMB, THUMB))  # a large JPEG decodes at a reduced scale: faster
+            img.draft("RGB", (side, side))  # a large JPEG decodes at a reduced scale: faster
             img = to_rgb(ImageOps.exif_transpose(img))
-            small = max(img.size) <= THUMB
+            small = max(img.size) <= side
             if not small:
-                img.thumbnail((THUMB, THUMB))
+                img.thumbnail((side, side))
             buf = io.BytesIO()
             img.save(buf, format="PNG" if small else "JPEG", **({} if small else {"quality": 80}))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):

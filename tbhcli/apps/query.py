@@ -83,7 +83,8 @@ class QueryResults(list[QueryResult]):
             table.add_column("path", overflow="fold")
             table.add_column("label")
             for row in result.rows():
-                cells = (row["rank"], row["distance"], row["path"], row["label"] or "")
+                path = openable(result.root, row["path"])
+                cells = (row["rank"], row["distance"], path, row["label"] or "")
                 table.add_row(*map(shown, cells))
             yield table
 
@@ -120,11 +121,16 @@ def query_label(path: Path, folders: list[Path]) -> str | None:
 
 
 def store_model(store: CodeStore, model: Path | None) -> Path:
-    """`model`, or the file the store was built with: onnx/<name> here or beside the store."""
+    """`model`, or the file the store was built with: onnx/<name> here or in the store's folder,
+    or <name> beside the store (`tbh duplicates` keeps NAME.onnx next to NAME.zarr)."""
     if model is not None:
         return resolve_model(model)  # "not found", not "the store was built with another"
     name = store.attrs["model"]
-    candidates = [MODELS_DIR / name, store.path.parent / MODELS_DIR / name]
+    candidates = [
+        MODELS_DIR / name,
+        store.path.parent / MODELS_DIR / name,
+        store.path.parent / name,
+    ]
     for path in candidates:
         if path.is_file():
             announce_default("model", path, "the store's own")
@@ -276,6 +282,14 @@ def query(
     return results
 
 
+def openable(root: Path, stored: str) -> str:
+    """A stored path (relative to the indexed folder) as the user opens it from the current
+    folder: relative when it lies below it (`images/0/335.png`), else absolute."""
+    path = Path(os.path.abspath(Path(root) / stored))
+    here = Path(os.path.abspath(Path.cwd()))
+    return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
+
+
 def results_payload(results: list[QueryResult]) -> list[dict]:
     """A list of {query, neighbours: [{rank, distance, row, path, label}]}: the results as JSON
     data (`tbh serve`'s /query answer, and `results` in the `tbh.query/1` document)."""
@@ -295,3 +309,35 @@ def results_json(results: list[QueryResult]) -> str:
             "results": results_payload(results),
         },
     )
+
+
+def query_text(
+    texts: list[str],
+    top: int = 10,
+    store: Path | None = None,
+    model: Path | None = None,
+    radius: int | None = None,
+    device: str = "auto",
+    dask: str | None = None,
+    method: str = "auto",
+) -> QueryResults:
+    """The `top` nearest store items of each text (within Hamming `radius` if given): the text is
+    hashed by the text model beside the store's model (a `clip:NAME` run; deploy/text_model.py)
+    into the store's binary codes, then searched like an image's codes."""
+    from tbhcli.deploy.text_runtime import open_text_model
+    from tbhcli.imaging.text import check_texts
+
+    check_search(top, radius)
+    texts = check_texts(list(texts))
+    began = time.perf_counter()
+    db, info = open_searchable(store, model)
+    codes = open_text_model(info, device).codes(texts)
+    found = search_codes(db, codes, top, radius, dask, method=method)
+    setup = QuerySetup(
+        db.path, len(db), info.path, info.method, info.bits, time.perf_counter() - began
+    )
+    results = QueryResults()
+    for text, (d, i) in zip(texts, found, strict=True):
+        paths, labels = db.lookup(i)
+        results.append(QueryResult(text, d, i, paths, labels, db.root, None, setup))
+    return results

@@ -356,4 +356,42 @@ def export(
     tmp.replace(out)
     exported = ExportedModel(out, trained.path, model_info(out), report)
     log.info(exported.summary_line())
+    recipe = run_recipe(trained, backbone_weights)
+    if input == "images" and recipe is not None and recipe.backbone.startswith("clip:"):
+        _export_text_or_say_why(trained, recipe, out, opset)
     return exported
+
+
+def _export_text_or_say_why(
+    run: Run, recipe: BackboneRecipe, images_model: Path, opset: int
+) -> None:
+    """Beside a CLIP-backbone model, its text model (deploy/text_model.py); when the run cannot
+    have one (an image-tower-only checkpoint, a Hugging Face tokenizer), one line on why."""
+    from tbhcli.deploy.text_model import build_text_hasher, sample_tokens, text_metadata
+    from tbhcli.deploy.text_runtime import text_model_path
+
+    out = text_model_path(images_model)
+    try:
+        hasher, context = build_text_hasher(run, recipe)
+        tokens = sample_tokens(context)
+        tmp = out.with_name(out.name + ".tmp")
+        model = _to_onnx(hasher, tokens[:2], tmp, ("tokens", "codes"), opset)
+        model.doc_string = f"tbh {tbhcli.__version__}: text -> packed {run.bits}-bit codes"
+        props = metadata(run, "images") | text_metadata(context, hasher.scale)
+        for key, value in props.items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(tmp))
+        try:
+            report = verify(tmp, hasher, tokens)
+        except TbhError:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(out)
+    except TbhError as exc:
+        out.unlink(missing_ok=True)  # a text model of an earlier export would not match
+        log.warning("no text model (tbh query --text): %s", shown(exc))
+        return
+    log.info(
+        "exported %s for text queries: onnxruntime = torch on %d texts, %d/%d bits differ",
+        shown(out), report.items, report.mismatched_bits, report.bits_compared,
+    )  # fmt: skip

@@ -16,7 +16,7 @@ import numpy as np
 
 from tbhcli.errors import TbhError
 from tbhcli.evaluation.metrics import evaluate_codes, label_histograms, parse_metric, pr_curve
-from tbhcli.hashing.runs import load_run
+from tbhcli.hashing.runs import load_config, load_run
 from tbhcli.imaging.featureset import check_label_kinds, load_features
 from tbhcli.storage.store import CodeStore, open_store
 from tbhcli.workspace import resolve_run, resolve_store
@@ -132,6 +132,9 @@ def evaluate(
     """
     metrics = _check_request(metric, plot)
     run_path = store_path = None
+    if run is not None and database is None:  # a run is scored on feature sets, never the store
+        run_path = resolve_run(run)
+        database, query_features = _recorded_features(run_path, query_features)
     if database is not None:
         run_path = resolve_run(run)
         db, q = _feature_codes(run_path, database, query_features)
@@ -148,6 +151,27 @@ def evaluate(
     if plot is not None:
         save_pr_plot(plot, [result])
     return result
+
+
+def _recorded_features(run: Path, queries: Path | None) -> tuple[Path, Path]:
+    """The feature sets `run` records (it was trained on the database; its --eval-queries, if
+    any, are queries), `queries` replacing the recorded ones; one line on what is missing."""
+    config = load_config(run)
+    database = Path(config["features"]) if config.get("features") else None
+    queries = queries or (Path(config["eval_queries"]) if config.get("eval_queries") else None)
+    if database is None or not database.is_file():
+        raise TbhError(
+            f"--run {run} is scored on feature sets, and its training features "
+            f"{database or '(not recorded)'} are not here: pass --database DB.npy and "
+            "--query-features Q.npy (without --run, tbh evaluate scores the store)."
+        )
+    if queries is None:
+        raise TbhError(
+            f"--run {run} is scored on feature sets: pass --query-features Q.npy (held-out "
+            f"queries with labels) to rank its training features {database}, or --database too "
+            "(without --run, tbh evaluate scores the store)."
+        )
+    return database, queries
 
 
 def evaluate_runs(

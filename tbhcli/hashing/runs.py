@@ -16,10 +16,10 @@ from torch import nn
 
 from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits
-from tbhcli.workspace import ENCODER_FILE
+from tbhcli.hashing.runfiles import CONFIG_FILE, LOG_FILE, load_config
 
-CONFIG_FILE = "config.json"
-LOG_FILE = "log.jsonl"
+__all__ = ["CONFIG_FILE", "LOG_FILE", "Run", "build_encoder", "load_config", "load_run", "save_run"]
+from tbhcli.workspace import ENCODER_FILE
 
 
 @dataclass
@@ -86,17 +86,6 @@ def save_run(path: Path, config: dict, encoder: nn.Module) -> None:
     tmp = path / (ENCODER_FILE + ".tmp")
     save_file(state, str(tmp))
     tmp.replace(path / ENCODER_FILE)
-
-
-def load_config(path: str | Path) -> dict:
-    """The settings a run was trained with (its config.json)."""
-    cfg = Path(path) / CONFIG_FILE
-    if not cfg.is_file():
-        raise TbhError(f"{path} is not a tbh run (no {CONFIG_FILE}); train one with `tbh train`.")
-    try:
-        return json.loads(cfg.read_text())
-    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
-        raise TbhError(f"cannot read {cfg} ({exc}); retrain with `tbh train --force`.") from None
 
 
 def load_run(path: str | Path) -> Run:

@@ -19,6 +19,7 @@ from tbhcli.device import torch_device
 from tbhcli.errors import TbhError
 from tbhcli.imaging.backbones import load_backbone, weights_id
 from tbhcli.imaging.encode import encode_files
+from tbhcli.imaging.external import weights_file
 from tbhcli.imaging.featureset import labels_path, load_meta, save_features, save_meta
 from tbhcli.imaging.images import (
     check_workers,
@@ -133,13 +134,15 @@ def features(
     labels, classes = class_labels(paths)  # from all files, so a bad file never renumbers classes
     kept = decoded_paths(images, paths, ok)
     save_features(out, feats[ok], labels[ok] if labels is not None else None)
+    # the file the weights came from, also when it was the backbone's own (a clip:FOLDER's)
+    file = backbone_weights if backbone_weights is not None else weights_file(model.name)
     save_meta(
         out,
         {
             **BackboneRecipe(
                 model.name,
                 weights_id(model.name, backbone_weights),
-                str(Path(backbone_weights).resolve()) if backbone_weights else None,
+                str(Path(file).resolve()) if file is not None else None,
                 model.normalisation["mean"],
                 model.normalisation["std"],
                 size,

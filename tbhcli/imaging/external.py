@@ -19,6 +19,7 @@ with `weights_only=True` or safetensors; an ONNX file carries its own weights.
   (deploy/export.py).
 """
 
+import json
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -168,34 +169,75 @@ def _clip_checkpoint(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _clip(spec: Spec, weights: Path | None) -> Loaded:
+def _clip_source(spec: Spec, weights: Path | None) -> tuple[str, Path, dict]:
+    """open_clip's name for `spec` (an architecture, or `local-dir:FOLDER`), the weights file
+    (a folder's own checkpoint by default) and the model config (`text_cfg`, `vision_cfg`)."""
     open_clip = _import("open_clip")
     folder = Path(spec.arg)
     if folder.is_dir():
-        if not (folder / "open_clip_config.json").is_file():
+        config_file = folder / "open_clip_config.json"
+        if not config_file.is_file():
             raise TbhError(f"{folder} holds no open_clip_config.json; clip:NAME needs one.")
+        try:
+            config = json.loads(config_file.read_text())["model_cfg"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise TbhError(f"cannot read the model_cfg of {config_file} ({exc}).") from None
         name, weights = f"local-dir:{folder}", weights or _clip_checkpoint(folder)
     elif spec.arg in open_clip.list_models():
-        name = spec.arg
+        name, config = spec.arg, open_clip.get_model_config(spec.arg) or {}
     else:
         raise TbhError(
             f"open_clip has no architecture {spec.arg!r} (and it is not a folder with an "
             "open_clip_config.json); see open_clip.list_models()."
         )
-    weights = _need_weights(spec, weights)
-    state = read_state_dict(weights)
+    return name, _need_weights(spec, weights), config
+
+
+def _clip_model(name: str, spec: Spec) -> nn.Module:
+    import open_clip
+
     try:
         with _quiet_root_logger():
-            model = open_clip.create_model(name, pretrained=None, load_weights=False)
+            return open_clip.create_model(name, pretrained=None, load_weights=False).eval()
     except Exception as exc:  # a bad config: open_clip raises several types
         raise TbhError(f"cannot build open_clip model {spec.arg}: {exc}") from None
-    visual = model.visual
+
+
+def _clip(spec: Spec, weights: Path | None) -> Loaded:
+    name, weights, _ = _clip_source(spec, weights)
+    state = read_state_dict(weights)
+    visual = _clip_model(name, spec).visual
     if any(k.startswith("visual.") for k in state):  # a whole CLIP checkpoint: take the tower
         state = {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
     _fit(visual, state, weights)
     cfg = visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][-1]
     return Loaded(visual, int(size), tuple(cfg["mean"]), tuple(cfg["std"]), weights)
+
+
+def load_clip_text(name: str, weights: Path | None) -> tuple[nn.Module, int]:
+    """The whole CLIP of backbone `name` ("clip:..."), text tower included, from local weights,
+    and its text context length (tokens per text). Refused for an image-tower-only checkpoint
+    and for a model whose tokenizer would come from Hugging Face (a download)."""
+    spec = parse_spec(name)
+    if spec is None or spec.kind != "clip":
+        raise TbhError(f"text queries need a clip:NAME backbone; this run's is {name}.")
+    name, weights, config = _clip_source(spec, weights)
+    text = config.get("text_cfg") or {}
+    if text.get("hf_tokenizer_name") or config.get("custom_text"):
+        raise TbhError(
+            f"{spec}'s text tower uses a Hugging Face tokenizer, which tbh would have to "
+            "download; text queries support open_clip's own (built-in) tokenizer only."
+        )
+    state = read_state_dict(weights)
+    if "token_embedding.weight" not in state:  # an image tower alone has its own transformer
+        raise TbhError(
+            f"{weights} holds the image tower only; text queries need the whole CLIP "
+            "checkpoint (image and text towers)."
+        )
+    model = _clip_model(name, spec)
+    _fit(model, state, weights, ignored=("logit_scale", "logit_bias"))
+    return model, int(text.get("context_length", 77))
 
 
 class OnnxFeatures(nn.Module):

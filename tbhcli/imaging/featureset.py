@@ -35,11 +35,29 @@ def labels_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".npy") + ".labels.npy")
 
 
+_MAKE_FEATURES = "make features from images with `tbh features IMAGES_DIR -o NAME.npy`"
+
+
 def _load_array(path: Path, what: str) -> np.ndarray:
+    if path.is_dir():
+        raise TbhError(f"{path} is a folder, not a {what} file NAME.npy; {_MAKE_FEATURES}.")
     if not path.is_file():
         raise TbhError(f"{what} file not found: {path}")
     try:
+        with path.open("rb") as f:
+            is_npy = f.read(6) == b"\x93NUMPY"  # the .npy magic: an image, a CSV... is not one
+        if not is_npy:
+            raise TbhError(f"{path} is not a NumPy .npy file of {what}; {_MAKE_FEATURES}.")
         return np.load(path, allow_pickle=False)
+    except TbhError:
+        raise
+    except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise TbhError(f"cannot read {what} file {path}: {exc}") from None
+        raise TbhError(  # numpy's advice (allow_pickle=True) would run code from the file
+            f"{path} holds Python objects, not numbers; tbh never unpickles a file: save the "
+            f"{what} as a numeric array (np.save(NAME, array.astype(np.float32)))."
+        ) from None
     except Exception as exc:  # numpy raises several types for a bad file
         raise TbhError(f"cannot read {what} file {path}: {exc}") from None
 

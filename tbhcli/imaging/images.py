@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tbhcli.errors import TbhError
@@ -164,8 +164,15 @@ def load_image(
             img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)  # (size, size, 3)
     except IMAGE_DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"cannot decode image {_name(path)}: {exc}") from None
+        raise ImageDecodeError(f"cannot decode image {_name(path)}: {_reason(exc)}") from None
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3, size, size)
+
+
+def _reason(exc: Exception) -> str:
+    """Why Pillow refused a file, in words (its own message names a stream `<_io.BytesIO ...>`)."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image file tbh can read (such as JPEG, PNG, WebP, GIF, BMP, TIFF)."
+    return str(exc)
 
 
 def _name(source: Path | BinaryIO) -> str:

@@ -109,5 +109,6 @@ def summary_row(comparison: Comparison, kept: str, trained: str, step: int, resu
             "seconds": result.seconds,
             "steps_per_s": result.steps_per_s,
             "warnings": result.warnings,
+            "threads": result.threads,
         }
     return {"step": step, "summary": summary}

@@ -21,6 +21,7 @@ import torch
 from tbhcli.device import torch_device
 from tbhcli.errors import TbhError, option
 from tbhcli.hashing import runs
+from tbhcli.hashing.runfiles import read_log
 from tbhcli.imaging.featureset import FeatureSet, load_features
 from tbhcli.training.compare import Comparison, compare_baselines, summary_row
 from tbhcli.training.config import check_data, run_config
@@ -147,12 +148,6 @@ def fit(options: TrainOptions, data: FeatureSet, split: Split) -> Path:
 def _append_log(path: Path, row: dict) -> None:
     with open(path, "a") as log:
         log.write(json.dumps(row) + "\n")
-
-
-def read_log(run: Path) -> list[dict]:
-    """The rows of a run's log.jsonl (loss, validation, evaluation and summary rows)."""
-    path = Path(run) / runs.LOG_FILE
-    return [json.loads(r) for r in path.read_text().splitlines() if r] if path.is_file() else []
 
 
 def eval_curve(run: Path) -> list[tuple[int, float]]:

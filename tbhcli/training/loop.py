@@ -159,7 +159,6 @@ def _progress():
         MofNCompleteColumn,
         Progress,
         TextColumn,
-        TimeRemainingColumn,
     )
 
     return Progress(
@@ -167,11 +166,32 @@ def _progress():
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:.1f} step/s"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[eta]}"),
         TextColumn("{task.fields[losses]}"),
         console=terminal.make_console(stderr=True),
         transient=False,
     )
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return (
+        f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+        if minutes >= 60
+        else f"{minutes}:{secs:02d}"
+    )
+
+
+def eta_text(step: int, rate: float, steps: int, earliest: int | None = None) -> str:
+    """Time left at `rate` steps/s: to `steps`, or for a run that stops at its plateau, from its
+    `earliest` possible stop (no further gain) to `steps` (gains until the cap)."""
+    if rate <= 0 or step >= steps:
+        return ""
+    most = _clock((steps - step) / rate)
+    if earliest is None:
+        return f"{most} left"
+    least = _clock(max(earliest - step, 0) / rate)  # if the score does not improve again
+    return f"{least}-{most} left"
 
 
 class DeferredInterrupt:
@@ -210,6 +230,9 @@ class LoopResult:
     seconds: float
     steps_per_s: float
     warnings: list[str] = field(default_factory=list)
+    # torch's CPU threads: floats are summed in another order with another count, so the same
+    # seed can stop at another step on a machine with another number of cores (docs/usage.md)
+    threads: int | None = None
 
 
 class DivergenceGuard:
@@ -294,7 +317,7 @@ def fit_tbh(
     last_eval = last_val = shown = ""
     title = f"TBH {config['bits']} bits" + (" (stops at its plateau)" if stopping else "")
     with _progress() as bar, DeferredInterrupt() as interrupt:
-        task = bar.add_task(title, total=steps, completed=start_step, rate=0.0, losses="")
+        task = bar.add_task(title, total=steps, completed=start_step, rate=0.0, eta="", losses="")
         bar.live.transient = quiet
         try:
             while trainer.step < steps:
@@ -312,7 +335,10 @@ def fit_tbh(
                     shown = (
                         f"rec {row['rec']:.4g} adv_b {row['adv_b']:.3f} adv_z {row['adv_z']:.3f}"
                     )
-                    bar.update(task, completed=step, rate=rate, losses=shown + last_val + last_eval)
+                    earliest = stopping.earliest_stop(step) if stopping is not None else None
+                    eta = eta_text(step, rate, steps, earliest)
+                    losses = shown + last_val + last_eval
+                    bar.update(task, completed=step, rate=rate, eta=eta, losses=losses)
                 if validator is not None and step % val_every == 0:
                     scores = validator(trainer.model.encoder)
                     log.write(json.dumps({"step": step, "val": scores}) + "\n")
@@ -358,6 +384,7 @@ def fit_tbh(
         seconds=round(seconds, 3),
         steps_per_s=round((trainer.step - start_step) / max(seconds, 1e-9), 2),
         warnings=guard.warnings,
+        threads=torch.get_num_threads(),
     )
 
 

@@ -51,9 +51,11 @@ class TrainRun(Artefact):
             ended = {"plateau": "stopped at its validation plateau", "steps": "ran to --steps"}
             best = summary.get("best_step")
             kept = f", kept the weights of step {best}" if best and best != summary["steps"] else ""
+            threads = f", {summary['threads']} torch threads" if summary.get("threads") else ""
+            speed = f"{summary['steps_per_s']:.1f} steps/s{threads}"
             yield Text(
-                f"TBH: {summary['steps']} steps in {summary['seconds']:.0f} s "
-                f"({summary['steps_per_s']:.1f} steps/s), {ended[summary['stopped']]}{kept}."
+                f"TBH: {summary['steps']} steps in {summary['seconds']:.0f} s ({speed}), "
+                f"{ended[summary['stopped']]}{kept}."
             )
         for warning in summary.get("warnings") or []:
             yield Text.from_markup(f"[yellow]warning:[/] {escape(warning)}")

@@ -31,6 +31,12 @@ class EarlyStopping:
         waited = step - self.best_step
         return self.best_step > 0 and step >= self.min_steps and waited >= self.patience
 
+    def earliest_stop(self, step: int) -> int:
+        """The first step at which the run stops if the score does not improve from `step` on
+        (a lower bound for the progress bar's ETA)."""
+        waited_from = self.best_step if self.best_step > 0 else step
+        return max(self.min_steps, waited_from + self.patience, step)
+
     def state(self) -> dict:
         return asdict(self)
 

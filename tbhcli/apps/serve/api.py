@@ -7,7 +7,7 @@ Every error a client can cause is a 4xx with a JSON body `{"error": "one sentenc
 
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -24,7 +24,10 @@ import tbhcli
 from tbhcli.apps.query import results_payload
 from tbhcli.apps.serve.service import (
     MAX_BATCH,
+    MAX_PAGE,
     MAX_TOP,
+    ORDERS,
+    VIEW_SIDE,
     NotFound,
     SearchService,
     StoreUnavailable,
@@ -43,17 +46,102 @@ Radius = Annotated[
 ]
 
 
+# ---- answers (the OpenAPI schemas of the responses; tests validate real answers against them) --
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Stats(BaseModel):
+    """What `/stats` says about the store and the model."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    rows: int
+    bits: int
+    classes: list[str]
+    model: str
+    model_sha256: str | None
+    image_size: int | None
+    store: str
+    store_updated: str | None
+    provider: str
+    text_queries: bool  # whether POST /query takes {"text": ...} (a clip:NAME run's text model)
+
+
+class Item(BaseModel):
+    """A store row; `code` is hex (as `POST /query` takes it); file size and pixels are null when
+    the file cannot be read."""
+
+    model_config = ConfigDict(extra="forbid")
+    row: int
+    path: str
+    label: str | None
+    code: str
+    file_bytes: int | None
+    width: int | None
+    height: int | None
+
+
+class Listed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    row: int
+    path: str
+    label: str | None
+
+
+class ItemsPage(BaseModel):
+    """One page of the collection, in the order asked for."""
+
+    model_config = ConfigDict(extra="forbid")
+    total: int
+    offset: int
+    order: Literal[ORDERS]
+    items: list[Listed]
+
+
+class Neighbour(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rank: int
+    distance: int
+    row: int
+    path: str
+    label: str | None
+
+
+class QueryAnswer(BaseModel):
+    """The neighbours of one query, nearest first (distance, then row)."""
+
+    model_config = ConfigDict(extra="forbid")
+    query: str
+    neighbours: list[Neighbour]
+
+
+class ErrorAnswer(BaseModel):
+    error: str
+
+
+Answers = list[QueryAnswer]
+_ERRORS = {code: {"model": ErrorAnswer} for code in (400, 401, 404, 413, 415, 422, 503)}
+
+
+# ---- queries -----------------------------------------------------------------------------------
+
+
 class OneQuery(BaseModel):
-    """A JSON query: exactly one of a hex code or a store row."""
+    """A JSON query: exactly one of a hex code, a store row or a text (a description)."""
 
     model_config = ConfigDict(extra="forbid")
     codes: str | None = None
     row: StrictInt | None = None
+    text: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "OneQuery":
-        if (self.codes is None) == (self.row is None):
-            raise ValueError('send exactly one of "codes" (hex) and "row" (a store row)')
+        if sum(v is not None for v in (self.codes, self.row, self.text)) != 1:
+            raise ValueError(
+                'send exactly one of "codes" (hex), "row" (a store row) and "text" (a description)'
+            )
         return self
 
 
@@ -150,6 +238,8 @@ def create_app(
         title="tbh serve",
         version=tbhcli.__version__,
         description='Exact Hamming search over a tbh code store. Errors: `{"error": ...}`.',
+        redoc_url=None,  # ReDoc's bundle loads its logo from a CDN: /docs (Swagger UI) only
+        responses=_ERRORS,
     )
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     if hosts is not None:
@@ -180,38 +270,60 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/health")
-    def health() -> dict:
+    def health() -> Health:
         """Liveness: {"status": "ok"} (no token needed)."""
-        return {"status": "ok"}
+        return Health(status="ok")
 
     @app.get("/stats", dependencies=api)
-    def stats() -> dict:
+    def stats() -> Stats:
         """Rows, bits, classes, model file and sha256, when the store was last updated."""
-        return service.stats()
+        return Stats(**service.stats())
+
+    @app.get("/items", dependencies=api)
+    def items(
+        offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")] = 60,
+        order: Annotated[
+            Literal[ORDERS],
+            Query(description="newest file first, by folder (path), or as indexed (row)."),
+        ] = "newest",
+    ) -> ItemsPage:
+        """The collection, a page at a time: browse it before (or without) any query."""
+        return ItemsPage(**service.browse(offset, limit, order))
 
     @app.get("/items/{row}", dependencies=api)
-    def item(row: int) -> dict:
-        """A store row: {row, path, label, code (hex)}."""
-        return service.item(row)
+    def item(row: int) -> Item:
+        """A store row: {row, path, label, code (hex), file_bytes, width, height}."""
+        return Item(**service.item(row))
+
+    pictures = {200: {"content": {"image/jpeg": {}, "image/png": {}}}}
 
     @app.get(
-        "/items/{row}/thumbnail",
-        dependencies=api,
-        response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
+        "/items/{row}/thumbnail", dependencies=api, response_class=Response, responses=pictures
     )
     def thumbnail(row: int) -> Response:
-        """A row's image, at most 128 px (PNG if that small already, else JPEG); read only from
+        """A row's image, at most 256 px (PNG if that small already, else JPEG); read only from
         inside the indexed folder."""
-        data, kind = service.thumbnail(row)
-        headers = {"Cache-Control": "private, max-age=3600"}
-        return Response(data, media_type=f"image/{kind}", headers=headers)
+        return _picture(*service.thumbnail(row))
 
-    @app.post("/query", dependencies=api, openapi_extra=_QUERY_BODY)
-    async def query(request: Request, top: Top = 10, radius: Radius = None) -> list[dict]:
+    @app.get("/items/{row}/image", dependencies=api, response_class=Response, responses=pictures)
+    def image(row: int) -> Response:
+        """A row's image for the full-size view, at most 2048 px (re-encoded: the file itself is
+        never sent); read only from inside the indexed folder."""
+        return _picture(*service.thumbnail(row, VIEW_SIDE))
+
+    @app.post(
+        "/query",
+        dependencies=api,
+        openapi_extra=_QUERY_BODY,
+        response_class=JSONResponse,
+        responses={200: {"model": Answers}},
+    )
+    async def query(request: Request, top: Top = 10, radius: Radius = None) -> JSONResponse:
         """Neighbours of uploaded images (multipart field `image`, repeatable), of one hex code
-        (`{"codes": "..."}`) or of one store row (`{"row": 123}`): the JSON of `tbh query --json`.
-        """
+        (`{"codes": "..."}`), of one store row (`{"row": 123}`) or of a description
+        (`{"text": "a red bicycle"}`, when `/stats` says `text_queries`): the JSON of
+        `tbh query --json`."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
             uploads = await _uploads(request)
@@ -220,23 +332,37 @@ def create_app(
             body = _parse(OneQuery, await request.body())
             if body.codes is not None:
                 results = await run_in_threadpool(service.by_codes, [body.codes], top, radius)
+            elif body.text is not None:
+                results = await run_in_threadpool(service.by_texts, [body.text], top, radius)
             else:
                 results = await run_in_threadpool(service.by_rows, [body.row], top, radius)
         else:
             raise HTTPException(
                 415, "send images as multipart/form-data, or a code or row as application/json."
             )
-        return results_payload(results)
+        return JSONResponse(results_payload(results))
 
-    @app.post("/query/batch", dependencies=api)
-    def query_batch(body: BatchQuery, top: Top = 10, radius: Radius = None) -> list[dict]:
+    # Up to 1,000 x 1,000 neighbours: sent as they are (the schema is documented, not re-checked).
+    @app.post(
+        "/query/batch",
+        dependencies=api,
+        response_class=JSONResponse,
+        responses={200: {"model": Answers}},
+    )
+    def query_batch(body: BatchQuery, top: Top = 10, radius: Radius = None) -> JSONResponse:
         """Neighbours of up to 1,000 hex codes (`{"codes": [...]}`) or store rows
         (`{"rows": [...]}`) at once, in the order given."""
         if body.codes is not None:
-            return results_payload(service.by_codes(body.codes, top, radius))
-        return results_payload(service.by_rows(body.rows, top, radius))
+            return JSONResponse(results_payload(service.by_codes(body.codes, top, radius)))
+        return JSONResponse(results_payload(service.by_rows(body.rows, top, radius)))
 
     return app
+
+
+def _picture(data: bytes, kind: str) -> Response:
+    return Response(
+        data, media_type=f"image/{kind}", headers={"Cache-Control": "private, max-age=3600"}
+    )
 
 
 def _parse(model: type[BaseModel], body: bytes) -> BaseModel:

@@ -6,8 +6,8 @@ rows committed now: `tbh index` rewrites the store's `zarr.json` at each commit,
 request tells whether to read the new rows; they appear without a restart.
 
 Queries are images (bytes from a client, decoded by `imaging.images.load_image` with the upload
-guards), packed codes as hex, or rows of the store; results are `apps.query.QueryResult`s, the
-same as `tbh query` returns.
+guards), texts (for a clip:NAME run with a text model), packed codes as hex, or rows of the
+store; results are `apps.query.QueryResult`s, the same as `tbh query` returns.
 """
 
 import io
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tbhcli.apps.gallery import inside_root, thumbnail_image
 from tbhcli.apps.query import (
@@ -27,14 +28,20 @@ from tbhcli.apps.query import (
     search_codes,
 )
 from tbhcli.deploy.runtime import create_session, describe_provider, run_codes
+from tbhcli.deploy.text_runtime import open_text_model
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import UPLOAD_FORMATS, load_image
+from tbhcli.imaging.text import check_texts
 from tbhcli.search import check_threads
 from tbhcli.storage.store import CodeStore, open_store
 
 MAX_TOP = 1000  # neighbours per query: bounds the work and the size of one answer
 MAX_BATCH = 1000  # queries per request
 MAX_PIXELS = 50_000_000  # an uploaded image larger than this (a 50 MP photo) is refused unread
+MAX_PAGE = 500  # items per page of `browse`
+THUMB_SIDE = 256  # px: the page's grid pictures (a 2x screen shows 128 px boxes sharply)
+VIEW_SIDE = 2048  # px: the full-size view (larger photos shrink; the original is never sent)
+ORDERS = ("newest", "folder", "row")  # how `browse` sorts the collection
 
 
 class NotFound(TbhError):
@@ -60,6 +67,15 @@ def _stamp(path: Path) -> tuple[int, int, int]:
     except OSError as exc:
         raise StoreUnavailable(f"the code store {path} cannot be read ({exc.strerror}).") from None
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _mtime(root: Path, stored: str) -> float:
+    """Modification time of a stored path's file (inside `root` only); -inf when it is gone."""
+    path = inside_root(root, stored)
+    try:
+        return path.stat().st_mtime if path is not None else -np.inf
+    except OSError:
+        return -np.inf
 
 
 def parse_hex(code: str, bits: int) -> np.ndarray:
@@ -88,6 +104,8 @@ class Snapshot:
             self.codes = np.concatenate([previous.codes, self.codes])
             self.paths = previous.paths + paths
             self.labels = previous.labels + labels
+        self._orders: dict[str, np.ndarray] = {}
+        self._ordering = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -101,6 +119,24 @@ class Snapshot:
         paths = [self.paths[i] for i in ids]
         labels = [self.labels[i] for i in ids]
         return QueryResult(query, distances, ids, paths, labels, self.db.root)
+
+    def order(self, how: str) -> np.ndarray:
+        """Rows int64 [N] sorted for browsing, computed once per snapshot: "newest" (file
+        modification time, newest first; files not found last), "folder" (by path, so a folder's
+        images stay together) or "row" (as indexed)."""
+        with self._ordering:
+            if how not in self._orders:
+                self._orders[how] = self._sort(how)
+            return self._orders[how]
+
+    def _sort(self, how: str) -> np.ndarray:
+        rows = np.arange(len(self))
+        if how == "folder":
+            return np.array(sorted(range(len(self)), key=self.paths.__getitem__), dtype=np.int64)
+        if how == "newest":  # one stat per file: about a second per 100,000 files, once
+            mtimes = np.array([_mtime(self.db.root, p) for p in self.paths], dtype=np.float64)
+            return np.lexsort((rows, -mtimes)).astype(np.int64)
+        return rows
 
     def check_rows(self, rows: list[int]) -> None:
         for i in rows:
@@ -125,6 +161,10 @@ class SearchService:
         self._snapshot = Snapshot(db)
         self.session, self.provider = create_session(self.info.path, device, self.info)
         self.threads = check_threads(threads)
+        # A clip:NAME run's text model, when exported beside the model: text queries
+        self.text = open_text_model(self.info, device, threads, required=False)
+        if self.text is not None:
+            self.text.codes(["warm up"])  # imports the tokenizer now, not in the first request
         self.max_pixels = max_pixels
         self._reread = threading.Lock()
         # Decoding is CPU-bound: more at once only adds memory (up to ~150 MB per large image).
@@ -187,6 +227,20 @@ class SearchService:
             stream, self.info.image_size, formats=UPLOAD_FORMATS, max_pixels=self.max_pixels
         )
 
+    def by_texts(
+        self, texts: list[str], top: int = 10, radius: int | None = None
+    ) -> list[QueryResult]:
+        """Neighbours of descriptions, hashed by the run's text model; named by their text."""
+        if self.text is None:
+            raise TbhError(
+                "this store's model has no text model: text queries need a run on a clip:NAME "
+                "backbone, exported with `tbh export` (docs/usage.md)."
+            )
+        if not 0 < len(texts) <= MAX_BATCH:
+            raise TbhError(f"send 1 to {MAX_BATCH} texts at once (got {len(texts)}).")
+        texts = check_texts(texts)
+        return self.search(self.text.codes(texts), texts, top, radius)
+
     def by_codes(
         self, codes: list[str], top: int = 10, radius: int | None = None
     ) -> list[QueryResult]:
@@ -209,22 +263,52 @@ class SearchService:
 
     # ---- items and the store -------------------------------------------------------------
 
+    def browse(self, offset: int = 0, limit: int = 60, order: str = "newest") -> dict:
+        """One page of the collection: {total, offset, order, items: [{row, path, label}]}."""
+        if order not in ORDERS:
+            raise TbhError(f"order is one of {', '.join(ORDERS)} (got {order!r}).")
+        if not 0 < limit <= MAX_PAGE or offset < 0:
+            raise TbhError(
+                f"limit is 1 to {MAX_PAGE} and offset 0 or more (got {limit}, {offset})."
+            )
+        rows = self.snapshot()
+        chosen = rows.order(order)[offset : offset + limit]
+        items = [{"row": int(i), "path": rows.paths[i], "label": rows.labels[i]} for i in chosen]
+        return {"total": len(rows), "offset": offset, "order": order, "items": items}
+
     def item(self, row: int) -> dict:
-        """{row, path, label, code}: a store row; `code` is hex, as `POST /query` takes it."""
+        """{row, path, label, code, file_bytes, width, height}: a store row; `code` is hex, as
+        `POST /query` takes it; the file's size and pixels are null when it cannot be read."""
         rows = self.snapshot()
         rows.check_rows([row])
         code = rows.codes[row].tobytes().hex()
-        return {"row": row, "path": rows.paths[row], "label": rows.labels[row], "code": code}
+        size, width, height = None, None, None
+        if (path := inside_root(rows.db.root, rows.paths[row])) is not None:
+            try:
+                size = path.stat().st_size
+                with Image.open(path) as img:  # reads the header only
+                    width, height = img.size
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                pass
+        return {
+            "row": row,
+            "path": rows.paths[row],
+            "label": rows.labels[row],
+            "code": code,
+            "file_bytes": size,
+            "width": width,
+            "height": height,
+        }
 
-    def thumbnail(self, row: int) -> tuple[bytes, str]:
-        """A small image of a row, read only from inside the indexed folder (`gallery.inside_root`):
-        (bytes, "png" or "jpeg")."""
+    def thumbnail(self, row: int, side: int = THUMB_SIDE) -> tuple[bytes, str]:
+        """A row's image at most `side` px, read only from inside the indexed folder
+        (`gallery.inside_root`): (bytes, "png" or "jpeg"). The file itself is never sent."""
         rows = self.snapshot()
         rows.check_rows([row])
         path = inside_root(rows.db.root, rows.paths[row])
         if path is None:
             raise NotFound(f"item {row}'s path is not inside the indexed folder: not served.")
-        image = thumbnail_image(path)
+        image = thumbnail_image(path, side)
         if image is None:
             raise NotFound(f"the image of item {row} cannot be read.")
         return image
@@ -242,4 +326,5 @@ class SearchService:
             "store": rows.db.path.name,
             "store_updated": rows.db.attrs.get("updated"),
             "provider": describe_provider(self.provider),
+            "text_queries": self.text is not None,
         }
