@@ -38,9 +38,10 @@ def chromium_path() -> Path:
 
 
 def is_local(url: str) -> bool:
-    """Whether a request stays on this machine (loopback, or a page's own blob:/data: URL)."""
+    """Whether a request stays on this machine (loopback, a local file, or a page's own
+    blob:/data: URL)."""
     parts = urlsplit(url)
-    return parts.scheme in {"blob", "data", "about"} or parts.hostname in LOCAL_HOSTS
+    return parts.scheme in {"blob", "data", "about", "file"} or parts.hostname in LOCAL_HOSTS
 
 
 @contextmanager

@@ -12,8 +12,7 @@ from tbhcli.apps.duplicates import DuplicateGroup
 from tbhcli.apps.duplicates_page import write_page
 from tbhcli.apps.keep import KEEP_POLICIES, decide, write_to_remove
 from tbhcli.errors import TbhError
-
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.browsers import offline_page
 
 
 def photo(path: Path, size: tuple[int, int], seed: int, quality: int = 90) -> None:
@@ -129,14 +128,9 @@ def test_page_marks_the_kept_one_and_escapes_paths(folder, tmp_path):
 
 @pytest.mark.slow
 def test_page_in_a_real_browser(folder, tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra")
     decisions = decide([group(["a.jpg", "b.jpg", "c.jpg"]), group(["d.jpg", "a.jpg"])], folder)
     page_path = write_page(decisions, tmp_path / "groups.html")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page()
+    with offline_page() as page:  # the page embeds its thumbnails: nothing may leave the machine
         page.goto(page_path.as_uri())
         shot = tmp_path / "groups.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -144,7 +138,6 @@ def test_page_in_a_real_browser(folder, tmp_path):
         captions = "els => els.map(e => e.innerText)"
         kept = page.eval_on_selector_all("figure.keep figcaption", captions)
         sections = page.eval_on_selector_all("section", "els => els.length")
-        browser.close()
     assert sections == 2
     assert len(sizes) == 5 and all(w > 0 for w in sizes)  # every thumbnail decoded
     assert kept[0].startswith("keep") and "c.jpg" in kept[0] and "a.jpg" in kept[1]
