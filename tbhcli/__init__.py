@@ -2,8 +2,9 @@
 
 The CLI verbs are plain functions here, with the same names and arguments:
 `tbhcli.features`, `tbhcli.train`, `tbhcli.export`, `tbhcli.index`, `tbhcli.query`,
-`tbhcli.evaluate` (`tbhcli.evaluate_runs` for several runs), `tbhcli.duplicates` (a store;
-`tbhcli.find_duplicates` / `tbhcli.find_duplicates_to_remove` for a photo folder),
+`tbhcli.evaluate` (`tbhcli.evaluate_runs` for several runs), `tbhcli.duplicates` (a photo
+folder or a store; `tbhcli.find_duplicates` / `tbhcli.find_duplicates_to_remove` give
+imagededup's shapes),
 `tbhcli.serve`, `tbhcli.check` and `tbhcli.remove` (store upkeep); for notebooks also
 `tbhcli.encode` (images or arrays -> packed codes) and `tbhcli.open_store` (a store as one object:
 `len`, `search`, `add`, `remove`). They are imported on first use, so `import tbhcli` stays
@@ -25,7 +26,7 @@ _VERBS = {
     "query": "tbhcli.apps.query",
     "evaluate": "tbhcli.evaluation.evaluate",
     "evaluate_runs": "tbhcli.evaluation.evaluate",
-    "duplicates": "tbhcli.apps.duplicates",
+    "duplicates": "tbhcli.apps.duplicates_report",
     "find_duplicates": "tbhcli.apps.photos",
     "find_duplicates_to_remove": "tbhcli.apps.photos",
     "serve": "tbhcli.apps.serve",

@@ -648,37 +648,18 @@ def duplicates(
 
     Never deletes or moves a file: --to-remove writes the list for you to act on.
     """
-    from tbhcli.apps.duplicates import print_groups
-    from tbhcli.apps.keep import check_keep, decide, write_to_remove
-    from tbhcli.apps.photos import folder_duplicates, saved_store_duplicates
+    from tbhcli.apps.duplicates_report import duplicates as find
 
-    check_keep(keep)
-    if folder is not None:
-        found = folder_duplicates(
-            folder, store, radius, backbone, backbone_weights, bits, workers, threads,
-            device.value, _preprocess_given(image_size, mean, std), mirror,
-        )  # fmt: skip
-    else:
-        if mirror:
-            raise TbhError("--mirror needs PHOTOS_DIR: a store holds one code per image.")
-        found = saved_store_duplicates(store, radius, threads)
-    _report_left_out(found)
-    decisions = decide(found.groups, found.root, keep)
-    if to_remove is not None:
-        count = write_to_remove(decisions, to_remove, null)
-        err_console.print(
-            f"{count} files to remove listed in {shown(to_remove)} (nothing was deleted)"
-        )
-    if html is not None:
-        from tbhcli.apps.duplicates_page import write_page
-
-        err_console.print(f"groups page written to {shown(write_page(decisions, html))}")
+    report = find(
+        folder, store=store, radius=radius, backbone=backbone, backbone_weights=backbone_weights,
+        bits=bits, preprocess=_preprocess_given(image_size, mean, std), keep=keep,
+        to_remove=to_remove, null=null, html=html, mirror=mirror, workers=workers,
+        threads=threads, device=device.value,
+    )  # fmt: skip
     if json_output:
-        from tbhcli.apps.keep import decisions_json
-
-        typer.echo(decisions_json(decisions, found))
+        typer.echo(report.to_json())
     else:
-        print_groups(found.groups, make_console(), [d.kept for d in decisions])
+        make_console().print(report)
 
 
 def _preprocess_given(image_size: int | None, mean: str | None, std: str | None) -> dict:
@@ -686,23 +667,6 @@ def _preprocess_given(image_size: int | None, mean: str | None, std: str | None)
     if image_size is None and mean is None and std is None:
         return {}
     return preprocess(image_size, mean, std)
-
-
-def _report_left_out(found) -> None:
-    """One line per kind of file left out of the groups, naming the first few."""
-    reasons: dict[str, list[str]] = {}
-    for path, reason in found.skipped:
-        reasons.setdefault(reason, []).append(path)
-    lines = [(f"skipped {len(p)} file(s) ({why})", p) for why, p in reasons.items()]
-    lines.append((f"{len(found.missing)} stored file(s) no longer exist, left out", found.missing))
-    lines.append((f"{len(found.outside)} stored path(s) lead outside the folder, left out",
-                  found.outside))  # fmt: skip
-    lines.append((f"{len(found.changed)} file(s) changed since their code was stored, left out "
-                  "(delete the .tbh cache to hash them again)", found.changed))  # fmt: skip
-    for text, paths in lines:
-        if paths:
-            names = ", ".join(shown(p) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
-            err_console.print(f"[yellow]{text}:[/] {names}", soft_wrap=True)
 
 
 @command("tbh info", "tbh info demo --json")

@@ -61,11 +61,13 @@ class ConsoleHandler(logging.Handler):
         self.console = make_console(stderr=True)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(record.getMessage())
+        prefix = "[yellow]warning:[/] " if record.levelno >= logging.WARNING else ""
+        self.console.print(prefix + record.getMessage(), soft_wrap=True)
 
 
 def log_to_stderr() -> None:
-    """Show tbh's INFO messages (the model in use, what was written) on stderr, once."""
+    """Show tbh's INFO messages (the model in use, what was written) and its warnings (files
+    left out, a search that falls back to the scan) on stderr, once."""
     logger = logging.getLogger("tbhcli")
     if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
         logger.addHandler(ConsoleHandler())

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tbhcli.apps import duplicates as apps_duplicates
-from tbhcli.apps.duplicates import duplicates
+from tbhcli.apps.duplicates import group_store
 from tbhcli.cli import app
 from tbhcli.search import pairs
 from tbhcli.storage.store import open_store
@@ -60,12 +60,16 @@ def planted_codes() -> np.ndarray:
 def test_planted_groups_and_chains(tmp_path):
     codes = planted_codes()
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=16, garbage_rows=5)
-    groups = duplicates(store, radius=2)
+    groups = group_store(store, radius=2)
     assert [g.rows.tolist() for g in groups] == [[3, 40], [7, 41], [9, 43]]
     assert [g.distances.tolist() for g in groups] == [[0, 1], [0, 2], [0, 0]]
-    assert [g.rows.tolist() for g in duplicates(store, radius=4)] == [[3, 40], [7, 41, 42], [9, 43]]
+    assert [g.rows.tolist() for g in group_store(store, radius=4)] == [
+        [3, 40],
+        [7, 41, 42],
+        [9, 43],
+    ]
     assert groups[0].paths == ["img/00003.jpg", "img/00040.jpg"]
-    assert [g.rows.tolist() for g in duplicates(store, radius=0)] == [[9, 43]]
+    assert [g.rows.tolist() for g in group_store(store, radius=0)] == [[9, 43]]
 
 
 @pytest.mark.parametrize("join", ["multi-index", "scan", "block"])
@@ -83,7 +87,7 @@ def test_groups_equal_reference(tmp_path, monkeypatch, join, bits, radius, densi
     store = write_store(tmp_path / "codes.zarr", codes, chunk_rows=64)
     expected = reference_groups(codes, radius)
     assert expected, "the fixture should contain near duplicates"
-    assert [g.rows.tolist() for g in duplicates(store, radius=radius)] == expected
+    assert [g.rows.tolist() for g in group_store(store, radius=radius)] == expected
 
 
 def test_cli_json_table_and_errors(tmp_path, monkeypatch):

@@ -191,6 +191,10 @@ def test_python_api_answers_as_the_cli(photos, tmp_path):
     first, (other, distance) = members[0], found[members[0]][0]
     assert distance == np.bitwise_count(codes[first] ^ codes[other]).sum()
     assert found["p3.png"] == []
+    report = tbhcli.duplicates(str(photos), to_remove=tmp_path / "again.txt")  # the CLI's verb
+    assert json.loads(report.to_json()) == payload
+    assert report.listed == len(members) - 1
+    assert (tmp_path / "again.txt").read_text() == out.read_text()
 
 
 def test_the_folder_path_imports_no_torch(photos):

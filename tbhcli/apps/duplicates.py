@@ -181,7 +181,7 @@ def _read_store(store: str | Path | None):
     return table, codes, [decode_name(str(p)) for p in table.paths]
 
 
-def duplicates(
+def group_store(
     store: str | Path | None = None, radius: int = 2, threads: int | None = None
 ) -> list[DuplicateGroup]:
     """Groups of store items within `radius` bits of their group's first item (module doc).
@@ -209,7 +209,7 @@ def store_duplicates(
     return groups, usable
 
 
-def print_groups(groups: list[DuplicateGroup], console, kept: list[int | None] | None = None):
+def groups_table(groups: list[DuplicateGroup], kept: list[int | None] | None = None):
     """A rich table: one block of rows per group; the kept file (`kept[g]`, a position in group
     g; default: none marked) in bold and marked "keep"."""
     from rich.table import Table
@@ -228,4 +228,4 @@ def print_groups(groups: list[DuplicateGroup], console, kept: list[int | None] |
                 style="bold" if i == keep else None,
                 end_section=i == len(group.paths) - 1,
             )
-    console.print(table)
+    return table

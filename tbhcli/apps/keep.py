@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from tbhcli.apps.duplicates import DuplicateGroup
-from tbhcli.errors import TbhError
+from tbhcli.errors import TbhError, option
 from tbhcli.terminal import printable
 
 KEEP_POLICIES = ("original", "largest", "first", "newest", "oldest")
@@ -79,7 +79,8 @@ def member(row: int, path: str, file: Path, distance: int) -> Member:
 
 def check_keep(keep: str) -> str:
     if keep not in KEEP_POLICIES:
-        raise TbhError(f"unknown --keep {keep!r}; choose one of {', '.join(KEEP_POLICIES)}.")
+        choices = ", ".join(KEEP_POLICIES)
+        raise TbhError(f"unknown {option('keep')} {keep!r}; choose one of {choices}.")
     return keep
 
 
