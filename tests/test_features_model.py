@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tbhcli.apps.serve.service import SearchService, Upload
 from tbhcli.cli import app
 from tbhcli.deploy.export import export
 from tbhcli.deploy.features_model import image_session
@@ -56,8 +57,13 @@ def test_timm_features_model_indexes_and_queries_images(tmp_path):
     assert bit_differences(db.read_codes(), expected).max() <= 1
     assert db.attrs["backbone"] == f"timm:{TIMM_NAME}"
 
-    found = json.loads(_tbh("query", files[3], "--store", store, "--top", "1", "--json"))
+    found = json.loads(_tbh("query", files[3], "--store", store, "--top", "5", "--json"))
     assert found["results"][0]["neighbours"][0]["path"] == db.paths[3]
+    # tbh serve encodes an upload as tbh query does (it refused features models)
+    served = SearchService(store, device="cpu").by_images(
+        [Upload("q.png", files[3].read_bytes())], 5
+    )
+    assert served[0].paths == [n["path"] for n in found["results"][0]["neighbours"]]
 
     # the weights moved: named, then passed; other weights are refused
     moved = (tmp_path / "timm.pt").rename(tmp_path / "moved.pt")

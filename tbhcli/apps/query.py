@@ -141,15 +141,6 @@ def store_model(store: CodeStore, model: Path | None) -> Path:
     )
 
 
-def check_images_model(info: ModelInfo) -> ModelInfo:
-    """`info`, if its model takes images (a features model cannot encode a query image)."""
-    if info.input != "images":
-        raise TbhError(
-            f"{info.path} takes {info.input}, not images; pass the images model (--model)."
-        )
-    return info
-
-
 def encode_images(
     files: list[Path],
     model: Path,

@@ -22,12 +22,12 @@ from PIL import Image
 from tbhcli.apps.gallery import inside_root, thumbnail_image
 from tbhcli.apps.query import (
     QueryResult,
-    check_images_model,
     check_search,
     open_searchable,
     search_codes,
 )
-from tbhcli.deploy.runtime import create_session, describe_provider, run_codes
+from tbhcli.deploy.features_model import image_session
+from tbhcli.deploy.runtime import describe_provider, run_codes
 from tbhcli.deploy.text_runtime import open_text_model
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import UPLOAD_FORMATS, load_image
@@ -156,10 +156,10 @@ class SearchService:
         max_pixels: int = MAX_PIXELS,
     ):
         db, self.info = open_searchable(store, model)
-        check_images_model(self.info)
         self._stamp = _stamp(db.path)
         self._snapshot = Snapshot(db)
-        self.session, self.provider = create_session(self.info.path, device, self.info)
+        # as `tbh query` encodes: an images model, or a features model through its backbone
+        self.session, self.provider = image_session(self.info, device)
         self.threads = check_threads(threads)
         # A clip:NAME run's text model, when exported beside the model: text queries
         self.text = open_text_model(self.info, device, threads, required=False)
