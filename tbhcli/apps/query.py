@@ -21,7 +21,7 @@ from tbhcli.errors import TbhError, option
 from tbhcli.imaging.encode import encode_files
 from tbhcli.imaging.images import default_workers, label_of, list_images
 from tbhcli.storage.store import CodeStore, open_store
-from tbhcli.terminal import make_console, shown
+from tbhcli.terminal import shown
 from tbhcli.workspace import (
     MODELS_DIR,
     announce_default,
@@ -30,7 +30,6 @@ from tbhcli.workspace import (
     resolve_store,
 )
 
-console = make_console(stderr=True)  # progress bars and warnings
 log = logging.getLogger(__name__)
 
 
@@ -164,7 +163,7 @@ def encode_images(
     )
     for batch in batches:
         for i, why in batch.errors:
-            console.print(f"[yellow]skipped[/] {shown(files[i])}: {shown(why)}")
+            log.warning("skipped %s: %s", shown(files[i]), shown(why))
         if batch.ok:
             codes.append(batch.outputs)
             kept += [files[i] for i in batch.ok]

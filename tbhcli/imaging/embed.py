@@ -33,7 +33,7 @@ from tbhcli.jsondoc import document
 from tbhcli.terminal import make_console, shown
 from tbhcli.workspace import Artefact
 
-console = make_console(stderr=True)  # progress bars and warnings
+console = make_console(stderr=True)  # progress bars
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +93,7 @@ def decoded_paths(root: Path, paths: list[Path], ok: np.ndarray) -> list[Path]:
         raise TbhError(f"none of the {len(paths)} images in {root} could be decoded.")
     if bad:
         names = ", ".join(shown(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        console.print(f"[yellow]skipped {len(bad)} undecodable image(s)[/]: {names}")
+        log.warning("skipped %d undecodable image(s): %s", len(bad), names)
     return [p for p, good in zip(paths, ok, strict=True) if good]
 
 

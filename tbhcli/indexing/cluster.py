@@ -44,7 +44,7 @@ from tbhcli.storage.writer import StoreWriter
 from tbhcli.terminal import make_console, shown
 
 DECODERS = ("auto", "pillow", "nvjpeg")
-console = make_console(stderr=True)  # progress bars and warnings
+console = make_console(stderr=True)  # progress bars
 log = logging.getLogger(__name__)
 
 

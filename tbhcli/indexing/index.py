@@ -34,7 +34,7 @@ from tbhcli.storage.writer import StoreLock, StoreWriter, open_writer
 from tbhcli.terminal import make_console, printable, shown
 from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
-console = make_console(stderr=True)  # progress bars and warnings
+console = make_console(stderr=True)  # progress bars
 log = logging.getLogger(__name__)
 TASK_SIZE = 2048  # files per Dask task: scheduling costs nothing next to it, tasks still balance
 
