@@ -8,8 +8,10 @@ holds the query set with the same arrays. Only rows [0, rows_committed) of a tab
 zarr reads a chunk file that is not there as its fill value (zeros, "", -1), so a deleted chunk
 would silently become wrong codes. Opening a table therefore validates its attributes and checks
 that every chunk below `rows_committed` is on disk (one stat per codes chunk, one directory
-listing per 1-d array); a chunk that is there but cannot be decoded fails when it is read. Both
-are a `StoreDamaged` error that names the chunk and says to run `tbh check --repair`.
+listing per 1-d array); a chunk that is there but cannot be decoded, or whose crc32c checksum does
+not match its bytes (checksums.py), fails when it is read. Both are a `StoreDamaged` error that
+names the chunk and says to run `tbh check --repair`. Arrays are opened by name (`table_arrays`),
+never by listing the group, so unreadable metadata of one member (say `mih/`) breaks nothing else.
 """
 
 import contextlib
@@ -21,6 +23,7 @@ import numpy as np
 import zarr
 
 from tbhcli.errors import TbhError
+from tbhcli.storage.checksums import CHECKSUMS, CRC32C, has_codec
 from tbhcli.storage.names import decode_name
 
 FORMAT_VERSION = 1
@@ -31,8 +34,10 @@ ARRAYS = ("codes", "paths", "labels")
 # Set on tables whose writers store chunks equal to the fill value too (all -1 labels, say):
 # only there is a missing labels chunk proof of damage. Older tables leave such chunks out.
 EVERY_CHUNK = "every_chunk_written"
-# zarr's errors for a chunk file that is truncated or garbled (codec or reshape failures)
+# zarr's errors for a chunk file that is truncated or garbled (codec, checksum or reshape failures)
 DECODE_ERRORS = (ValueError, RuntimeError, EOFError, TypeError)
+# ... and for a zarr.json that is not JSON or not valid metadata
+METADATA_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
 
 
 def _dtype_ok(name: str, dtype: np.dtype) -> bool:
@@ -87,15 +92,44 @@ def attribute_problems(attrs: dict, top: bool) -> list[str]:
     return problems
 
 
-def array_problems(group: zarr.Group, attrs: dict) -> list[str]:
-    """Missing arrays, wrong dtypes or widths, and a `rows_committed` beyond an array's length."""
-    problems = []
-    names = set(group.array_keys())
+def member(group: zarr.Group, name: str) -> zarr.Array | zarr.Group | None:
+    """`group[name]`, None when absent; unreadable metadata is a `StoreDamaged` error."""
+    try:
+        return group[name]
+    except KeyError:
+        return None
+    except METADATA_ERRORS as exc:
+        raise StoreDamaged(f"the metadata of {name} cannot be read ({exc})") from None
+
+
+def table_arrays(group: zarr.Group) -> tuple[dict[str, zarr.Array], list[str]]:
+    """The table's arrays that open, by name, and what is wrong with the others."""
+    arrays, problems = {}, []
     for name in ARRAYS:
-        if name not in names:
-            problems.append(f"array {name} is missing")
+        try:
+            array = member(group, name)
+        except StoreDamaged as exc:
+            problems.append(f"array {exc}")
             continue
-        array = group[name]
+        if isinstance(array, zarr.Array):
+            arrays[name] = array
+        else:
+            problems.append(f"array {name} is missing")
+    return arrays, problems
+
+
+def has_subgroup(group: zarr.Group, name: str) -> bool:
+    """Whether `name` is a subgroup on disk (a file test: its metadata is not parsed)."""
+    return isinstance(group.store, zarr.storage.LocalStore) and (
+        Path(group.store.root, group.path, name, "zarr.json").is_file()
+    )
+
+
+def array_problems(group: zarr.Group, attrs: dict) -> list[str]:
+    """Missing or unreadable arrays, wrong dtypes or widths, a `rows_committed` beyond an array's
+    length, a checksum list that does not fit the rows."""
+    arrays, problems = table_arrays(group)
+    for name, array in arrays.items():
         if not _dtype_ok(name, array.dtype):
             problems.append(f"array {name} has dtype {array.dtype}")
         if array.ndim != (2 if name == "codes" else 1):
@@ -108,7 +142,33 @@ def array_problems(group: zarr.Group, attrs: dict) -> list[str]:
         bits = attrs.get("bits")
         if name == "codes" and array.ndim == 2 and _is_int(bits) and array.shape[1] * 8 != bits:
             problems.append(f"codes are {array.shape[1] * 8} bits wide but bits is {bits}")
+    return problems + checksum_list_problems(arrays, attrs)
+
+
+def checksum_list_problems(arrays: dict[str, zarr.Array], attrs: dict) -> list[str]:
+    """A checksum list that is missing where the chunks carry checksums, or does not have one
+    entry per committed chunk."""
+    sums, rows = attrs.get(CHECKSUMS), attrs.get("rows_committed")
+    if sums is None:
+        if any(has_codec(a) for a in arrays.values()):
+            return [f"the chunk checksum list ({CHECKSUMS}) is missing"]
+        return []
+    if not isinstance(sums, dict) or not _is_int(rows) or rows < 0:
+        return [f"the chunk checksum list ({CHECKSUMS}) is not a list per array"]
+    problems = []
+    for name, array in arrays.items():
+        entries = sums.get(name)
+        want = -(-rows // array.chunks[0])
+        if not isinstance(entries, list) or len(entries) != want or not all(map(_is_int, entries)):
+            problems.append(f"the chunk checksum list of {name} does not have {want} entries")
     return problems
+
+
+def chunk_file_size(array: zarr.Array) -> int | None:
+    """Bytes of each chunk file of an array stored raw (maybe plus a crc32c), else None."""
+    if any(c != CRC32C for c in array.compressors):
+        return None
+    return int(np.prod(array.chunks)) * array.dtype.itemsize + 4 * has_codec(array)
 
 
 def chunk_keys(array: zarr.Array, start: int, stop: int) -> list[tuple[int, str]]:
@@ -122,13 +182,12 @@ def chunk_keys(array: zarr.Array, start: int, stop: int) -> list[tuple[int, str]
 def missing_chunks(group: zarr.Group, path: Path, rows: int) -> list[tuple[int, str]]:
     """(first row, "array/key") of the chunks below `rows` that are absent or of the wrong size."""
     bad = []
-    for name in ARRAYS:
-        array = group[name]
+    for name, array in table_arrays(group)[0].items():
         if name == "labels" and not group.attrs.get(EVERY_CHUNK):
             continue
         keys = chunk_keys(array, 0, rows)
-        if name == "codes" and not array.compressors:  # uncompressed: the size is known
-            size = array.chunks[0] * array.shape[1] * array.dtype.itemsize
+        size = chunk_file_size(array)
+        if name == "codes" and size is not None:  # uncompressed: the size is known
             for first, key in keys:
                 file = path / name / key
                 if not file.is_file() or file.stat().st_size != size:
@@ -235,18 +294,31 @@ class CodeStore:
             raise IndexError(f"rows {ids} outside the {len(self)} committed rows")
         rows, inverse = np.unique(ids, return_inverse=True)  # zarr wants sorted, unique rows
         paths = [decode_name(p) for p in self.read("paths", rows=rows)[inverse].tolist()]
-        classes = self.classes
-        labels = [classes[lab] if lab >= 0 else None for lab in self.read("labels", rows=rows)]
+        classes, found = self.classes, self.read("labels", rows=rows)
+        if len(found) and found.max() >= len(classes):
+            raise damaged(self.path, f"a label is {found.max()} but classes lists {len(classes)}")
+        labels = [classes[lab] if lab >= 0 else None for lab in found]
         return paths, [labels[j] for j in inverse]
 
     @property
     def queries(self) -> "CodeStore | None":
         """The query set recorded with `tbh index --query-images`, or None."""
-        if QUERIES not in self.group.group_keys():
+        if not has_subgroup(self.group, QUERIES):
             return None
-        group = self.group[QUERIES]
+        group = member(self.group, QUERIES)
+        if not isinstance(group, zarr.Group):
+            raise damaged(self.path / QUERIES, "it is not a group")
         _check(group, self.path / QUERIES, top=False)
         return CodeStore(group, self.path / QUERIES, self.store_path, self.classes)
+
+
+def holds_rows(group: zarr.Group) -> bool:
+    """Whether any array of a table has rows (or cannot be read): such a table is never one
+    whose creation was interrupted, and is repaired, not created again."""
+    arrays, problems = table_arrays(group)
+    return any(a.shape and a.shape[0] for a in arrays.values()) or any(
+        "missing" not in p for p in problems
+    )
 
 
 def open_group(path: Path, mode: str) -> zarr.Group:
@@ -281,6 +353,8 @@ def open_store(path: str | Path) -> CodeStore:
         raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
     group = open_group(path, "r")
     if "rows_committed" not in group.attrs:
+        if holds_rows(group):
+            raise damaged(path, "rows_committed is missing")
         raise TbhError(f"the creation of store {path} was interrupted; rerun `tbh index`.")
     _check(group, path, top=True)
     return CodeStore(group, path, path)

@@ -1,0 +1,121 @@
+"""`tbh check --repair`: rebuild a damaged store from its own evidence, losing no whole row.
+
+It keeps every row that check.py finds whole (codes and paths chunks intact and matching their
+checksums, a path neither empty nor repeated), in order, also the whole rows after a damaged
+chunk; it rebuilds labels and the class list from the class folders of the paths, metadata
+(array zarr.json, `bits`, `rows_committed`, the checksum list) from the chunks, and the
+multi-index tables from the codes. A store written without checksums gets them. What it cannot
+know (`root`, `model_sha256`) stays listed, exit 1. The rows of dropped chunks are re-added by
+`tbh index` with the same codes.
+
+The rebuilt store is written to a copy and swapped in like `tbh remove` (writer.rebuilt_copy), so
+a killed repair leaves the old store or the new one; every zarr.json of the old store is kept in
+`NAME.backup-<time>/` beside it. `dry_run` reports the same changes and writes nothing.
+"""
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from tbhcli.imaging.images import label_of
+from tbhcli.storage.check import CheckReport, TableCheck, class_list, inspect
+from tbhcli.storage.mih_tables import TABLES, update_tables
+from tbhcli.storage.names import decode_name
+from tbhcli.storage.store import ARRAYS, QUERIES, open_group
+from tbhcli.storage.writer import StoreLock, StoreWriter, create_table, rebuilt_copy, write_errors
+
+
+def _classes_after(report: CheckReport, classes: list[str] | None) -> list[str]:
+    """The class list after a repair: the old one, plus the class folders of kept paths that it
+    lacks (sorted, as the writer appends them); all folders when the old one is damaged."""
+    names = set()
+    for table in report.tables:
+        paths = table.values.get("paths", np.zeros(0, object))[table.keep].tolist()
+        names |= {label_of(Path(decode_name(p))) for p in paths} - {None}
+    base = classes or []
+    return base + sorted(names - set(base))
+
+
+def _labels(paths: list[str], classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    names = [label_of(Path(decode_name(p))) for p in paths]
+    return np.array([-1 if n is None else index[n] for n in names], np.int32)
+
+
+def _describe(table: TableCheck, classes_changed: bool) -> None:
+    """What rewriting `table` changes, into `table.repaired`."""
+    n = len(table.keep)
+    dropped = n - table.good_rows
+    if dropped:
+        table.repaired.append(
+            f"dropped {dropped} rows of damaged chunks or paths; kept the {table.good_rows} whole"
+        )
+    if table.rows != table.good_rows:
+        table.repaired.append(f"rows_committed {table.rows!r} -> {table.good_rows}")
+    if table.relabel or classes_changed:
+        table.repaired.append("labels rebuilt from the class folders of the paths")
+    table.repaired.append("rewritten with chunk checksums (metadata from the layout)")
+
+
+def _rewrite(copy: Path, group: zarr.Group, table: TableCheck, classes: list[str], top) -> None:
+    """Replace the table's arrays in the copy by its kept rows, checksummed."""
+    for name in ARRAYS:
+        shutil.rmtree(copy / name, ignore_errors=True)
+    group.attrs.update({"bits": table.bits})
+    create_table(group, table.bits, {})
+    writer = StoreWriter(group, copy, top)
+    paths = table.values["paths"][table.keep].tolist()
+    writer.append(
+        table.values["codes"][table.keep],
+        [decode_name(p) for p in paths],
+        _labels(paths, classes),
+    )
+
+
+def repair(path: Path, dry_run: bool = False) -> CheckReport:
+    """Rebuild the store at `path` from its evidence (module doc); returns what was done."""
+    shown_path, path = path, Path(path).resolve()  # the real folder: a symlink stays a link
+    with StoreLock(path), write_errors(shown_path, lambda: None):
+        top = open_group(path, "r")
+        report = inspect(path, top)
+        report.store, report.dry_run = shown_path, dry_run
+        old_classes = class_list(top)
+        classes = _classes_after(report, old_classes)
+        classes_changed = classes != old_classes
+        if any(t.bits is None for t in report.tables):
+            return report  # no code width: nothing can be rebuilt; the problems say why
+        rewrite = [t for t in report.tables if t.rewrite or t.problems or classes_changed]
+        mih = (path / TABLES).is_dir()
+        rebuild_tables = mih and (bool(report.table_problems) or report.tables[0] in rewrite)
+        for table in rewrite:
+            _describe(table, classes_changed)
+        if classes_changed and old_classes is not None:
+            report.tables[0].repaired.append(f"classes: added {len(classes) - len(old_classes)}")
+        elif classes_changed:
+            report.tables[0].repaired.append(
+                f"classes rebuilt from the class folders ({len(classes)})"
+            )
+        if rebuild_tables:
+            report.repaired_tables.append("rebuilt from the codes")
+        if dry_run or not (rewrite or rebuild_tables):
+            return report
+        report.backup = path.parent / f"{path.name}.backup-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        with rebuilt_copy(path, report.backup) as copy:
+            new_top = zarr.open_group(copy, mode="r+", zarr_format=3)
+            new_top.attrs["classes"] = classes
+            for table in rewrite:
+                where = copy if table.name == "store" else copy / QUERIES
+                group = new_top if table.name == "store" else new_top[QUERIES]
+                _rewrite(where, group, table, classes, new_top)
+            if rebuild_tables:
+                shutil.rmtree(copy / TABLES, ignore_errors=True)
+        if rebuild_tables:
+            update_tables(path, build=True)
+        after = inspect(path, open_group(path, "r"))
+        for table, again in zip(report.tables, after.tables, strict=True):
+            table.problems, table.rows = again.problems, again.rows
+        report.table_problems = after.table_problems
+        return report
