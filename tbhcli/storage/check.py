@@ -83,24 +83,40 @@ class CheckReport:
         ]
 
 
-def _template(name: str, bits: int, rows: int, checksums: bool) -> zarr.Array:
+def _template(name: str, bits: int, rows: int, checksums: bool, step: int | None) -> zarr.Array:
     from tbhcli.storage.writer import array_specs  # the writer owns how arrays are created
 
-    spec = array_specs(bits, checksums)[name] | {
-        "shape": (rows, *array_specs(bits)[name]["shape"][1:])
-    }
+    spec = array_specs(bits, checksums)[name]
+    spec = spec | {"shape": (rows, *spec["shape"][1:])}
+    if step is not None:
+        spec["chunks"] = (step, *spec["chunks"][1:])
     return zarr.create_array(MemoryStore(), **spec)
 
 
-def evidence_array(path: Path, name: str, bits: int, rows: int) -> zarr.Array | None:
-    """Array `name` of the table at `path` read with the layout's metadata (its own is damaged):
-    with the crc32c codec if its first chunk decodes so, else without; None if neither does."""
+def _chunk_rows(path: Path, name: str, bits: int, readable: dict[str, zarr.Array]) -> int | None:
+    """Rows per chunk of array `name`, whose metadata is damaged: from the size of its first
+    chunk file (codes, stored raw), or the chunks of paths/labels (they share them); None: the
+    layout's."""
+    if name == "codes":
+        first = path / "codes" / "c" / "0" / "0"
+        size = first.stat().st_size if first.is_file() else 0
+        for extra in (4, 0):  # with or without the crc32c
+            if size > extra and (size - extra) % (bits // 8) == 0:
+                return (size - extra) // (bits // 8)
+        return None
+    other = readable.get("labels" if name == "paths" else "paths")
+    return other.chunks[0] if other is not None else None
+
+
+def evidence_array(path: Path, name: str, bits: int, rows: int, step: int | None) -> zarr.Array:
+    """Array `name` of the table at `path` read with the layout's metadata (its own is damaged;
+    `step` rows a chunk, None: the layout's): with the crc32c codec if its first chunk decodes
+    so, else without."""
     first = None
     for checksums in (True, False):
-        meta = _template(name, bits, rows, checksums).metadata
-        array = Array(
-            AsyncArray(metadata=meta, store_path=StorePath(LocalStore(path, read_only=True), name))
-        )
+        meta = _template(name, bits, rows, checksums, step).metadata
+        store = StorePath(LocalStore(path, read_only=True), name)
+        array = Array(AsyncArray(metadata=meta, store_path=store))
         first = first or array
         try:
             array[: min(rows, array.chunks[0])]
@@ -144,15 +160,14 @@ def table_readers(group: zarr.Group, path: Path, report: TableCheck) -> dict[str
         report.problems.append("the code width cannot be told (codes metadata and bits damaged)")
         return {}
     report.bits = bits
+    readable = dict(arrays)
     for name in ARRAYS:
         if name in arrays or not (path / name).is_dir():
             continue
-        step = _template(name, bits, 0, True).chunks[0]
-        rows = max(_chunk_files(path, name) * step, report.rows or 0)
-        array = evidence_array(path, name, bits, rows)
-        if array is not None:
-            arrays[name] = array
-            report.rewrite = True  # its metadata must be written again
+        step = _chunk_rows(path, name, bits, readable)
+        rows = _chunk_files(path, name) * (step or _template(name, bits, 0, True, None).chunks[0])
+        arrays[name] = evidence_array(path, name, bits, max(rows, report.rows or 0), step)
+        report.rewrite = True  # its metadata must be written again
     return arrays
 
 
@@ -311,9 +326,12 @@ def check(
     from their evidence under the writer lock (repair.py; `dry_run`: only say what it would do).
     Returns what was found and done."""
     path = resolve_store(store)
+    if path.name == QUERIES and (path.parent / "zarr.json").is_file():
+        raise TbhError(
+            f"{path} is the query set of store {path.parent}; check that store: "
+            f"`tbh check --store {path.parent}{' --repair' if repair else ''}`."
+        )
     if not (path / "zarr.json").is_file():
-        if path.parent.name and (path.parent / "zarr.json").is_file() and path.name == QUERIES:
-            raise TbhError(f"{path} is the query set of store {path.parent}; check that store.")
         raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
     if not (repair or dry_run):
         return inspect(path, open_group(path, "r"))

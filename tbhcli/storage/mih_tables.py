@@ -308,6 +308,9 @@ def update_tables(path: str | Path, build: bool = False) -> tuple[int, int] | No
 
     if current is not None and n == current.rows_indexed:
         return n, len(current.segments)
+    if n == 0:  # nothing to index: no segment (a search of an empty store scans nothing)
+        group.attrs.update({"bits": store.bits, "segments": []})
+        return 0, 0
     grow = current is not None and len(current.segments) < MAX_SEGMENTS
     if grow and n - current.rows_indexed <= current.rows_indexed:
         bounds, entries = current.bounds, list(attrs["segments"])

@@ -37,7 +37,7 @@ EVERY_CHUNK = "every_chunk_written"
 # zarr's errors for a chunk file that is truncated or garbled (codec, checksum or reshape failures)
 DECODE_ERRORS = (ValueError, RuntimeError, EOFError, TypeError)
 # ... and for a zarr.json that is not JSON or not valid metadata
-METADATA_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
+METADATA_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError)
 
 
 def _dtype_ok(name: str, dtype: np.dtype) -> bool:
@@ -50,10 +50,11 @@ class StoreDamaged(TbhError):
     """A store whose files contradict its attributes; `tbh check --repair` makes it usable."""
 
 
-def damaged(path: Path, what: str) -> StoreDamaged:
+def damaged(path: Path, what: str, store: Path | None = None) -> StoreDamaged:
+    """The error for damage to the table at `path` of `store` (default: `path` is the store)."""
     return StoreDamaged(
-        f"store {path} is damaged: {what}; run `tbh check --store {path} --repair` "
-        "(it keeps the readable rows), then `tbh index` to re-add the rest."
+        f"store {path} is damaged: {what}; run `tbh check --store {store or path} --repair` "
+        "(it keeps every whole row), then `tbh index` to re-add the rest."
     )
 
 
@@ -305,10 +306,14 @@ class CodeStore:
         """The query set recorded with `tbh index --query-images`, or None."""
         if not has_subgroup(self.group, QUERIES):
             return None
-        group = member(self.group, QUERIES)
+        where = self.path / QUERIES
+        try:
+            group = member(self.group, QUERIES)
+        except StoreDamaged as exc:
+            raise damaged(where, str(exc), self.path) from None
         if not isinstance(group, zarr.Group):
-            raise damaged(self.path / QUERIES, "it is not a group")
-        _check(group, self.path / QUERIES, top=False)
+            raise damaged(where, "it is not a group", self.path)
+        _check(group, where, top=False, store=self.path)
         return CodeStore(group, self.path / QUERIES, self.store_path, self.classes)
 
 
@@ -339,11 +344,11 @@ def open_group(path: Path, mode: str) -> zarr.Group:
     return group
 
 
-def _check(group: zarr.Group, path: Path, top: bool) -> None:
+def _check(group: zarr.Group, path: Path, top: bool, store: Path | None = None) -> None:
     problems = table_problems(group, path, top)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise damaged(path, problems[0] + more)
+        raise damaged(path, problems[0] + more, store)
 
 
 def open_store(path: str | Path) -> CodeStore:

@@ -1,0 +1,273 @@
+"""The damage found by the hostile probe of issue 21, one test each: a damaged store never
+answers wrongly with exit 0, `tbh check` names the damage, and `tbh check --repair` keeps every
+whole row (it rebuilds what the arrays' evidence allows and never recreates a store)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tbhcli.cli import app
+from tbhcli.deploy.export import export
+from tbhcli.errors import TbhError
+from tbhcli.storage import writer as writer_mod
+from tbhcli.storage.check import check
+from tbhcli.storage.indexing import index
+from tbhcli.storage.store import open_store
+from tbhcli.storage.writer import StoreLock
+from tests.tiny_workspace import make_images, make_lsh_run
+
+CLASSES = {"cat": 6, "dog": 5, "": 3}  # 14 images in chunks of 4 rows: 4 chunks per array
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """A workspace with a clean store of 4-row chunks, its query set and multi-index tables."""
+    ws = tmp_path_factory.mktemp("ws")
+    model = export(make_lsh_run(ws / "runs" / "lsh32"), out=ws / "onnx" / "lsh32.onnx")
+    make_images(ws / "images", CLASSES)
+    make_images(ws / "queries", {"cat": 2, "dog": 1}, seed=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer_mod, "code_chunk_rows", lambda bits: 4)
+        patch.setattr(writer_mod, "PATH_CHUNK_ROWS", 4)
+        _index(ws, model, ws / "codes.zarr", query_images=ws / "queries", multi_index=True)
+    return ws, model
+
+
+def _index(ws, model, store, **kw):
+    kw = {"batch_size": 4, "workers": 0, "device": "cpu"} | kw
+    return index(ws / "images", store=store, model=model, **kw)
+
+
+@pytest.fixture
+def store(clean, tmp_path):
+    """A fresh copy of the clean store (root ../images resolves through a link)."""
+    ws, _ = clean
+    shutil.copytree(ws / "codes.zarr", tmp_path / "codes.zarr")
+    for folder in ("images", "queries"):
+        (tmp_path / folder).symlink_to(ws / folder)
+    return tmp_path / "codes.zarr"
+
+
+def tbh(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def query(clean, store, method="auto"):
+    ws, model = clean
+    q = ws / "queries" / "cat" / "img000.png"
+    args = ["query", q, "--top", 5, "--store", store, "--model", model, "--json"]
+    return tbh(*args, "--method", method)
+
+
+def answer(result) -> list:
+    """The neighbours of a `tbh query --json` answer (file, distance)."""
+    doc = json.loads(result.stdout)
+    return [[(n["path"], n["distance"]) for n in q["neighbours"]] for q in doc["results"]]
+
+
+def groups(result) -> list:
+    """The groups of a `tbh duplicates --json` answer as (row, path, distance)."""
+    doc = json.loads(result.stdout)
+    return [[(i["row"], i["path"], i["distance"]) for i in g["items"]] for g in doc["groups"]]
+
+
+def contents(path) -> dict:
+    """File name -> (code bytes, class name) of every row of the store and of its query set."""
+    s = open_store(path)
+    out = {}
+    for table in (s, s.queries):
+        names, classes = table.lookup(np.arange(len(table)))
+        codes = map(bytes, table.read_codes())
+        out |= {(table is s, n): (c, k) for n, c, k in zip(names, codes, classes, strict=True)}
+    return out
+
+
+def set_meta(path, key, value):
+    meta = json.loads(path.read_text())
+    meta[key] = value
+    path.write_text(json.dumps(meta))
+
+
+def set_attr(store, key, value):
+    meta = json.loads((store / "zarr.json").read_text())
+    if value is None:
+        del meta["attributes"][key]
+    else:
+        meta["attributes"][key] = value
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+
+def table_files(store):
+    files = (store / "mih").rglob("c/*")
+    return sorted(p for p in files if p.is_file() and p.stat().st_size > 4)
+
+
+# ---- 1. multi-index tables ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["delete", "zero"])
+def test_damaged_multi_index_is_not_used_then_rebuilt(clean, store, how):
+    """Issue 21.1: a deleted or zeroed table chunk gave the same row five times, exit 0."""
+    expected = answer(query(clean, clean[0] / "codes.zarr", "mih"))
+    for file in table_files(store)[:3]:
+        file.unlink() if how == "delete" else file.write_bytes(bytes(file.stat().st_size))
+    result = query(clean, store, "mih")
+    assert result.exit_code == 0 and answer(result) == expected  # the scan answered
+    assert "multi-index tables" in result.stderr and "not used" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3  # one warning (and the model line)
+    checked = tbh("check", "--store", store)
+    assert checked.exit_code == 1 and "multi-index" in checked.output
+    repaired = tbh("check", "--store", store, "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    assert "multi-index: rebuilt" in repaired.output
+    again = query(clean, store, "mih")
+    assert answer(again) == expected and "not used" not in again.stderr
+    assert tbh("check", "--store", store).exit_code == 0
+
+
+def test_next_index_rebuilds_damaged_tables(clean, store):
+    ws, model = clean
+    table_files(store)[0].write_bytes(b"\0")
+    _index(ws, model, store)
+    assert check(store).problems == []
+    assert answer(query(clean, store, "mih")) == answer(query(clean, ws / "codes.zarr", "mih"))
+
+
+def test_broken_mih_metadata_never_affects_the_scan(clean, store):
+    """Issue 21.7: `{` in mih/zarr.json broke even `--method scan`."""
+    expected = answer(query(clean, clean[0] / "codes.zarr", "scan"))
+    (store / "mih" / "zarr.json").write_text("{")
+    result = query(clean, store, "scan")
+    assert result.exit_code == 0 and answer(result) == expected
+    assert tbh("check", "--store", store).exit_code == 1
+    assert tbh("check", "--store", store, "--repair").exit_code == 0
+    assert answer(query(clean, store, "mih")) == expected
+
+
+# ---- 2. chunk content ------------------------------------------------------------------------
+
+
+def test_zeroed_codes_chunk_is_named_not_answered(clean, store):
+    """Issue 21.2: a codes chunk overwritten with zeros (same size) answered at distance 16."""
+    chunk = store / "codes" / "c" / "1" / "0"
+    chunk.write_bytes(bytes(chunk.stat().st_size))
+    result = query(clean, store, "scan")
+    assert result.exit_code == 1 and "codes/c/1/0" in result.output
+    checked = tbh("check", "--store", store)
+    assert checked.exit_code == 1 and "codes/c/1/0" in checked.output
+    report = check(store, repair=True)
+    assert report.problems == [] and report.tables[0].rows == 10  # only that chunk's 4 rows
+    assert _index(*clean, store).added == 4
+    assert contents(store) == contents(clean[0] / "codes.zarr")
+
+
+def test_labels_chunk_copied_over_another_is_seen_and_mended(clean, store):
+    """Issue 21.2: a labels chunk copied over another was not seen; it costs no row now."""
+    shutil.copy(store / "labels" / "c" / "0", store / "labels" / "c" / "2")
+    checked = tbh("check", "--store", store)
+    assert checked.exit_code == 1 and "labels/c/2" in checked.output
+    report = check(store, repair=True)
+    assert report.problems == [] and report.tables[0].rows == 14
+    assert contents(store) == contents(clean[0] / "codes.zarr")
+
+
+# ---- 4, 5. metadata damage is rebuilt, never paid for with rows --------------------------------
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("labels/zarr.json", "data_type", "uint8"),
+        ("paths/zarr.json", "data_type", "int32"),
+        ("codes/zarr.json", None, "{not json"),
+        ("zarr.json", "classes", 5),
+        ("zarr.json", "classes", ["cat"]),  # shorter than the labels (issue 21.8)
+        ("zarr.json", "rows_committed", None),
+    ],
+)
+def test_metadata_damage_is_rebuilt_without_losing_a_row(clean, store, damage):
+    """Issue 21.4/5/7/8: these repairs deleted every row, or a later `tbh index` recreated the
+    store; reads ended in tracebacks."""
+    file, key, value = damage
+    if key is None:
+        (store / file).write_text(value)
+    elif file == "zarr.json":
+        set_attr(store, key, value)
+    else:
+        set_meta(store / file, key, value)
+    assert tbh("check", "--store", store).exit_code == 1
+    assert query(clean, store, "scan").exit_code == 1
+    duplicates = ["duplicates", "--radius", 0, "--json", "--store"]
+    found = tbh(*duplicates, store)  # reads no labels: may answer, but only rightly
+    if found.exit_code == 0:
+        right = tbh(*duplicates, clean[0] / "codes.zarr")
+        assert groups(found) == groups(right)
+    assert found.exit_code in (0, 1)
+    if key != "classes":  # (a short class list is only seen by reading the labels)
+        with pytest.raises(TbhError, match="damaged"):
+            _index(*clean, store)  # never created again over its rows
+    dry = tbh("check", "--store", store, "--repair", "--dry-run")
+    assert dry.exit_code == 1 and "would repair" in dry.output and "nothing changed" in dry.output
+    repaired = tbh("check", "--store", store, "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    assert "metadata is kept in" in repaired.output
+    backups = list(store.parent.glob("codes.zarr.backup-*"))
+    assert len(backups) == 1 and (backups[0] / file).is_file()
+    assert contents(store) == contents(clean[0] / "codes.zarr")
+    assert _index(*clean, store).added == 0
+    expected = answer(query(clean, clean[0] / "codes.zarr", "mih"))
+    assert answer(query(clean, store, "mih")) == expected
+
+
+def test_damaged_query_set_names_its_store(clean, store):
+    """Issue 21.12: the hint `tbh check --store codes.zarr/queries --repair` failed, and
+    `tbh info` exited 1 on a damaged query set."""
+    (store / "queries" / "codes" / "c" / "0" / "0").unlink()
+    with pytest.raises(TbhError, match=f"check --store {store} --repair"):
+        assert open_store(store).queries is None  # (raises first)
+    result = tbh("check", "--store", store / "queries", "--repair")
+    assert result.exit_code == 1 and f"check --store {store} --repair" in result.output
+    info = tbh("info", store.parent, "--json")
+    assert info.exit_code == 0 and "damaged" in info.stdout
+    assert tbh("check", "--store", store, "--repair").exit_code == 0
+    assert len(open_store(store).queries) == 0  # its 3 rows were in that chunk
+    assert _index(*clean, store, query_images=store.parent / "queries").added == 3
+    assert contents(store) == contents(clean[0] / "codes.zarr")
+
+
+# ---- 6. one writer per real store ----------------------------------------------------------
+
+
+def test_lock_is_taken_on_the_real_folder(store):
+    alias = store.parent / "alias.zarr"
+    alias.symlink_to(store)
+    with StoreLock(store), pytest.raises(TbhError, match="another tbh command"):
+        StoreLock(alias).__enter__()
+
+
+def test_dangling_symlink_store_is_one_line(clean, tmp_path):
+    link = tmp_path / "gone.zarr"
+    link.symlink_to(tmp_path / "nowhere.zarr")
+    ws, model = clean
+    result = tbh("index", ws / "images", "--store", link, "--model", model, "--workers", 0)
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_remove_through_a_symlink_keeps_the_link(clean, store, tmp_path):
+    ws, _ = clean
+    images = tmp_path / "own_images"
+    shutil.copytree(ws / "images", images)
+    alias = tmp_path / "alias.zarr"
+    alias.symlink_to(store)
+    set_attr(store, "root", os.path.relpath(images, store))
+    (images / "cat" / "img000.png").unlink()
+    result = tbh("remove", "--store", alias)
+    assert result.exit_code == 0, result.output
+    assert alias.is_symlink() and len(open_store(alias)) == 13
+    assert not list(tmp_path.glob(".*.old")) and not list(tmp_path.glob(".*.new"))
