@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tbhcli.atomic import atomic_output, write_text_atomic
 from tbhcli.errors import TbhError
 
 
@@ -39,9 +40,16 @@ def _load_array(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise TbhError(f"{what} file not found: {path}")
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a bad file
         raise TbhError(f"cannot read {what} file {path}: {exc}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive, whatever its name
+        array.close()
+        raise TbhError(
+            f"{what} file {path} is an .npz archive, not one .npy array; save the array with "
+            "np.save."
+        )
+    return array
 
 
 def check_features(features: np.ndarray, where: str = "features") -> np.ndarray:
@@ -105,10 +113,12 @@ def load_features(path: str | Path, require_labels: bool = False) -> FeatureSet:
 def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray | None = None) -> Path:
     """Write `NAME.npy` (+ `NAME.labels.npy`) following the feature-set convention."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.asarray(features, dtype=np.float32))
+    features = check_features(np.asarray(features), f"features for {path}")  # never NaN on disk
+    with atomic_output(path) as tmp:
+        np.save(tmp, features)
     if labels is not None:
-        np.save(labels_path(path), labels)
+        with atomic_output(labels_path(path)) as tmp:
+            np.save(tmp, labels)
     return path
 
 
@@ -130,4 +140,4 @@ def load_meta(path: str | Path) -> dict:
 
 
 def save_meta(path: str | Path, meta: dict) -> None:
-    meta_path(Path(path)).write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(meta_path(Path(path)), json.dumps(meta, indent=2) + "\n")

@@ -120,7 +120,14 @@ def rebuilt_copy(path: Path, backup: Path | None = None) -> Iterator[Path]:
     """
     new, old = swap_paths(path)
     try:
-        shutil.copytree(path, new)
+        try:
+            shutil.copytree(path, new)
+        except shutil.Error as exc:  # one (source, target, why) per file it could not copy
+            why = exc.args[0][0][2] if exc.args and exc.args[0] else str(exc)
+            raise TbhError(
+                f"cannot copy store {path} to rebuild it ({why}); the store is unchanged. "
+                "Rebuilding needs free space of the store's size: free some and rerun."
+            ) from None
         yield new
         os.sync()  # the copy is on disk before it replaces the store
     except BaseException:
