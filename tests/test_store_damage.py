@@ -271,3 +271,40 @@ def test_remove_through_a_symlink_keeps_the_link(clean, store, tmp_path):
     assert result.exit_code == 0, result.output
     assert alias.is_symlink() and len(open_store(alias)) == 13
     assert not list(tmp_path.glob(".*.old")) and not list(tmp_path.glob(".*.new"))
+
+
+# ---- 9. file lists ---------------------------------------------------------------------------
+
+
+def test_non_utf8_name_in_a_file_list_is_indexed(clean, tmp_path):
+    """Issue 21.9: a non-UTF-8 name in a `tbh index --files` list was a UnicodeDecodeError."""
+    ws, model = clean
+    images = tmp_path / "images"
+    shutil.copytree(ws / "images", images)
+    bad = os.fsdecode(b"bad\xffname.png")
+    shutil.copy(images / "cat" / "img000.png", images / bad)
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"cat/img001.png\nbad\xffname.png\n")
+    store = tmp_path / "codes.zarr"
+    report = index(images, store=store, model=model, files=listing, workers=0, device="cpu")
+    assert report.added == 2
+    assert open_store(store).names(np.arange(2)) == ["cat/img001.png", bad]
+
+
+# ---- 12. serve -------------------------------------------------------------------------------
+
+
+def test_serve_answers_a_damaged_store_with_a_5xx(clean, store):
+    """Issue 21.12: a damaged store answered 400, as if the request were wrong."""
+    from fastapi.testclient import TestClient
+
+    from tbhcli.apps.serve.api import create_app
+    from tbhcli.apps.serve.service import SearchService
+
+    service = SearchService(store, model=clean[1], device="cpu", threads=1)
+    (store / "paths" / "c" / "1").unlink()  # then a commit, which the server reads
+    os.utime(store / "zarr.json", ns=(1, os.stat(store / "zarr.json").st_mtime_ns + 10**9))
+    with TestClient(create_app(service)) as client:
+        response = client.post("/query/batch", json={"rows": [5]})
+    assert response.status_code == 500, response.text
+    assert "paths/c/1" in response.json()["error"] and "at 0x" not in response.text
