@@ -308,3 +308,62 @@ def test_serve_answers_a_damaged_store_with_a_5xx(clean, store):
         response = client.post("/query/batch", json={"rows": [5]})
     assert response.status_code == 500, response.text
     assert "paths/c/1" in response.json()["error"] and "at 0x" not in response.text
+
+
+# ---- stores written before checksums ---------------------------------------------------------
+
+
+def test_store_without_checksums_opens_and_repair_adds_them(clean, tmp_path, monkeypatch):
+    from tbhcli.storage.checksums import CHECKSUMS, has_codec
+
+    ws, model = clean
+    real = writer_mod.array_specs
+    with monkeypatch.context() as patch:  # the layout before checksums
+        patch.setattr(writer_mod, "array_specs", lambda bits, checksums=True: real(bits, False))
+        _index(ws, model, tmp_path / "old.zarr")
+    store = tmp_path / "old.zarr"
+    set_attr(store, CHECKSUMS, None)
+    for folder in ("images", "queries"):
+        (tmp_path / folder).symlink_to(ws / folder)
+    checked = tbh("check", "--store", store)
+    assert checked.exit_code == 0 and "without chunk checksums" in checked.output
+    before = answer(query(clean, store, "scan"))
+    assert tbh("check", "--store", store, "--repair").exit_code == 0
+    s = open_store(store)
+    assert CHECKSUMS in s.attrs and all(has_codec(s.group[a]) for a in ("codes", "paths"))
+    assert "without chunk checksums" not in tbh("check", "--store", store).output
+    assert answer(query(clean, store, "scan")) == before
+    chunk = store / "codes" / "c" / "0" / "0"
+    chunk.write_bytes(bytes(chunk.stat().st_size))
+    assert query(clean, store, "scan").exit_code == 1  # now seen on read
+
+
+def test_remove_on_a_full_disk_is_one_line(clean, tmp_path):
+    """Issue 21.10: `tbh remove` failed with shutil.Error when the copy did not fit."""
+    if os.geteuid() != 0:
+        pytest.skip("a small tmpfs needs root (mount)")
+    import subprocess
+
+    ws, model = clean
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        shutil.copytree(ws / "images", mount / "images")
+        _index(ws, model, mount / "codes.zarr", batch_size=16)  # one commit: one 1 MiB chunk
+        set_attr(mount / "codes.zarr", "root", "../images")
+        (mount / "images" / "cat" / "img000.png").unlink()
+        filler = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(filler, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        os.close(filler)
+        result = tbh("remove", "--store", mount / "codes.zarr")
+        assert result.exit_code == 1 and "the store is unchanged" in result.output
+        assert len(open_store(mount / "codes.zarr")) == 14
+        assert not list(mount.glob(".codes.zarr.new"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
