@@ -307,10 +307,13 @@ def inspect(path: Path, top: zarr.Group) -> CheckReport:
     if has_subgroup(top, QUERIES):
         try:
             queries = member(top, QUERIES)
-            tables.append(check_table(queries, path / QUERIES, "queries", classes))
         except TbhError as exc:
-            bad = TableCheck("queries", None, [f"the query set's {exc}"])
-            tables.append(bad)
+            queries = exc
+        if isinstance(queries, zarr.Group):
+            tables.append(check_table(queries, path / QUERIES, "queries", classes))
+        else:
+            why = queries if queries is not None else "queries/zarr.json is missing"
+            tables.append(TableCheck("queries", None, [f"the query set cannot be read: {why}"]))
     report = CheckReport(path, tables, _model_note(top))
     for table in tables:
         report.notes += [f"{table.name}: {note}" for note in table.notes]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from tbhcli.errors import TbhError
 from tbhcli.imaging.images import label_of
 from tbhcli.storage.check import CheckReport, TableCheck, class_list, inspect
 from tbhcli.storage.mih_tables import TABLES, update_tables
@@ -75,6 +76,19 @@ def _rewrite(copy: Path, group: zarr.Group, table: TableCheck, classes: list[str
     )
 
 
+# attributes no evidence in the arrays can restore
+LOST = ("root is", "model_sha256 is")
+
+
+def _beyond_repair(report: CheckReport) -> str | None:
+    """The first damage a repair cannot rebuild from the store's own evidence, or None."""
+    for table in report.tables:
+        lost = [p for p in table.problems if p.startswith(LOST)]
+        if table.bits is None or lost:
+            return f"{table.name}: {(lost or table.problems or ['no code width'])[0]}"
+    return None
+
+
 def repair(path: Path, dry_run: bool = False) -> CheckReport:
     """Rebuild the store at `path` from its evidence (module doc); returns what was done."""
     shown_path, path = path, Path(path).resolve()  # the real folder: a symlink stays a link
@@ -85,8 +99,12 @@ def repair(path: Path, dry_run: bool = False) -> CheckReport:
         old_classes = class_list(top)
         classes = _classes_after(report, old_classes)
         classes_changed = classes != old_classes
-        if any(t.bits is None for t in report.tables):
-            return report  # no code width: nothing can be rebuilt; the problems say why
+        refuse = _beyond_repair(report)
+        if refuse is not None:  # before anything changes
+            raise TbhError(
+                f"store {shown_path} cannot be repaired: {refuse}; nothing was changed. Index "
+                "the images into a new store (`tbh index IMAGES_DIR --store NEW`)."
+            )
         rewrite = [t for t in report.tables if t.rewrite or t.problems or classes_changed]
         mih = (path / TABLES).is_dir()
         rebuild_tables = mih and (bool(report.table_problems) or report.tables[0] in rewrite)

@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 
 from tbhcli.errors import TbhError
-from tbhcli.storage.checksums import CHECKSUMS, CRC32C, has_codec
+from tbhcli.storage.checksums import CHECKSUMS, CRC32C, chunk_sum, has_codec
 from tbhcli.storage.names import decode_name
 
 FORMAT_VERSION = 1
@@ -37,7 +37,7 @@ EVERY_CHUNK = "every_chunk_written"
 # zarr's errors for a chunk file that is truncated or garbled (codec, checksum or reshape failures)
 DECODE_ERRORS = (ValueError, RuntimeError, EOFError, TypeError)
 # ... and for a zarr.json that is not JSON or not valid metadata
-METADATA_ERRORS = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError)
+METADATA_ERRORS = (ValueError, TypeError, LookupError, AttributeError, ArithmeticError)
 
 
 def _dtype_ok(name: str, dtype: np.dtype) -> bool:
@@ -95,6 +95,8 @@ def attribute_problems(attrs: dict, top: bool) -> list[str]:
 
 def member(group: zarr.Group, name: str) -> zarr.Array | zarr.Group | None:
     """`group[name]`, None when absent; unreadable metadata is a `StoreDamaged` error."""
+    if not isinstance(group, zarr.Group):
+        raise StoreDamaged(f"the metadata of {group.path or 'the store'} is not a group's")
     try:
         return group[name]
     except KeyError:
@@ -120,9 +122,11 @@ def table_arrays(group: zarr.Group) -> tuple[dict[str, zarr.Array], list[str]]:
 
 
 def has_subgroup(group: zarr.Group, name: str) -> bool:
-    """Whether `name` is a subgroup on disk (a file test: its metadata is not parsed)."""
+    """Whether `name` is a subgroup on disk, maybe a damaged one (a folder of that name; its
+    metadata is not parsed)."""
     return isinstance(group.store, zarr.storage.LocalStore) and (
         Path(group.store.root, group.path, name, "zarr.json").is_file()
+        or Path(group.store.root, group.path, name).is_dir()
     )
 
 
@@ -229,6 +233,7 @@ class CodeStore:
         self.store_path = store_path  # the top folder: relative roots are relative to it
         self.attrs = dict(group.attrs)
         self._classes = classes
+        self._verified: set[tuple[str, int]] = set()  # (array, chunk) checked against checksums
 
     def __len__(self) -> int:
         return int(self.attrs.get("rows_committed", 0))
@@ -250,16 +255,43 @@ class CodeStore:
     def read(self, name: str, start: int = 0, stop: int | None = None, rows=None) -> np.ndarray:
         """Committed rows [start, stop) (or sorted unique `rows`) of array `name`.
 
-        A chunk that zarr cannot decode is a `StoreDamaged` error naming it.
+        Each chunk read is checked once per CodeStore against the checksum of its committed rows
+        recorded at commit (checksums.py; zarr's crc32c codec checks its bytes on every read):
+        a chunk that does not decode or does not match is a `StoreDamaged` error naming it.
         """
         stop = len(self) if stop is None else min(stop, len(self))
         array = self.group[name]
+        lo, hi = (int(rows[0]), int(rows[-1]) + 1) if rows is not None else (start, stop)
         try:
-            return array.oindex[rows] if rows is not None else array[start:stop]
+            if rows is not None:
+                for k in np.unique(np.asarray(rows) // array.chunks[0]).tolist():
+                    self._verify(name, array, k)
+                return array.oindex[rows]
+            step = array.chunks[0]
+            first = start - start % step
+            block = np.asarray(array[first : min(-(-stop // step) * step, len(self))])
+            for k in range(first // step, -(-stop // step)):
+                self._verify(name, array, k, block[k * step - first : (k + 1) * step - first])
+            return block[start - first : stop - first]
         except DECODE_ERRORS as exc:
-            lo, hi = (int(rows[0]), int(rows[-1]) + 1) if rows is not None else (start, stop)
             keys = ", ".join(f"{name}/{key}" for _, key in chunk_keys(array, lo, hi))
             raise damaged(self.path, f"chunk {keys} cannot be read ({exc})") from None
+
+    def _verify(self, name: str, array: zarr.Array, k: int, values=None) -> None:
+        """Check chunk k of array `name` (its committed rows `values`, read if None) against the
+        table's checksum list, once."""
+        sums = self.attrs.get(CHECKSUMS)
+        if sums is None or (name, k) in self._verified:
+            return
+        step = array.chunks[0]
+        if values is None:
+            values = array[k * step : min((k + 1) * step, len(self))]
+        if chunk_sum(name, values) != sums[name][k]:
+            key = chunk_keys(array, k * step, k * step + 1)[0][1]
+            raise damaged(
+                self.path, f"chunk {name}/{key} does not match the checksum of its committed rows"
+            )
+        self._verified.add((name, k))
 
     def read_codes(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Packed codes uint8 [stop - start, bits / 8] of committed rows [start, stop)."""
@@ -312,7 +344,7 @@ class CodeStore:
         except StoreDamaged as exc:
             raise damaged(where, str(exc), self.path) from None
         if not isinstance(group, zarr.Group):
-            raise damaged(where, "it is not a group", self.path)
+            raise damaged(where, "its zarr.json is missing or not a group's", self.path)
         _check(group, where, top=False, store=self.path)
         return CodeStore(group, self.path / QUERIES, self.store_path, self.classes)
 
