@@ -23,7 +23,7 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import label_of
-from tbhcli.storage.checksums import CHECKSUMS, chunk_sum, has_codec
+from tbhcli.storage.checksums import CHECKSUMS, chunk_sum, extend, has_codec
 from tbhcli.storage.names import decode_name
 from tbhcli.storage.store import (
     ARRAYS,
@@ -210,6 +210,36 @@ def _read_chunks(
     return (np.concatenate(parts) if parts else empty), whole
 
 
+def rows_from_checksums(arrays: dict[str, zarr.Array], sums: object, lengths: int) -> int | None:
+    """The committed row count that the checksum list proves: the one n for which every array's
+    last listed chunk holds rows up to n with the listed checksum; None when no single n does."""
+    if not isinstance(sums, dict) or not all(isinstance(sums.get(a), list) for a in ARRAYS):
+        return None
+    counts = {a: len(sums[a]) for a in ARRAYS}
+    lo, hi = 0, lengths
+    for name, array in arrays.items():
+        step = array.chunks[0]
+        lo, hi = (
+            max(lo, (counts[name] - 1) * step + 1 if counts[name] else 0),
+            min(hi, counts[name] * step),
+        )
+    if lo > hi:
+        return None
+    if hi == 0:
+        return 0
+    fits = None
+    for name, array in arrays.items():
+        start = (lo - 1) // array.chunks[0] * array.chunks[0]
+        values = np.asarray(array[start:hi])
+        crc, good = None, set()
+        for row in range(start, hi):
+            crc = extend(crc, name, values[row - start : row - start + 1])
+            if row + 1 >= lo and crc == sums[name][-1]:
+                good.add(row + 1)
+        fits = good if fits is None else fits & good
+    return fits.pop() if fits is not None and len(fits) == 1 else None
+
+
 def _missing_files(path: Path, name: str, array: zarr.Array, rows: int) -> set[int]:
     """First rows of the chunks below `rows` that have no file (zarr reads those as fill)."""
     return {first for first, key in chunk_keys(array, 0, rows) if not (path / name / key).is_file()}
@@ -225,14 +255,21 @@ def check_table(group: zarr.Group, path: Path, name: str, classes: list[str] | N
     if set(arrays) != set(ARRAYS):
         return report
     lengths = min(a.shape[0] for a in arrays.values())
-    n = report.rows if report.rows is not None and report.rows <= lengths else lengths
     if report.rows is not None and report.rows > lengths:
-        report.problems.append(
-            f"rows_committed is {report.rows} but the arrays hold {lengths} rows"
-        )
-    list_problems = checksum_list_problems(arrays, attrs) if report.rows == n else []
-    report.problems += list_problems
-    sums = attrs.get(CHECKSUMS) if report.rows == n and not list_problems else None
+        report.problems.append(f"rows_committed is {report.rows} but the arrays hold {lengths}")
+    n = report.rows if report.rows is not None and report.rows <= lengths else None
+    list_problems = checksum_list_problems(arrays, attrs | {"rows_committed": n})
+    if n is None or list_problems:  # the checksum list may still know the committed rows
+        found = rows_from_checksums(arrays, attrs.get(CHECKSUMS), lengths)
+        if found is not None:
+            if found != report.rows:
+                report.problems.append(f"rows_committed should be {found} (by the checksums)")
+            n, list_problems = found, []
+    report.problems += list_problems if CHECKSUMS in attrs or n is None else []
+    sums = attrs.get(CHECKSUMS) if n is not None and not list_problems else None
+    if n is None:
+        n = lengths
+        report.problems.append(f"rows_committed is unknown: taking the {n} rows of the arrays")
     if sums is None:
         report.rewrite = True  # the list is written (again) from the chunks as they are
         if not any(has_codec(a) for a in arrays.values()) and CHECKSUMS not in attrs:
