@@ -254,7 +254,8 @@ def test_bad_attributes_are_one_line(workspace, tmp_path, key, value, repairable
     with pytest.raises(StoreDamaged, match=key):
         open_store(store)
     if not repairable:  # no evidence restores it: refused, nothing changed
-        with pytest.raises(TbhError, match=f"cannot be repaired: store: {key}.*nothing was changed"):
+        refused = f"cannot be repaired: store: {key}.*nothing was changed"
+        with pytest.raises(TbhError, match=refused):
             check(store, repair=True)
         return
     report = check(store, repair=True)

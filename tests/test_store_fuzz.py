@@ -177,17 +177,19 @@ CASE = dict(
 )
 
 
-@settings(max_examples=25, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=QUIET)
 @given(**CASE)
-def test_damage_is_named_or_harmless_and_repair_loses_no_intact_row(clean, file_pick, how,
-                                                                   other_pick, at):  # fmt: skip
+def test_damage_is_named_or_harmless_and_repair_loses_no_intact_row(
+    clean, file_pick, how, other_pick, at
+):
     one_case(clean, file_pick, how, other_pick, at, reindex=False)
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(max_examples=300, deadline=None, suppress_health_check=QUIET)
 @given(**CASE)
 def test_damage_fuzz_long_with_reindex(clean, file_pick, how, other_pick, at):
     one_case(clean, file_pick, how, other_pick, at, reindex=True)
