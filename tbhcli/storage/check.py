@@ -108,22 +108,29 @@ def _chunk_rows(path: Path, name: str, bits: int, readable: dict[str, zarr.Array
     return other.chunks[0] if other is not None else None
 
 
-def evidence_array(path: Path, name: str, bits: int, rows: int, step: int | None) -> zarr.Array:
+def evidence_array(
+    path: Path, name: str, bits: int, rows: int, step: int | None
+) -> tuple[zarr.Array, bool]:
     """Array `name` of the table at `path` read with the layout's metadata (its own is damaged;
     `step` rows a chunk, None: the layout's): with the crc32c codec if its first chunk decodes
-    so, else without."""
+    so, else without; and whether the first chunk decodes."""
     first = None
     for checksums in (True, False):
         meta = _template(name, bits, rows, checksums, step).metadata
         store = StorePath(LocalStore(path, read_only=True), name)
         array = Array(AsyncArray(metadata=meta, store_path=store))
         first = first or array
-        try:
-            array[: min(rows, array.chunks[0])]
-            return array
-        except DECODE_ERRORS:
-            continue
-    return first  # chunk 0 is damaged either way: read the rest with checksums
+        if _decodes_first(array):
+            return array, True
+    return first, False  # chunk 0 is damaged either way: read the rest with checksums
+
+
+def _decodes_first(array: zarr.Array) -> bool:
+    try:
+        array[: min(array.shape[0], array.chunks[0])]
+        return True
+    except DECODE_ERRORS:
+        return False
 
 
 def _dtype_ok(name: str, array: zarr.Array) -> bool:
@@ -161,12 +168,28 @@ def table_readers(group: zarr.Group, path: Path, report: TableCheck) -> dict[str
         return {}
     report.bits = bits
     readable = dict(arrays)
+    sums = attrs.get(CHECKSUMS)
+    for name, array in readable.items():  # readable metadata that contradicts the chunks
+        listed = sums.get(name) if isinstance(sums, dict) else None
+        step = array.chunks[0]
+        if isinstance(listed, list) and array.shape[0] <= (len(listed) - 1) * step:
+            alt, _ = evidence_array(path, name, bits, len(listed) * step, step)
+            report.problems.append(f"array {name} has {array.shape[0]} rows, its chunks more")
+        elif not _decodes_first(array):
+            alt, decodes = evidence_array(path, name, bits, array.shape[0], _chunk_rows(
+                path, name, bits, readable))  # fmt: skip
+            if not decodes:
+                continue
+            report.problems.append(f"the metadata of array {name} does not fit its chunks")
+        else:
+            continue
+        arrays[name], report.rewrite = alt, True
     for name in ARRAYS:
         if name in arrays or not (path / name).is_dir():
             continue
         step = _chunk_rows(path, name, bits, readable)
         rows = _chunk_files(path, name) * (step or _template(name, bits, 0, True, None).chunks[0])
-        arrays[name] = evidence_array(path, name, bits, max(rows, report.rows or 0), step)
+        arrays[name], _ = evidence_array(path, name, bits, max(rows, report.rows or 0), step)
         report.rewrite = True  # its metadata must be written again
     return arrays
 
