@@ -136,7 +136,9 @@ def open_tables(store: CodeStore) -> MultiIndex | None:
         group = member(store.group, TABLES)
     except StoreDamaged as exc:
         raise TablesDamaged(store.path, str(exc)) from None
-    attrs = dict(group.attrs) if isinstance(group, zarr.Group) else {}
+    if not isinstance(group, zarr.Group):
+        raise TablesDamaged(store.path, f"{TABLES}/zarr.json is missing or not a group's")
+    attrs = dict(group.attrs)
     segments = attrs.get("segments")
     if not segments:
         return None  # none committed (or marked stale by a writer): the next index builds them
