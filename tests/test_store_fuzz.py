@@ -195,6 +195,7 @@ def test_damage_fuzz_long_with_reindex(clean, file_pick, how, other_pick, at):
     one_case(clean, file_pick, how, other_pick, at, reindex=True)
 
 
+@pytest.mark.slow
 def test_every_file_and_every_kind_of_damage_once(clean):
     """Each file of the store, each way of damaging it: the fuzzer's ground covered in full."""
     ws, model, files, expected = clean

@@ -13,6 +13,7 @@ of the path, storage/repair.py rebuilds labels and classes from it), so damaged 
 a row. `tbh check --repair` (repair.py) keeps every such row.
 """
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tbhcli.storage.names import decode_name
 from tbhcli.storage.store import (
     ARRAYS,
     DECODE_ERRORS,
+    PATH_CHUNK_ROWS,
     QUERIES,
     attribute_problems,
     checksum_list_problems,
@@ -93,10 +95,12 @@ def _template(name: str, bits: int, rows: int, checksums: bool, step: int | None
     return zarr.create_array(MemoryStore(), **spec)
 
 
-def _chunk_rows(path: Path, name: str, bits: int, readable: dict[str, zarr.Array]) -> int | None:
+def _chunk_rows(
+    path: Path, name: str, bits: int, readable: dict[str, zarr.Array], rows: int | None = None
+) -> int | None:
     """Rows per chunk of array `name`, whose metadata is damaged: from the size of its first
-    chunk file (codes, stored raw), or the chunks of paths/labels (they share them); None: the
-    layout's."""
+    chunk file (codes, stored raw), or the chunks of paths/labels (they share them), or what
+    their damaged metadata or chunk count (for `rows` committed rows) tells; None: the layout's."""
     if name == "codes":
         first = path / "codes" / "c" / "0" / "0"
         size = first.stat().st_size if first.is_file() else 0
@@ -105,7 +109,22 @@ def _chunk_rows(path: Path, name: str, bits: int, readable: dict[str, zarr.Array
                 return (size - extra) // (bits // 8)
         return None
     other = readable.get("labels" if name == "paths" else "paths")
-    return other.chunks[0] if other is not None else None
+    if other is not None:
+        return other.chunks[0]
+    # Neither has readable metadata: a chunk shape either file still records, else the size
+    # whose chunk count fits the committed rows (when they are known)
+    recorded = []
+    for either in ("paths", "labels"):
+        try:
+            meta = json.loads((path / either / "zarr.json").read_text())
+            recorded.append(int(meta["chunk_grid"]["configuration"]["chunk_shape"][0]))
+        except (OSError, ValueError, TypeError, LookupError):
+            continue
+    files = _chunk_files(path, name)
+    for step in [*recorded, PATH_CHUNK_ROWS, *(1 << k for k in range(31))]:
+        if step > 0 and (rows is None or -(-rows // step) == files):
+            return step
+    return None
 
 
 def evidence_array(
@@ -176,8 +195,8 @@ def table_readers(group: zarr.Group, path: Path, report: TableCheck) -> dict[str
             alt, _ = evidence_array(path, name, bits, len(listed) * step, step)
             report.problems.append(f"array {name} has {array.shape[0]} rows, its chunks more")
         elif not _decodes_first(array):
-            alt, decodes = evidence_array(path, name, bits, array.shape[0], _chunk_rows(
-                path, name, bits, readable))  # fmt: skip
+            step = _chunk_rows(path, name, bits, readable, report.rows)
+            alt, decodes = evidence_array(path, name, bits, array.shape[0], step)
             if not decodes:
                 continue
             report.problems.append(f"the metadata of array {name} does not fit its chunks")
@@ -187,7 +206,7 @@ def table_readers(group: zarr.Group, path: Path, report: TableCheck) -> dict[str
     for name in ARRAYS:
         if name in arrays or not (path / name).is_dir():
             continue
-        step = _chunk_rows(path, name, bits, readable)
+        step = _chunk_rows(path, name, bits, readable, report.rows)
         rows = _chunk_files(path, name) * (step or _template(name, bits, 0, True, None).chunks[0])
         arrays[name], _ = evidence_array(path, name, bits, max(rows, report.rows or 0), step)
         report.rewrite = True  # its metadata must be written again
