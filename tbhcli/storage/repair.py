@@ -21,8 +21,7 @@ import numpy as np
 import zarr
 
 from tbhcli.errors import TbhError
-from tbhcli.imaging.images import label_of
-from tbhcli.storage.check import CheckReport, TableCheck, class_list, inspect
+from tbhcli.storage.check import CheckReport, TableCheck, class_folder, class_list, inspect
 from tbhcli.storage.mih_tables import TABLES, update_tables
 from tbhcli.storage.names import decode_name
 from tbhcli.storage.store import ARRAYS, QUERIES, open_group
@@ -35,14 +34,14 @@ def _classes_after(report: CheckReport, classes: list[str] | None) -> list[str]:
     names = set()
     for table in report.tables:
         paths = table.values.get("paths", np.zeros(0, object))[table.keep].tolist()
-        names |= {label_of(Path(decode_name(p))) for p in paths} - {None}
+        names |= {class_folder(p) for p in paths} - {None}
     base = classes or []
     return base + sorted(names - set(base))
 
 
 def _labels(paths: list[str], classes: list[str]) -> np.ndarray:
     index = {c: i for i, c in enumerate(classes)}
-    names = [label_of(Path(decode_name(p))) for p in paths]
+    names = [class_folder(p) for p in paths]
     return np.array([-1 if n is None else index[n] for n in names], np.int32)
 
 
