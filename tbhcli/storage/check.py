@@ -5,7 +5,7 @@ see cheaply: chunks that do not decode or fail their crc32c, chunks whose commit
 from the checksum list recorded at commit (a chunk copied over another), empty or repeated paths,
 labels that disagree with the class folders of their paths, and multi-index tables that are
 damaged or stale. An array whose metadata is unreadable or wrong (its zarr.json) is read with the
-metadata the layout prescribes (`evidence_array`), so its chunks still count as evidence.
+metadata the layout prescribes (evidence.py), so its chunks still count as evidence.
 
 What is whole: a row is kept when its codes and paths chunks are whole (decoded, checksums
 match) and its path is neither empty nor a repeat; a label is evidence-derived (the class folder
@@ -13,22 +13,19 @@ of the path, storage/repair.py rebuilds labels and classes from it), so damaged 
 a row. `tbh check --repair` (repair.py) keeps every such row.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.core.array import Array, AsyncArray
-from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from tbhcli.errors import TbhError
-from tbhcli.storage.checksums import CHECKSUMS, chunk_sum, extend, has_codec
+from tbhcli.storage.checksums import CHECKSUMS, chunk_sum, has_codec
+from tbhcli.storage.evidence import is_count, rows_from_checksums, table_readers
 from tbhcli.storage.names import decode_name
 from tbhcli.storage.store import (
     ARRAYS,
     DECODE_ERRORS,
-    PATH_CHUNK_ROWS,
     QUERIES,
     attribute_problems,
     checksum_list_problems,
@@ -36,7 +33,6 @@ from tbhcli.storage.store import (
     has_subgroup,
     member,
     open_group,
-    table_arrays,
 )
 from tbhcli.workspace import MODELS_DIR, file_sha256, resolve_store
 
@@ -84,134 +80,6 @@ class CheckReport:
         ]
 
 
-def _template(name: str, bits: int, rows: int, checksums: bool, step: int | None) -> zarr.Array:
-    from tbhcli.storage.writer import array_specs  # the writer owns how arrays are created
-
-    spec = array_specs(bits, checksums)[name]
-    spec = spec | {"shape": (rows, *spec["shape"][1:])}
-    if step is not None:
-        spec["chunks"] = (step, *spec["chunks"][1:])
-    return zarr.create_array(MemoryStore(), **spec)
-
-
-def _chunk_rows(
-    path: Path, name: str, bits: int, readable: dict[str, zarr.Array], rows: int | None = None
-) -> int | None:
-    """Rows per chunk of array `name`, whose metadata is damaged: from the size of its first
-    chunk file (codes, stored raw), or the chunks of paths/labels (they share them), or what
-    their damaged metadata or chunk count (for `rows` committed rows) tells; None: the layout's."""
-    if name == "codes":
-        first = path / "codes" / "c" / "0" / "0"
-        size = first.stat().st_size if first.is_file() else 0
-        for extra in (4, 0):  # with or without the crc32c
-            if size > extra and (size - extra) % (bits // 8) == 0:
-                return (size - extra) // (bits // 8)
-        return None
-    other = readable.get("labels" if name == "paths" else "paths")
-    if other is not None:
-        return other.chunks[0]
-    # Neither has readable metadata: a chunk shape either file still records, else the size
-    # whose chunk count fits the committed rows (when they are known)
-    recorded = []
-    for either in ("paths", "labels"):
-        try:
-            meta = json.loads((path / either / "zarr.json").read_text())
-            recorded.append(int(meta["chunk_grid"]["configuration"]["chunk_shape"][0]))
-        except (OSError, ValueError, TypeError, LookupError):
-            continue
-    files = _chunk_files(path, name)
-    for step in [*recorded, PATH_CHUNK_ROWS, *(1 << k for k in range(31))]:
-        if step > 0 and (rows is None or -(-rows // step) == files):
-            return step
-    return None
-
-
-def evidence_array(
-    path: Path, name: str, bits: int, rows: int, step: int | None
-) -> tuple[zarr.Array, bool]:
-    """Array `name` of the table at `path` read with the layout's metadata (its own is damaged;
-    `step` rows a chunk, None: the layout's): with the crc32c codec if its first chunk decodes
-    so, else without; and whether the first chunk decodes."""
-    first = None
-    for checksums in (True, False):
-        meta = _template(name, bits, rows, checksums, step).metadata
-        store = StorePath(LocalStore(path, read_only=True), name)
-        array = Array(AsyncArray(metadata=meta, store_path=store))
-        first = first or array
-        if _decodes_first(array):
-            return array, True
-    return first, False  # chunk 0 is damaged either way: read the rest with checksums
-
-
-def _decodes_first(array: zarr.Array) -> bool:
-    try:
-        array[: min(array.shape[0], array.chunks[0])]
-        return True
-    except DECODE_ERRORS:
-        return False
-
-
-def _dtype_ok(name: str, array: zarr.Array) -> bool:
-    want = {"codes": (np.uint8, 2), "labels": (np.int32, 1)}
-    if name == "paths":
-        return array.dtype.kind in "TUO" and array.ndim == 1
-    return array.dtype == want[name][0] and array.ndim == want[name][1]
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _chunk_files(path: Path, name: str) -> int:
-    """How many chunk files array `name` has (its first dimension's chunk numbers + 1)."""
-    folder = path / name / "c"
-    numbers = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-    return max(numbers) + 1 if numbers else 0
-
-
-def table_readers(group: zarr.Group, path: Path, report: TableCheck) -> dict[str, zarr.Array]:
-    """The table's arrays, by evidence where their metadata is damaged (problems recorded)."""
-    attrs = dict(group.attrs)
-    arrays, problems = table_arrays(group)
-    report.problems += problems
-    for name, array in list(arrays.items()):
-        if not _dtype_ok(name, array):
-            report.problems.append(f"array {name} has dtype {array.dtype}, {array.ndim} dimensions")
-            del arrays[name]
-    bits = attrs.get("bits")
-    if "codes" in arrays:
-        bits = arrays["codes"].shape[1] * 8
-    if not (_is_count(bits) and bits and bits % 8 == 0):
-        report.problems.append("the code width cannot be told (codes metadata and bits damaged)")
-        return {}
-    report.bits = bits
-    readable = dict(arrays)
-    sums = attrs.get(CHECKSUMS)
-    for name, array in readable.items():  # readable metadata that contradicts the chunks
-        listed = sums.get(name) if isinstance(sums, dict) else None
-        step = array.chunks[0]
-        if isinstance(listed, list) and array.shape[0] <= (len(listed) - 1) * step:
-            alt, _ = evidence_array(path, name, bits, len(listed) * step, step)
-            report.problems.append(f"array {name} has {array.shape[0]} rows, its chunks more")
-        elif not _decodes_first(array):
-            step = _chunk_rows(path, name, bits, readable, report.rows)
-            alt, decodes = evidence_array(path, name, bits, array.shape[0], step)
-            if not decodes:
-                continue
-            report.problems.append(f"the metadata of array {name} does not fit its chunks")
-        else:
-            continue
-        arrays[name], report.rewrite = alt, True
-    for name in ARRAYS:
-        if name in arrays or not (path / name).is_dir():
-            continue
-        step = _chunk_rows(path, name, bits, readable, report.rows)
-        rows = _chunk_files(path, name) * (step or _template(name, bits, 0, True, None).chunks[0])
-        arrays[name], _ = evidence_array(path, name, bits, max(rows, report.rows or 0), step)
-        report.rewrite = True  # its metadata must be written again
-    return arrays
-
-
 def _read_chunks(
     name: str,
     array: zarr.Array,
@@ -251,36 +119,6 @@ def _read_chunks(
     return (np.concatenate(parts) if parts else empty), whole
 
 
-def rows_from_checksums(arrays: dict[str, zarr.Array], sums: object, lengths: int) -> int | None:
-    """The committed row count that the checksum list proves: the one n for which every array's
-    last listed chunk holds rows up to n with the listed checksum; None when no single n does."""
-    if not isinstance(sums, dict) or not all(isinstance(sums.get(a), list) for a in ARRAYS):
-        return None
-    counts = {a: len(sums[a]) for a in ARRAYS}
-    lo, hi = 0, lengths
-    for name, array in arrays.items():
-        step = array.chunks[0]
-        lo, hi = (
-            max(lo, (counts[name] - 1) * step + 1 if counts[name] else 0),
-            min(hi, counts[name] * step),
-        )
-    if lo > hi:
-        return None
-    if hi == 0:
-        return 0
-    fits = None
-    for name, array in arrays.items():
-        start = (lo - 1) // array.chunks[0] * array.chunks[0]
-        values = np.asarray(array[start:hi])
-        crc, good = None, set()
-        for row in range(start, hi):
-            crc = extend(crc, name, values[row - start : row - start + 1])
-            if row + 1 >= lo and crc == sums[name][-1]:
-                good.add(row + 1)
-        fits = good if fits is None else fits & good
-    return fits.pop() if fits is not None and len(fits) == 1 else None
-
-
 def _missing_files(path: Path, name: str, array: zarr.Array, rows: int) -> set[int]:
     """First rows of the chunks below `rows` that have no file (zarr reads those as fill)."""
     return {first for first, key in chunk_keys(array, 0, rows) if not (path / name / key).is_file()}
@@ -290,9 +128,11 @@ def check_table(group: zarr.Group, path: Path, name: str, classes: list[str] | N
     """Every problem of one table, and which rows are whole (`TableCheck.keep`)."""
     attrs = dict(group.attrs)
     rows = attrs.get("rows_committed")
-    report = TableCheck(name, rows if _is_count(rows) else None)
+    report = TableCheck(name, rows if is_count(rows) else None)
     report.problems += attribute_problems(attrs, top=name == "store")
-    arrays = table_readers(group, path, report)
+    evidence = table_readers(group, path, report.rows)
+    report.problems += evidence.problems
+    report.bits, report.rewrite, arrays = evidence.bits, evidence.rewrite, evidence.arrays
     if set(arrays) != set(ARRAYS):
         return report
     lengths = min(a.shape[0] for a in arrays.values())
