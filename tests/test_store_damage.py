@@ -368,3 +368,24 @@ def test_remove_on_a_full_disk_is_one_line(clean, tmp_path):
         assert not list(mount.glob(".codes.zarr.new"))
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_unlabelled_rows_in_class_folders_are_not_damage(clean, store):
+    """`tbh duplicates` stores record no labels (-1) for files in subfolders: that is no damage,
+    and a repair keeps those -1 labels where their chunk is whole."""
+    import zarr
+
+    from tests.code_stores import write_checksums
+
+    for table in (store, store / "queries"):
+        labels = zarr.open_array(table / "labels", mode="r+")
+        labels.with_config({"write_empty_chunks": True})[:] = -1  # as tbh writes: every chunk
+        write_checksums(zarr.open_group(table, mode="r+"))
+    assert check(store).problems == []
+    (store / "labels" / "c" / "1").unlink()  # rows 4-7: their labels are rebuilt from folders
+    report = check(store, repair=True)
+    assert report.problems == [] and report.tables[0].rows == 14
+    s = open_store(store)
+    labels = s.labels
+    assert (labels[:4] == -1).all() and (labels[8:] == -1).all()
+    assert [s.classes[i] for i in labels[4:6]] == ["cat", "cat"]  # rows 4, 5: cat/img004, 005

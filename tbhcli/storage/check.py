@@ -49,6 +49,7 @@ class TableCheck:
     values: dict[str, np.ndarray] = field(default_factory=dict)  # arrays read (rows [0, len(keep)))
     bits: int | None = None
     relabel: bool = False  # labels disagree with the paths: rebuild them (and maybe classes)
+    labels_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # bool [rows read]
     rewrite: bool = False  # something only a rewrite of the table mends
     repaired: list[str] = field(default_factory=list)
 
@@ -165,7 +166,7 @@ def check_table(group: zarr.Group, path: Path, name: str, classes: list[str] | N
         values, ok = _read_chunks(array_name, array, n, sum_list, missing, report)
         report.values[array_name] = values
         if array_name == "labels":
-            report.relabel = not ok.all()
+            report.relabel, report.labels_ok = not ok.all(), ok
         else:
             whole &= ok
     paths = report.values["paths"].tolist()
@@ -179,23 +180,27 @@ def check_table(group: zarr.Group, path: Path, name: str, classes: list[str] | N
         elif whole[i]:
             seen.add(stored)
     report.keep = whole
-    if classes is not None and not _labels_agree(report, classes):
+    agree = _labels_agree(report, classes or [])
+    if not agree[whole].all():
         report.problems.append("labels disagree with the class folders of their paths")
         report.relabel = True
+    report.labels_ok &= agree
     report.rewrite |= report.relabel or not whole.all() or report.rows != n
     return report
 
 
-def _labels_agree(report: TableCheck, classes: list[str]) -> bool:
-    labels = report.values["labels"][report.keep]
-    paths = report.values["paths"][report.keep].tolist()
-    for label, stored in zip(labels.tolist(), paths, strict=True):
-        name = class_folder(stored)
-        if (name is None) != (label == -1) or (
-            label != -1 and (label >= len(classes) or classes[label] != name)
+def _labels_agree(report: TableCheck, classes: list[str]) -> np.ndarray:
+    """Bool [rows]: the label is -1 (none recorded: `tbh duplicates` stores leave all so) or
+    names the class folder of the row's path."""
+    labels = report.values["labels"].tolist()
+    paths = report.values["paths"].tolist()
+    agree = np.ones(len(labels), bool)
+    for i, (label, stored) in enumerate(zip(labels, paths, strict=True)):
+        if label != -1 and not (
+            0 <= label < len(classes) and classes[label] == class_folder(stored)
         ):
-            return False
-    return True
+            agree[i] = False
+    return agree
 
 
 def class_folder(stored: str) -> str | None:

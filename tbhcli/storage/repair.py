@@ -39,10 +39,16 @@ def _classes_after(report: CheckReport, classes: list[str] | None) -> list[str]:
     return base + sorted(names - set(base))
 
 
-def _labels(paths: list[str], classes: list[str]) -> np.ndarray:
+def _labels(table: TableCheck, classes: list[str], keep_old: bool) -> np.ndarray:
+    """Int32 labels [kept rows]: the old label where it is whole and agrees with the path (and
+    the old class list stays, `keep_old`), else the index of the path's class folder."""
     index = {c: i for i, c in enumerate(classes)}
+    paths = table.values["paths"][table.keep].tolist()
+    old = table.values["labels"][table.keep]
+    ok = table.labels_ok[table.keep] if keep_old else np.zeros(len(paths), bool)
     names = [class_folder(p) for p in paths]
-    return np.array([-1 if n is None else index[n] for n in names], np.int32)
+    built = np.array([-1 if n is None else index[n] for n in names], np.int32)
+    return np.where(ok, old, built).astype(np.int32)
 
 
 def _describe(table: TableCheck, classes_changed: bool) -> None:
@@ -60,7 +66,9 @@ def _describe(table: TableCheck, classes_changed: bool) -> None:
     table.repaired.append("rewritten with chunk checksums (metadata from the layout)")
 
 
-def _rewrite(copy: Path, group: zarr.Group, table: TableCheck, classes: list[str], top) -> None:
+def _rewrite(
+    copy: Path, group: zarr.Group, table: TableCheck, labels: np.ndarray, top: zarr.Group
+) -> None:
     """Replace the table's arrays in the copy by its kept rows, checksummed."""
     for name in ARRAYS:
         shutil.rmtree(copy / name, ignore_errors=True)
@@ -68,11 +76,7 @@ def _rewrite(copy: Path, group: zarr.Group, table: TableCheck, classes: list[str
     create_table(group, table.bits, {})
     writer = StoreWriter(group, copy, top)
     paths = table.values["paths"][table.keep].tolist()
-    writer.append(
-        table.values["codes"][table.keep],
-        [decode_name(p) for p in paths],
-        _labels(paths, classes),
-    )
+    writer.append(table.values["codes"][table.keep], [decode_name(p) for p in paths], labels)
 
 
 # attributes no evidence in the arrays can restore
@@ -126,7 +130,8 @@ def repair(path: Path, dry_run: bool = False) -> CheckReport:
             for table in rewrite:
                 where = copy if table.name == "store" else copy / QUERIES
                 group = new_top if table.name == "store" else new_top[QUERIES]
-                _rewrite(where, group, table, classes, new_top)
+                labels = _labels(table, classes, keep_old=old_classes is not None)
+                _rewrite(where, group, table, labels, new_top)
             if rebuild_tables:
                 shutil.rmtree(copy / TABLES, ignore_errors=True)
         if rebuild_tables:
