@@ -74,6 +74,23 @@ def answers(path: Path) -> dict:
     return found
 
 
+def same_up_to_row_order(found: dict, expected: dict) -> bool:
+    """Equal contents and neighbour distances; the neighbours closer than each query's k-th
+    distance equal as sets (re-added rows come last, so ties at the k-th may pick others)."""
+    if found["contents"] != expected["contents"]:
+        return False
+    for method in ("scan", "mih"):
+        (d1, n1), (d2, n2) = found[method], expected[method]
+        if d1 != d2:
+            return False
+        k = len(d1[0]) if d1 else 0
+        for q, dists in enumerate(d1):
+            inner = [j for j, d in enumerate(dists) if d < dists[-1]]
+            if {n1[q * k + j] for j in inner} != {n2[q * k + j] for j in inner}:
+                return False
+    return True
+
+
 def read_or_error(path: Path):
     try:
         return answers(path)
@@ -166,7 +183,7 @@ def one_case(clean, file_pick: int, how: str, other_pick: int, at: int, reindex:
         if reindex:
             index(ws / "images", store=store, model=model, query_images=ws / "queries",
                   batch_size=16, workers=0, device="cpu")  # fmt: skip
-            assert answers(store) == expected, f"{case}: repair + index differs from clean"
+            assert same_up_to_row_order(answers(store), expected), f"{case}: differs from clean"
 
 
 CASE = dict(
