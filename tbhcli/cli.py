@@ -566,7 +566,8 @@ def check(
     if report.dry_run:
         state = "damaged" if report.problems else "OK"
         err_console.print(
-            f"store {shown(report.store)}: {state} ({rows}); nothing changed (--dry-run)"
+            f"store {shown(report.store)}: {state} ({rows}); nothing changed (--dry-run)",
+            soft_wrap=True,
         )
         raise typer.Exit(1 if report.problems else 0)
     then = "; `tbh index` re-adds the dropped images" if report.repaired else ""

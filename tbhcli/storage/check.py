@@ -33,6 +33,7 @@ from tbhcli.storage.store import (
     has_subgroup,
     member,
     open_group,
+    unreadable,
 )
 from tbhcli.workspace import MODELS_DIR, file_sha256, resolve_store
 
@@ -104,7 +105,7 @@ def _read_chunks(
             try:
                 values = np.asarray(array[start:stop])
             except DECODE_ERRORS as exc:
-                report.problems.append(f"{where} does not decode ({exc})")
+                report.problems.append(f"{where} {unreadable(exc)}")
         if (
             values is not None
             and sums is not None

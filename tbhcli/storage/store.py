@@ -50,6 +50,13 @@ class StoreDamaged(TbhError):
     """A store whose files contradict its attributes; `tbh check --repair` makes it usable."""
 
 
+def unreadable(exc: Exception) -> str:
+    """Why a chunk cannot be read, in words (zarr's crc32c codec reports raw checksum bytes)."""
+    if "checksum do not match" in str(exc):
+        return "fails its crc32c checksum (its bytes changed)"
+    return f"does not decode ({exc})"
+
+
 def damaged(path: Path, what: str, store: Path | None = None) -> StoreDamaged:
     """The error for damage to the table at `path` of `store` (default: `path` is the store)."""
     return StoreDamaged(
@@ -275,7 +282,7 @@ class CodeStore:
             return block[start - first : stop - first]
         except DECODE_ERRORS as exc:
             keys = ", ".join(f"{name}/{key}" for _, key in chunk_keys(array, lo, hi))
-            raise damaged(self.path, f"chunk {keys} cannot be read ({exc})") from None
+            raise damaged(self.path, f"chunk {keys} {unreadable(exc)}") from None
 
     def _verify(self, name: str, array: zarr.Array, k: int, values=None) -> None:
         """Check chunk k of array `name` (its committed rows `values`, read if None) against the

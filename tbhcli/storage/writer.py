@@ -43,6 +43,7 @@ from tbhcli.storage.store import (
     resolve_root,
     table_arrays,
     table_problems,
+    unreadable,
 )
 
 try:  # an advisory lock keeps two writers off one store; the OS drops it when a process dies
@@ -289,7 +290,7 @@ class StoreWriter:
                     array[start:stop] = value
                 except DECODE_ERRORS as exc:
                     key = chunk_keys(array, start, start + 1)[0][1]
-                    raise damaged(self.path, f"chunk {name}/{key} cannot be read ({exc})") from None
+                    raise damaged(self.path, f"chunk {name}/{key} {unreadable(exc)}") from None
             self._sync(start, stop)
             # The commit point: only now do readers and a resumed run see the new rows.
             commit = {"rows_committed": stop, "updated": _now()}
