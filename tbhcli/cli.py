@@ -461,31 +461,47 @@ def remove(store: StoreOption = None) -> None:
         err_console.print(line, soft_wrap=True)
 
 
-@command("tbh check", "tbh check --store codes.zarr --repair")
+@command("tbh check", "tbh check --store codes.zarr --repair", "tbh check --repair --dry-run")
 def check(
     store: StoreOption = None,
     repair: Annotated[
         bool,
         typer.Option(
-            "--repair", help="Cut damaged tables back to their whole rows (tbh index re-adds)."
+            "--repair",
+            help="Rebuild damaged tables from their evidence; keeps every whole row.",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --repair: list what it would change.")
+    ] = False,
 ) -> None:
-    """Verify the store: attributes, arrays, every chunk below rows_committed, paths, labels."""
+    """Verify the store: metadata, every chunk and its checksum, paths, labels, multi-index."""
     from tbhcli.storage.check import check as run_check
 
-    report = run_check(store, repair)
+    report = run_check(store, repair, dry_run and repair)
     for note in report.notes:
         err_console.print(f"[yellow]note:[/] {shown(note)}", soft_wrap=True)
-    for done in report.repaired:
-        err_console.print(f"[green]repaired[/] {shown(done)}", soft_wrap=True)
+    done = "[yellow]would repair[/]" if report.dry_run else "[green]repaired[/]"
+    for line in report.repaired:
+        err_console.print(f"{done} {shown(line)}", soft_wrap=True)
+    if report.backup is not None:
+        err_console.print(
+            f"the replaced metadata is kept in {shown(report.backup)}", soft_wrap=True
+        )
     for problem in report.problems:
         err_console.print(f"[red]problem[/] {shown(problem)}", soft_wrap=True)
     rows = ", ".join(f"{t.name} {t.rows} rows" for t in report.tables)
-    if report.problems:
-        hint = "" if repair else "; `tbh check --repair` keeps the whole rows"
+    if report.problems and not report.dry_run:
+        hint = "" if repair else "; `tbh check --repair` keeps every whole row"
         err_console.print(f"store {shown(report.store)}: damaged ({rows}){hint}", soft_wrap=True)
         raise typer.Exit(1)
+    if report.dry_run:
+        state = "damaged" if report.problems else "OK"
+        err_console.print(
+            f"store {shown(report.store)}: {state} ({rows}); nothing changed (--dry-run)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1 if report.problems else 0)
     then = "; `tbh index` re-adds the dropped images" if report.repaired else ""
     err_console.print(f"store {shown(report.store)}: OK ({rows}){then}", soft_wrap=True)
 

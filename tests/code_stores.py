@@ -1,7 +1,9 @@
 """Tiny code stores written straight with zarr by the layout contract (docs/store.md)."""
 
+import struct
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import zarr
 
@@ -31,4 +33,24 @@ def write_store(path: Path, codes: np.ndarray, chunk_rows: int, garbage_rows: in
             "model_sha256": "0" * 64,
         }
     )
+    write_checksums(group)
     return path
+
+
+def write_checksums(group: zarr.Group) -> None:
+    """Record `chunk_crc32c` by the layout contract: per array and chunk, the CRC-32C of the
+    committed rows' values (codes as bytes, labels int32 LE, paths UTF-8 behind a uint32 LE
+    length)."""
+    n, sums = group.attrs["rows_committed"], {}
+    for name in ("codes", "paths", "labels"):
+        array, sums[name] = group[name], []
+        for start in range(0, n, array.chunks[0]):
+            values = array[start : min(start + array.chunks[0], n)]
+            if name == "paths":
+                data = b"".join(
+                    struct.pack("<I", len(t.encode())) + t.encode() for t in values.tolist()
+                )
+            else:
+                data = np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<")).tobytes()
+            sums[name].append(google_crc32c.value(data))
+    group.attrs["chunk_crc32c"] = sums

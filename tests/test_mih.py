@@ -9,7 +9,7 @@ from tbhcli.hamming import mih
 from tbhcli.search import as_words, planner, topk, topk_reference
 from tbhcli.storage import mih_tables
 from tbhcli.storage.store import open_store
-from tests.code_stores import random_codes, write_store
+from tests.code_stores import random_codes, write_checksums, write_store
 
 
 def assert_same(result, expected) -> None:
@@ -43,6 +43,7 @@ def append(store, codes: np.ndarray) -> None:
         group[name].resize((stop, *group[name].shape[1:]))
         group[name][n:] = values
     group.attrs["rows_committed"] = stop
+    write_checksums(group)
 
 
 def test_substring_values_cut_the_bits():
@@ -177,7 +178,9 @@ def test_stale_tables_are_not_used(tmp_path):
     mih_tables.update_tables(store, build=True)
     group = zarr.open_group(store, mode="r+")
     group.attrs["rows_committed"] = 500  # rows the tables cover are gone (a truncated store)
-    assert mih_tables.open_tables(open_store(store)) is None
+    write_checksums(group)
+    with pytest.raises(mih_tables.TablesDamaged, match="index 600 rows but 500 are committed"):
+        mih_tables.open_tables(open_store(store))
     assert_same(topk(store, queries, 20), topk_reference(codes[:500], queries, 20))
     assert mih_tables.update_tables(store) == (500, 1)
     assert_same(topk(store, queries, 20, method="mih"), topk_reference(codes[:500], queries, 20))
@@ -187,7 +190,8 @@ def test_stale_tables_are_not_used(tmp_path):
     assert_same(topk(store, queries, 20, method="mih"), topk_reference(codes[:500], queries, 20))
     (table,) = (store / "mih").glob("rows-*/ids_0/c/0")
     table.write_bytes(table.read_bytes()[:100])  # a truncated table file: not used, scan answers
-    assert mih_tables.open_tables(open_store(store)) is None
+    with pytest.raises(mih_tables.TablesDamaged, match="does not match its checksum"):
+        mih_tables.open_tables(open_store(store))
     assert_same(topk(store, queries, 20), topk_reference(codes[:500], queries, 20))
 
 

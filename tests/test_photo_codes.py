@@ -265,3 +265,49 @@ def test_store_messages_name_what_to_do(photos, tmp_path, monkeypatch):
     monkeypatch.chdir(photos)
     here = CliRunner().invoke(app, ["duplicates"])
     assert here.exit_code == 1 and "`tbh duplicates .`" in " ".join(here.output.split())
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 512 KiB tmpfs (needs root; CI runs as root): a folder to fill or make read-only."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a tmpfs needs root (mount)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)])
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_read_only_folder_is_searched_and_a_full_disk_is_one_line(small_tmpfs, tmp_path):
+    """Issue 21.10: `tbh duplicates` on a read-only folder (no --store) was a traceback; outputs
+    on a full disk left partial files."""
+    root = small_tmpfs / "photos"
+    root.mkdir()
+    for i in range(3):
+        scene(i).save(root / f"p{i}.png")
+    shutil.copy(root / "p0.png", root / "p0-copy.png")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    result = run(root)  # the codes cannot be cached: a warning, the groups all the same
+    assert "not cached" in result.output and "Read-only file system" in result.output
+    assert "p0-copy.png" in result.output and not (root / ".tbh").exists()
+    subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
+    with open(small_tmpfs / "filler", "wb") as filler:  # the rest of the disk
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            pass
+    listing = small_tmpfs / "remove.txt"
+    args = ["duplicates", str(tmp_path / "elsewhere"), "--to-remove", str(listing)]
+    shutil.copytree(root, tmp_path / "elsewhere", ignore=shutil.ignore_patterns(".tbh"))
+    full = CliRunner().invoke(app, [*args, "--workers", "0"])
+    assert full.exit_code == 1 and "Traceback" not in full.output
+    assert "No space left on device" in " ".join(full.output.split())
+    assert not listing.exists() and sorted(p.name for p in small_tmpfs.iterdir()) == [
+        "filler",
+        "photos",
+    ]

@@ -25,6 +25,7 @@ from tbhcli.deploy.export import export
 from tbhcli.indexing.index import index
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreLock, open_writer
+from tests.code_stores import write_checksums
 from tests.servers import running_server, serve_command, serve_env
 from tests.tiny_workspace import hamming, make_images, make_lsh_run, reference_codes
 
@@ -352,6 +353,7 @@ def test_thumbnails_come_only_from_inside_the_indexed_folder(workspace, tmp_path
     hostile = ["../secret.png", str(secret), "link.png", "cat/../../secret.png", "a\x00b.png"]
     paths = zarr.open_array(tmp_path / "codes.zarr" / "paths", mode="r+")
     paths[: len(hostile)] = np.array(hostile, dtype=object)
+    write_checksums(zarr.open_group(tmp_path / "codes.zarr", mode="r+"))  # a hostile, whole store
     service = SearchService(tmp_path / "codes.zarr", device="cpu")
     with TestClient(create_app(service)) as client:
         for i in range(len(hostile)):
@@ -384,7 +386,9 @@ def test_rows_committed_while_serving_are_found_without_a_restart(workspace, tmp
                             "label": "dog"}  # fmt: skip
         # rows rewritten in place (not appended) are read again, not patched
         zarr.open_array(tmp_path / "codes.zarr" / "paths", mode="r+")[24] = "dog/img001.png"
-        zarr.open_group(tmp_path / "codes.zarr", mode="r+").attrs["updated"] = "later"
+        group = zarr.open_group(tmp_path / "codes.zarr", mode="r+")
+        write_checksums(group)  # (as a writer that rewrites rows records them)
+        group.attrs["updated"] = "later"
         assert client.get("/items/24").json()["path"] == "dog/img001.png"
 
 

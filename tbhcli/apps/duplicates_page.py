@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tbhcli.apps.gallery import thumbnail
 from tbhcli.apps.keep import Decision, Member
+from tbhcli.atomic import write_text_atomic
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }
@@ -60,6 +61,5 @@ def write_page(decisions: list[Decision], out: Path, title: str = "tbh duplicate
         f"</h1>{body}</body></html>\n"
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    write_text_atomic(out, page)
     return out

@@ -151,7 +151,6 @@ def write_gallery(results: list[QueryResult], out: Path) -> Path:
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>tbh query</title>'
         f"<style>{_STYLE}</style></head><body>{body}</body></html>\n"
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)  # found missing only after the search
-    out.write_text(page, encoding="utf-8")
-    return out
+    from tbhcli.atomic import write_text_atomic
+
+    return write_text_atomic(out, page)  # (its folder is made: found missing after the search)

@@ -106,9 +106,9 @@ def _models(workspace: Path) -> list[dict]:
 def _store(path: Path) -> dict:
     try:
         store = open_store(path)
-    except TbhError as exc:
+        queries = store.queries
+    except TbhError as exc:  # a damaged store (or query set) is reported, not fatal
         return {"path": str(path), "error": str(exc)}
-    queries = store.queries
     return {
         "path": str(path),
         "rows": len(store),

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from tbhcli.apps.duplicates import DuplicateGroup
+from tbhcli.atomic import write_bytes_atomic
 from tbhcli.errors import TbhError, option
 from tbhcli.terminal import printable
 
@@ -182,7 +183,5 @@ def write_to_remove(decisions: list[Decision], out: Path, null: bool = False) ->
                     "one path a line would misread it; pass --null for a NUL-separated list."
                 )
     end = "\0" if null else "\n"
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(b"".join(os.fsencode(f) + end.encode() for f in files))
+    write_bytes_atomic(out, b"".join(os.fsencode(f) + end.encode() for f in files))
     return len(files)

@@ -9,18 +9,19 @@ renamed, so an interrupted run leaves the old cache or the new one, never half o
 """
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tbhcli.errors import TbhError
 from tbhcli.hashing.perceptual import BITS, CODE_VERSION, SIDE, photo_codes
 from tbhcli.imaging.decode import decode_batches
 from tbhcli.imaging.scan import FolderScan, fingerprint, scan_folder
 from tbhcli.imaging.thumbnails import DIHEDRAL, dihedral_hash_thumbnails, hash_thumbnails
 from tbhcli.storage.names import decode_name, encode_name
+from tbhcli.terminal import shown
 
 log = logging.getLogger(__name__)
 CACHE_NAME = "photo-codes.npz"
@@ -53,13 +54,15 @@ def _read_cache(path: Path, variants: int) -> dict[str, tuple[tuple[int, ...], n
     try:
         with np.load(path, allow_pickle=False) as data:
             if str(data["version"]) != _version(variants):
-                log.info("%s holds codes of %s; hashing again", path, data["version"])
+                log.info("%s holds codes of %s; hashing again", shown(path), shown(data["version"]))
                 return {}
             names, prints, codes = data["paths"], data["fingerprints"], data["codes"]
             if len(names) != len(prints) or codes.shape != (len(names), variants * BITS // 8):
                 raise ValueError("arrays of different lengths")
     except (OSError, ValueError, KeyError) as exc:
-        log.warning("cache %s cannot be read (%s); hashing every image again", path, exc)
+        log.warning(
+            "cache %s cannot be read (%s); hashing every image again", shown(path), shown(exc)
+        )
         return {}
     return {
         decode_name(str(n)): (tuple(int(v) for v in p), c)
@@ -69,19 +72,21 @@ def _read_cache(path: Path, variants: int) -> dict[str, tuple[tuple[int, ...], n
 
 def _write_cache(path: Path, paths: list[str], prints: list[tuple], codes: np.ndarray,
                  version: str) -> None:  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
-        np.savez(
-            handle,
-            version=np.array(version),
-            paths=np.array([encode_name(p) for p in paths], dtype=str),
-            fingerprints=np.array(prints, np.int64).reshape(-1, 4),
-            codes=codes,
-        )
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    """Keep the codes for the next run; a folder that cannot be written (read-only, full) only
+    costs the next run its hashing, so it is a warning, never a failed search."""
+    from tbhcli.atomic import atomic_output
+
+    try:
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                version=np.array(version),
+                paths=np.array([encode_name(p) for p in paths], dtype=str),
+                fingerprints=np.array(prints, np.int64).reshape(-1, 4),
+                codes=codes,
+            )
+    except TbhError as exc:
+        log.warning("the codes are not cached (%s); the next run hashes them again", shown(exc))
 
 
 def folder_codes(

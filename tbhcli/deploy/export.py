@@ -26,6 +26,7 @@ from torch import nn
 
 import onnx
 import tbhcli
+from tbhcli.atomic import atomic_output
 from tbhcli.deploy.runtime import ModelInfo, create_session, model_info, run_codes
 from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits_torch, unpack_bits
@@ -331,29 +332,26 @@ def export(
     trained = load_run(resolve_run(run))
     hasher = build_hasher(trained, input, backbone_weights)
     out = Path(out) if out is not None else default_out(trained, input)
-    out.parent.mkdir(parents=True, exist_ok=True)
     batch = sample_batch(trained, input)
-    # Written beside the target and renamed, so a half-written file is never the newest model.
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        if isinstance(getattr(hasher.backbone, "body", None), OnnxFeatures):
-            model = _compose_onnx(hasher, batch[:2], tmp)  # at the user's graph's opset
-        else:
-            model = _to_onnx(hasher, batch[:2], tmp, (input, "codes"), opset)
-    except RuntimeError as exc:
-        if "opset" not in str(exc):
-            raise
-        raise TbhError(f"--opset {opset} is not supported by this torch ({exc}); try 17.") from None
-    model.doc_string = f"tbh {tbhcli.__version__}: {input} -> packed {trained.bits}-bit codes"
-    for key, value in metadata(trained, input, backbone_weights).items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(tmp))
-    try:
+    # Written beside the target and renamed, so a half-written file is never the newest model;
+    # a failure (a full disk, a verification that fails) leaves no temporary file behind.
+    with atomic_output(out) as tmp:
+        try:
+            if isinstance(getattr(hasher.backbone, "body", None), OnnxFeatures):
+                model = _compose_onnx(hasher, batch[:2], tmp)  # at the user's graph's opset
+            else:
+                model = _to_onnx(hasher, batch[:2], tmp, (input, "codes"), opset)
+        except RuntimeError as exc:
+            if "opset" not in str(exc):
+                raise
+            raise TbhError(
+                f"--opset {opset} is not supported by this torch ({exc}); try 17."
+            ) from None
+        model.doc_string = f"tbh {tbhcli.__version__}: {input} -> packed {trained.bits}-bit codes"
+        for key, value in metadata(trained, input, backbone_weights).items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(tmp))
         report = verify(tmp, hasher, batch)
-    except TbhError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
     exported = ExportedModel(out, trained.path, model_info(out), report)
     log.info(exported.summary_line())
     recipe = run_recipe(trained, backbone_weights)
@@ -374,19 +372,14 @@ def _export_text_or_say_why(
     try:
         hasher, context = build_text_hasher(run, recipe)
         tokens = sample_tokens(context)
-        tmp = out.with_name(out.name + ".tmp")
-        model = _to_onnx(hasher, tokens[:2], tmp, ("tokens", "codes"), opset)
-        model.doc_string = f"tbh {tbhcli.__version__}: text -> packed {run.bits}-bit codes"
-        props = metadata(run, "images") | text_metadata(context, hasher.scale)
-        for key, value in props.items():
-            model.metadata_props.add(key=key, value=value)
-        onnx.save(model, str(tmp))
-        try:
+        with atomic_output(out) as tmp:
+            model = _to_onnx(hasher, tokens[:2], tmp, ("tokens", "codes"), opset)
+            model.doc_string = f"tbh {tbhcli.__version__}: text -> packed {run.bits}-bit codes"
+            props = metadata(run, "images") | text_metadata(context, hasher.scale)
+            for key, value in props.items():
+                model.metadata_props.add(key=key, value=value)
+            onnx.save(model, str(tmp))
             report = verify(tmp, hasher, tokens)
-        except TbhError:
-            tmp.unlink(missing_ok=True)
-            raise
-        tmp.replace(out)
     except TbhError as exc:
         out.unlink(missing_ok=True)  # a text model of an earlier export would not match
         log.warning("no text model (tbh query --text): %s", shown(exc))

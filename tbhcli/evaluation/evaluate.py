@@ -317,7 +317,11 @@ def save_pr_plot(path: Path, results: list[Evaluation]) -> None:
     """Write `pr_figure(results)` as an image (PNG, SVG, PDF by the suffix)."""
     import matplotlib.pyplot as plt
 
+    from tbhcli.atomic import atomic_output
+
     fig = pr_figure(results)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120)  # the format follows the suffix, which tmp keeps
+    finally:
+        plt.close(fig)

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tbhcli.atomic import atomic_output, write_text_atomic
 from tbhcli.errors import TbhError
 from tbhcli.hashing.codes import pack_bits
 from tbhcli.hashing.runfiles import CONFIG_FILE, LOG_FILE, load_config
@@ -81,11 +82,10 @@ def build_encoder(config: dict) -> nn.Module:
 def save_run(path: Path, config: dict, encoder: nn.Module) -> None:
     """Write config.json, then encoder.safetensors: a run with weights is a whole run."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    tmp = path / (ENCODER_FILE + ".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(path / ENCODER_FILE)
+    with atomic_output(path / ENCODER_FILE) as tmp:
+        save_file(state, str(tmp))
 
 
 def load_run(path: str | Path) -> Run:
@@ -103,5 +103,11 @@ def load_run(path: str | Path) -> Run:
         raise TbhError(
             f"cannot load the weights of run {path} ({first}); retrain with `tbh train --force`."
         ) from None
+    bad = [k for k, v in encoder.state_dict().items() if not torch.isfinite(v).all()]
+    if bad:  # a diverged run: its codes would be meaningless
+        raise TbhError(
+            f"run {path} has NaN or inf weights ({', '.join(bad)}); retrain it with "
+            "`tbh train --force` (a lower --lr)."
+        )
     encoder.eval()
     return Run(path, config, encoder)

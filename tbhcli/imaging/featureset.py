@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tbhcli.atomic import atomic_output, write_text_atomic
 from tbhcli.errors import TbhError
 
 
@@ -45,8 +46,13 @@ def _load_array(path: Path, what: str) -> np.ndarray:
         raise TbhError(f"{what} file not found: {path}")
     try:
         with path.open("rb") as f:
-            is_npy = f.read(6) == b"\x93NUMPY"  # the .npy magic: an image, a CSV... is not one
-        if not is_npy:
+            magic = f.read(6)
+        if magic.startswith(b"PK"):  # a zip: what np.savez writes, whatever the file's name
+            raise TbhError(
+                f"{what} file {path} is an .npz archive, not one .npy array; save the array "
+                "with np.save."
+            )
+        if magic != b"\x93NUMPY":  # the .npy magic: an image, a CSV... is not one
             raise TbhError(f"{path} is not a NumPy .npy file of {what}; {_MAKE_FEATURES}.")
         return np.load(path, allow_pickle=False)
     except TbhError:
@@ -123,10 +129,12 @@ def load_features(path: str | Path, require_labels: bool = False) -> FeatureSet:
 def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray | None = None) -> Path:
     """Write `NAME.npy` (+ `NAME.labels.npy`) following the feature-set convention."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.asarray(features, dtype=np.float32))
+    features = check_features(np.asarray(features), f"features for {path}")  # never NaN on disk
+    with atomic_output(path) as tmp:
+        np.save(tmp, features)
     if labels is not None:
-        np.save(labels_path(path), labels)
+        with atomic_output(labels_path(path)) as tmp:
+            np.save(tmp, labels)
     return path
 
 
@@ -148,4 +156,4 @@ def load_meta(path: str | Path) -> dict:
 
 
 def save_meta(path: str | Path, meta: dict) -> None:
-    meta_path(Path(path)).write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(meta_path(Path(path)), json.dumps(meta, indent=2) + "\n")

@@ -120,7 +120,9 @@ def read_file_list(list_file: Path, root: Path) -> list[Path]:
         raise TbhError(f"file list not found: {list_file}; pass a text file with one path a line.")
     absolute_root = root.resolve()
     found: dict[Path, None] = {}  # ordered set: a path listed twice is indexed once
-    for number, line in enumerate(list_file.read_text().splitlines(), 1):
+    # file names are bytes: one that is not UTF-8 is read as Python lists it (surrogateescape)
+    text = list_file.read_text(encoding="utf-8", errors="surrogateescape")
+    for number, line in enumerate(text.splitlines(), 1):
         name = line.strip()
         if not name:
             continue

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.text import Text
 
+from tbhcli.atomic import write_text_atomic
 from tbhcli.deploy.features_model import check_runs_on_images, image_session
 from tbhcli.deploy.runtime import ModelInfo, describe_provider, model_info, run_codes
 from tbhcli.errors import TbhError, option
@@ -154,8 +155,7 @@ def write_skipped_list(path: Path, tables: list[TableReport]) -> None:
     lines = [
         f"{printable(t.folder / p)}\t{printable(why)}\n" for t in tables for p, why in t.errors
     ]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)  # found missing only after the work
-    Path(path).write_text("".join(lines))
+    write_text_atomic(path, "".join(lines))  # (its folder is made: found missing after the work)
 
 
 def index(

@@ -17,22 +17,30 @@ The rule for method="auto" (docs/search.md), per query batch:
 Results are the same whichever answers: both are exact by (distance, row).
 """
 
+import logging
+
 import numpy as np
 
 from tbhcli.errors import TbhError
 from tbhcli.hamming import mih
 from tbhcli.hamming.blocks import as_words, code_bits, merge_into
 from tbhcli.search.scan import CodeSource, scan_topk
-from tbhcli.storage.mih_tables import open_tables
+from tbhcli.storage.mih_tables import TablesDamaged, open_tables
+from tbhcli.terminal import shown
 
 SMALL_BATCH = 10**9  # rows x queries below which auto scans without trying the tables
 AUTO_SHARE = 0.8  # the multi-index must look this much cheaper than the scan on the sample
+log = logging.getLogger(__name__)
 
 
 def _tables(source: CodeSource, method: str) -> mih.MultiIndex | None:
     """The multi-index of a source, or None for the scan."""
     if source.store is not None:
-        index = open_tables(source.store)
+        try:
+            index = open_tables(source.store)
+        except TablesDamaged as exc:  # never a wrong answer: the scan answers instead
+            log.warning("%s", shown(exc))
+            return None
         if index is None and method == "mih":
             raise TbhError(
                 f"store {source.store.path} has no multi-index tables; build them with "

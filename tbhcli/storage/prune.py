@@ -8,8 +8,6 @@ completed by the next writer (`writer.finish_swap`). Readers that open the store
 may find it missing for a moment.
 """
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +15,10 @@ import numpy as np
 import zarr
 
 from tbhcli.errors import TbhError
+from tbhcli.storage.checksums import CHECKSUMS, appended
 from tbhcli.storage.mih_tables import invalidate, update_tables
 from tbhcli.storage.store import ARRAYS, QUERIES, open_store
-from tbhcli.storage.writer import StoreLock, swap_paths, writable, write_errors
+from tbhcli.storage.writer import StoreLock, rebuilt_copy, writable, write_errors
 from tbhcli.workspace import resolve_store
 
 
@@ -39,24 +38,27 @@ def gone_rows(table) -> np.ndarray:
 
 def _compact(group: zarr.Group, keep: np.ndarray) -> None:
     """Rewrite a table of the copy with only rows `keep` (sorted), in order."""
-    rows = group.attrs["rows_committed"]
+    rows, sums = group.attrs["rows_committed"], group.attrs.get(CHECKSUMS)
     for name in ARRAYS:
         array = writable(group[name])
         kept = array[:rows][keep]
         array.resize((len(keep), *array.shape[1:]))
         if len(keep):
             array[:] = kept
-    group.attrs["rows_committed"] = len(keep)
+        if sums is not None:
+            sums[name] = appended([], name, array.chunks[0], 0, kept)
+    group.attrs.update({"rows_committed": len(keep)} | ({CHECKSUMS: sums} if sums else {}))
 
 
 def remove(store: str | Path | None = None) -> RemoveReport:
     """Drop the rows of the store (default ./codes.zarr) and of its query set whose files are
     gone; the other rows keep their codes, paths, labels and order."""
-    path = resolve_store(store)
-    with StoreLock(path), write_errors(path, lambda: len(open_store(path))):
+    shown_path = resolve_store(store)
+    path = shown_path.resolve()  # the real folder: a symlinked store stays a link
+    with StoreLock(path), write_errors(shown_path, lambda: len(open_store(path))):
         db = open_store(path)
         tables = {"store": db} | ({"queries": db.queries} if db.queries is not None else {})
-        report = RemoveReport(path)
+        report = RemoveReport(shown_path)
         gone = {name: gone_rows(t) for name, t in tables.items()}
         for name, table in tables.items():
             report.removed[name] = table.names(gone[name])
@@ -68,9 +70,7 @@ def remove(store: str | Path | None = None) -> RemoveReport:
                 f"none of the {len(db)} files of store {path} exist under {db.root}; if the "
                 "folder moved, re-point the store with `tbh index NEW_FOLDER --root`."
             )
-        new, old = swap_paths(path)
-        try:
-            shutil.copytree(path, new)
+        with rebuilt_copy(path) as new:
             copy = zarr.open_group(new, mode="r+", zarr_format=3)
             for name, rows in gone.items():
                 if len(rows):
@@ -78,12 +78,5 @@ def remove(store: str | Path | None = None) -> RemoveReport:
                     _compact(group, np.setdiff1d(np.arange(len(tables[name])), rows))
             if len(gone["store"]):
                 invalidate(copy)  # rows shifted: the multi-index tables are rebuilt below
-            os.sync()  # the copy is on disk before it replaces the store
-        except BaseException:
-            shutil.rmtree(new, ignore_errors=True)  # the store itself is untouched
-            raise
-        os.rename(path, old)
-        os.rename(new, path)
-        shutil.rmtree(old)
         update_tables(path)
     return report

@@ -8,8 +8,10 @@ holds the query set with the same arrays. Only rows [0, rows_committed) of a tab
 zarr reads a chunk file that is not there as its fill value (zeros, "", -1), so a deleted chunk
 would silently become wrong codes. Opening a table therefore validates its attributes and checks
 that every chunk below `rows_committed` is on disk (one stat per codes chunk, one directory
-listing per 1-d array); a chunk that is there but cannot be decoded fails when it is read. Both
-are a `StoreDamaged` error that names the chunk and says to run `tbh check --repair`.
+listing per 1-d array); a chunk that is there but cannot be decoded, or whose crc32c checksum does
+not match its bytes (checksums.py), fails when it is read. Both are a `StoreDamaged` error that
+names the chunk and says to run `tbh check --repair`. Arrays are opened by name (`table_arrays`),
+never by listing the group, so unreadable metadata of one member (say `mih/`) breaks nothing else.
 """
 
 import contextlib
@@ -21,6 +23,7 @@ import numpy as np
 import zarr
 
 from tbhcli.errors import TbhError
+from tbhcli.storage.checksums import CHECKSUMS, CRC32C, chunk_sum, has_codec
 from tbhcli.storage.names import decode_name
 
 FORMAT_VERSION = 1
@@ -31,8 +34,10 @@ ARRAYS = ("codes", "paths", "labels")
 # Set on tables whose writers store chunks equal to the fill value too (all -1 labels, say):
 # only there is a missing labels chunk proof of damage. Older tables leave such chunks out.
 EVERY_CHUNK = "every_chunk_written"
-# zarr's errors for a chunk file that is truncated or garbled (codec or reshape failures)
+# zarr's errors for a chunk file that is truncated or garbled (codec, checksum or reshape failures)
 DECODE_ERRORS = (ValueError, RuntimeError, EOFError, TypeError)
+# ... and for a zarr.json that is not JSON or not valid metadata
+METADATA_ERRORS = (ValueError, TypeError, LookupError, AttributeError, ArithmeticError)
 
 
 def _dtype_ok(name: str, dtype: np.dtype) -> bool:
@@ -45,10 +50,18 @@ class StoreDamaged(TbhError):
     """A store whose files contradict its attributes; `tbh check --repair` makes it usable."""
 
 
-def damaged(path: Path, what: str) -> StoreDamaged:
+def unreadable(exc: Exception) -> str:
+    """Why a chunk cannot be read, in words (zarr's crc32c codec reports raw checksum bytes)."""
+    if "checksum do not match" in str(exc):
+        return "fails its crc32c checksum (its bytes changed)"
+    return f"does not decode ({exc})"
+
+
+def damaged(path: Path, what: str, store: Path | None = None) -> StoreDamaged:
+    """The error for damage to the table at `path` of `store` (default: `path` is the store)."""
     return StoreDamaged(
-        f"store {path} is damaged: {what}; run `tbh check --store {path} --repair` "
-        "(it keeps the readable rows), then `tbh index` to re-add the rest."
+        f"store {path} is damaged: {what}; run `tbh check --store {store or path} --repair` "
+        "(it keeps every whole row), then `tbh index` to re-add the rest."
     )
 
 
@@ -87,15 +100,48 @@ def attribute_problems(attrs: dict, top: bool) -> list[str]:
     return problems
 
 
-def array_problems(group: zarr.Group, attrs: dict) -> list[str]:
-    """Missing arrays, wrong dtypes or widths, and a `rows_committed` beyond an array's length."""
-    problems = []
-    names = set(group.array_keys())
+def member(group: zarr.Group, name: str) -> zarr.Array | zarr.Group | None:
+    """`group[name]`, None when absent; unreadable metadata is a `StoreDamaged` error."""
+    if not isinstance(group, zarr.Group):
+        raise StoreDamaged(f"the metadata of {group.path or 'the store'} is not a group's")
+    try:
+        return group[name]
+    except KeyError:
+        return None
+    except METADATA_ERRORS as exc:
+        raise StoreDamaged(f"the metadata of {name} cannot be read ({exc})") from None
+
+
+def table_arrays(group: zarr.Group) -> tuple[dict[str, zarr.Array], list[str]]:
+    """The table's arrays that open, by name, and what is wrong with the others."""
+    arrays, problems = {}, []
     for name in ARRAYS:
-        if name not in names:
-            problems.append(f"array {name} is missing")
+        try:
+            array = member(group, name)
+        except StoreDamaged as exc:
+            problems.append(f"array {exc}")
             continue
-        array = group[name]
+        if isinstance(array, zarr.Array):
+            arrays[name] = array
+        else:
+            problems.append(f"array {name} is missing")
+    return arrays, problems
+
+
+def has_subgroup(group: zarr.Group, name: str) -> bool:
+    """Whether `name` is a subgroup on disk, maybe a damaged one (a folder of that name; its
+    metadata is not parsed)."""
+    return isinstance(group.store, zarr.storage.LocalStore) and (
+        Path(group.store.root, group.path, name, "zarr.json").is_file()
+        or Path(group.store.root, group.path, name).is_dir()
+    )
+
+
+def array_problems(group: zarr.Group, attrs: dict) -> list[str]:
+    """Missing or unreadable arrays, wrong dtypes or widths, a `rows_committed` beyond an array's
+    length, a checksum list that does not fit the rows."""
+    arrays, problems = table_arrays(group)
+    for name, array in arrays.items():
         if not _dtype_ok(name, array.dtype):
             problems.append(f"array {name} has dtype {array.dtype}")
         if array.ndim != (2 if name == "codes" else 1):
@@ -108,7 +154,33 @@ def array_problems(group: zarr.Group, attrs: dict) -> list[str]:
         bits = attrs.get("bits")
         if name == "codes" and array.ndim == 2 and _is_int(bits) and array.shape[1] * 8 != bits:
             problems.append(f"codes are {array.shape[1] * 8} bits wide but bits is {bits}")
+    return problems + checksum_list_problems(arrays, attrs)
+
+
+def checksum_list_problems(arrays: dict[str, zarr.Array], attrs: dict) -> list[str]:
+    """A checksum list that is missing where the chunks carry checksums, or does not have one
+    entry per committed chunk."""
+    sums, rows = attrs.get(CHECKSUMS), attrs.get("rows_committed")
+    if sums is None:
+        if any(has_codec(a) for a in arrays.values()):
+            return [f"the chunk checksum list ({CHECKSUMS}) is missing"]
+        return []
+    if not isinstance(sums, dict) or not _is_int(rows) or rows < 0:
+        return [f"the chunk checksum list ({CHECKSUMS}) is not a list per array"]
+    problems = []
+    for name, array in arrays.items():
+        entries = sums.get(name)
+        want = -(-rows // array.chunks[0])
+        if not isinstance(entries, list) or len(entries) != want or not all(map(_is_int, entries)):
+            problems.append(f"the chunk checksum list of {name} does not have {want} entries")
     return problems
+
+
+def chunk_file_size(array: zarr.Array) -> int | None:
+    """Bytes of each chunk file of an array stored raw (maybe plus a crc32c), else None."""
+    if any(c != CRC32C for c in array.compressors):
+        return None
+    return int(np.prod(array.chunks)) * array.dtype.itemsize + 4 * has_codec(array)
 
 
 def chunk_keys(array: zarr.Array, start: int, stop: int) -> list[tuple[int, str]]:
@@ -122,13 +194,12 @@ def chunk_keys(array: zarr.Array, start: int, stop: int) -> list[tuple[int, str]
 def missing_chunks(group: zarr.Group, path: Path, rows: int) -> list[tuple[int, str]]:
     """(first row, "array/key") of the chunks below `rows` that are absent or of the wrong size."""
     bad = []
-    for name in ARRAYS:
-        array = group[name]
+    for name, array in table_arrays(group)[0].items():
         if name == "labels" and not group.attrs.get(EVERY_CHUNK):
             continue
         keys = chunk_keys(array, 0, rows)
-        if name == "codes" and not array.compressors:  # uncompressed: the size is known
-            size = array.chunks[0] * array.shape[1] * array.dtype.itemsize
+        size = chunk_file_size(array)
+        if name == "codes" and size is not None:  # uncompressed: the size is known
             for first, key in keys:
                 file = path / name / key
                 if not file.is_file() or file.stat().st_size != size:
@@ -169,6 +240,7 @@ class CodeStore:
         self.store_path = store_path  # the top folder: relative roots are relative to it
         self.attrs = dict(group.attrs)
         self._classes = classes
+        self._verified: set[tuple[str, int]] = set()  # (array, chunk) checked against checksums
 
     def __len__(self) -> int:
         return int(self.attrs.get("rows_committed", 0))
@@ -190,16 +262,43 @@ class CodeStore:
     def read(self, name: str, start: int = 0, stop: int | None = None, rows=None) -> np.ndarray:
         """Committed rows [start, stop) (or sorted unique `rows`) of array `name`.
 
-        A chunk that zarr cannot decode is a `StoreDamaged` error naming it.
+        Each chunk read is checked once per CodeStore against the checksum of its committed rows
+        recorded at commit (checksums.py; zarr's crc32c codec checks its bytes on every read):
+        a chunk that does not decode or does not match is a `StoreDamaged` error naming it.
         """
         stop = len(self) if stop is None else min(stop, len(self))
         array = self.group[name]
+        lo, hi = (int(rows[0]), int(rows[-1]) + 1) if rows is not None else (start, stop)
         try:
-            return array.oindex[rows] if rows is not None else array[start:stop]
+            if rows is not None:
+                for k in np.unique(np.asarray(rows) // array.chunks[0]).tolist():
+                    self._verify(name, array, k)
+                return array.oindex[rows]
+            step = array.chunks[0]
+            first = start - start % step
+            block = np.asarray(array[first : min(-(-stop // step) * step, len(self))])
+            for k in range(first // step, -(-stop // step)):
+                self._verify(name, array, k, block[k * step - first : (k + 1) * step - first])
+            return block[start - first : stop - first]
         except DECODE_ERRORS as exc:
-            lo, hi = (int(rows[0]), int(rows[-1]) + 1) if rows is not None else (start, stop)
             keys = ", ".join(f"{name}/{key}" for _, key in chunk_keys(array, lo, hi))
-            raise damaged(self.path, f"chunk {keys} cannot be read ({exc})") from None
+            raise damaged(self.path, f"chunk {keys} {unreadable(exc)}") from None
+
+    def _verify(self, name: str, array: zarr.Array, k: int, values=None) -> None:
+        """Check chunk k of array `name` (its committed rows `values`, read if None) against the
+        table's checksum list, once."""
+        sums = self.attrs.get(CHECKSUMS)
+        if sums is None or (name, k) in self._verified:
+            return
+        step = array.chunks[0]
+        if values is None:
+            values = array[k * step : min((k + 1) * step, len(self))]
+        if chunk_sum(name, values) != sums[name][k]:
+            key = chunk_keys(array, k * step, k * step + 1)[0][1]
+            raise damaged(
+                self.path, f"chunk {name}/{key} does not match the checksum of its committed rows"
+            )
+        self._verified.add((name, k))
 
     def read_codes(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Packed codes uint8 [stop - start, bits / 8] of committed rows [start, stop)."""
@@ -235,18 +334,35 @@ class CodeStore:
             raise IndexError(f"rows {ids} outside the {len(self)} committed rows")
         rows, inverse = np.unique(ids, return_inverse=True)  # zarr wants sorted, unique rows
         paths = [decode_name(p) for p in self.read("paths", rows=rows)[inverse].tolist()]
-        classes = self.classes
-        labels = [classes[lab] if lab >= 0 else None for lab in self.read("labels", rows=rows)]
+        classes, found = self.classes, self.read("labels", rows=rows)
+        if len(found) and found.max() >= len(classes):
+            raise damaged(self.path, f"a label is {found.max()} but classes lists {len(classes)}")
+        labels = [classes[lab] if lab >= 0 else None for lab in found]
         return paths, [labels[j] for j in inverse]
 
     @property
     def queries(self) -> "CodeStore | None":
         """The query set recorded with `tbh index --query-images`, or None."""
-        if QUERIES not in self.group.group_keys():
+        if not has_subgroup(self.group, QUERIES):
             return None
-        group = self.group[QUERIES]
-        _check(group, self.path / QUERIES, top=False)
+        where = self.path / QUERIES
+        try:
+            group = member(self.group, QUERIES)
+        except StoreDamaged as exc:
+            raise damaged(where, str(exc), self.path) from None
+        if not isinstance(group, zarr.Group):
+            raise damaged(where, "its zarr.json is missing or not a group's", self.path)
+        _check(group, where, top=False, store=self.path)
         return CodeStore(group, self.path / QUERIES, self.store_path, self.classes)
+
+
+def holds_rows(group: zarr.Group) -> bool:
+    """Whether any array of a table has rows (or cannot be read): such a table is never one
+    whose creation was interrupted, and is repaired, not created again."""
+    arrays, problems = table_arrays(group)
+    return any(a.shape and a.shape[0] for a in arrays.values()) or any(
+        "missing" not in p for p in problems
+    )
 
 
 def open_group(path: Path, mode: str) -> zarr.Group:
@@ -267,11 +383,11 @@ def open_group(path: Path, mode: str) -> zarr.Group:
     return group
 
 
-def _check(group: zarr.Group, path: Path, top: bool) -> None:
+def _check(group: zarr.Group, path: Path, top: bool, store: Path | None = None) -> None:
     problems = table_problems(group, path, top)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise damaged(path, problems[0] + more)
+        raise damaged(path, problems[0] + more, store)
 
 
 def open_store(path: str | Path) -> CodeStore:
@@ -281,6 +397,8 @@ def open_store(path: str | Path) -> CodeStore:
         raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
     group = open_group(path, "r")
     if "rows_committed" not in group.attrs:
+        if holds_rows(group):
+            raise damaged(path, "rows_committed is missing")
         raise TbhError(f"the creation of store {path} was interrupted; rerun `tbh index`.")
     _check(group, path, top=True)
     return CodeStore(group, path, path)

@@ -24,6 +24,7 @@ import zarr
 
 import tbhcli
 from tbhcli.errors import TbhError
+from tbhcli.storage.checksums import CHECKSUMS, CRC32C, appended
 from tbhcli.storage.names import decode_name, encode_name
 from tbhcli.storage.store import (
     ARRAYS,
@@ -35,9 +36,14 @@ from tbhcli.storage.store import (
     chunk_keys,
     code_chunk_rows,
     damaged,
+    has_subgroup,
+    holds_rows,
+    member,
     open_group,
     resolve_root,
+    table_arrays,
     table_problems,
+    unreadable,
 )
 
 try:  # an advisory lock keeps two writers off one store; the OS drops it when a process dies
@@ -105,11 +111,50 @@ def finish_swap(path: Path) -> None:
     shutil.rmtree(new, ignore_errors=True)
 
 
+@contextmanager
+def rebuilt_copy(path: Path, backup: Path | None = None) -> Iterator[Path]:
+    """Yield a copy of the store to change (`.NAME.new`), then swap it in (hold the lock).
+
+    A failure before the swap removes the copy and leaves the store untouched; a kill between
+    the two renames is completed by the next writer (`finish_swap`). `backup`: a folder that
+    keeps every zarr.json of the replaced store (the metadata a repair rewrites).
+    """
+    new, old = swap_paths(path)
+    try:
+        try:
+            shutil.copytree(path, new)
+        except shutil.Error as exc:  # one (source, target, why) per file it could not copy
+            why = exc.args[0][0][2] if exc.args and exc.args[0] else str(exc)
+            raise TbhError(
+                f"cannot copy store {path} to rebuild it ({why}); the store is unchanged. "
+                "Rebuilding needs free space of the store's size: free some and rerun."
+            ) from None
+        yield new
+        os.sync()  # the copy is on disk before it replaces the store
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if backup is not None:
+        for meta in path.rglob("zarr.json"):
+            target = backup / meta.relative_to(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(meta, target)
+    os.rename(path, old)
+    os.rename(new, path)
+    shutil.rmtree(old)
+
+
 class StoreLock:
-    """Exclusive writer lock of a store (module doc); released on exit or when the process dies."""
+    """Exclusive writer lock of a store (module doc); released on exit or when the process dies.
+
+    The lock is taken on the real folder (symlinks resolved), so two names of one store share it.
+    """
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        path = Path(path)
+        if path.is_symlink() and not path.exists():
+            raise TbhError(f"{path} is a link to {os.readlink(path)}, which does not exist.")
+        self.path = path.resolve()
         self.fd: int | None = None
 
     def __enter__(self) -> "StoreLock":
@@ -145,25 +190,38 @@ def writable(array: zarr.Array) -> zarr.Array:
 def create_table(group: zarr.Group, bits: int, attrs: dict) -> None:
     """Create the three empty arrays, then the attributes: a table without `rows_committed`
     is one whose creation was interrupted, and is created again."""
-    nbytes = bits // 8
-    specs = {
-        "codes": dict(
-            shape=(0, nbytes),
-            chunks=(code_chunk_rows(bits), nbytes),
-            dtype="uint8",
-            compressors=None,
-            fill_value=0,
-        ),
-        "paths": dict(shape=(0,), chunks=(PATH_CHUNK_ROWS,), dtype=str),
-        "labels": dict(shape=(0,), chunks=(PATH_CHUNK_ROWS,), dtype="int32", fill_value=-1),
-    }
-    for name, spec in specs.items():
-        if name in group.array_keys():
+    for name, spec in array_specs(bits).items():
+        if (Path(group.store.root, group.path, name)).exists():
             del group[name]
         group.create_array(
             name, dimension_names=DIMENSIONS[name], attributes=ARRAY_ATTRS[name], **spec
         )
-    group.attrs.update(attrs | {"rows_committed": 0, EVERY_CHUNK: True})
+    empty = {name: [] for name in ARRAYS}
+    group.attrs.update(attrs | {"rows_committed": 0, EVERY_CHUNK: True, CHECKSUMS: empty})
+
+
+def array_specs(bits: int, checksums: bool = True) -> dict[str, dict]:
+    """How each array of a table is created (`create_array` arguments); `checksums`: with the
+    crc32c codec (checksums.py), False for stores written before it."""
+    nbytes, crc = bits // 8, [CRC32C] if checksums else []
+    zstd = zarr.codecs.ZstdCodec(level=0, checksum=False)
+    return {
+        "codes": dict(
+            shape=(0, nbytes),
+            chunks=(code_chunk_rows(bits), nbytes),
+            dtype="uint8",
+            compressors=crc or None,
+            fill_value=0,
+        ),
+        "paths": dict(shape=(0,), chunks=(PATH_CHUNK_ROWS,), dtype=str, compressors=[zstd, *crc]),
+        "labels": dict(
+            shape=(0,),
+            chunks=(PATH_CHUNK_ROWS,),
+            dtype="int32",
+            fill_value=-1,
+            compressors=[zstd, *crc],
+        ),
+    }
 
 
 class StoreWriter:
@@ -221,18 +279,22 @@ class StoreWriter:
             "paths": np.array([encode_name(p) for p in paths], dtype=object),
             "labels": np.asarray(labels, np.int32),
         }
+        sums = self.group.attrs.get(CHECKSUMS)
         with self.errors():
             for name, value in values.items():
                 array = self.arrays[name]
+                if sums is not None:
+                    sums[name] = appended(sums[name], name, array.chunks[0], start, value)
                 array.resize((stop, *array.shape[1:]))
                 try:  # the last chunk is read, merged with the new rows and written whole
                     array[start:stop] = value
                 except DECODE_ERRORS as exc:
                     key = chunk_keys(array, start, start + 1)[0][1]
-                    raise damaged(self.path, f"chunk {name}/{key} cannot be read ({exc})") from None
+                    raise damaged(self.path, f"chunk {name}/{key} {unreadable(exc)}") from None
             self._sync(start, stop)
             # The commit point: only now do readers and a resumed run see the new rows.
-            self.group.attrs.update({"rows_committed": stop, "updated": _now()})
+            commit = {"rows_committed": stop, "updated": _now()}
+            self.group.attrs.update(commit | ({CHECKSUMS: sums} if sums is not None else {}))
         self.rows = stop
 
     def _sync(self, start: int, stop: int) -> None:
@@ -262,9 +324,11 @@ def _is_new(path: Path, top: zarr.Group | None) -> bool:
         if path.exists() and any(path.iterdir()):
             raise TbhError(f"{path} exists and is not a code store; pass another --store.")
         return True
+    if holds_rows(top):  # never created again: its rows are repaired, not dropped
+        return False
     if "rows_committed" not in top.attrs:  # (a null value is damage, not a new store)
         return True
-    return top.attrs["rows_committed"] == 0 and not set(ARRAYS) <= set(top.array_keys())
+    return top.attrs["rows_committed"] == 0 and len(table_arrays(top)[0]) < len(ARRAYS)
 
 
 def _open_table(
@@ -273,7 +337,7 @@ def _open_table(
     """The table's group, created when new; refuses a damaged one and one of another folder."""
     group = top
     if table is not None:
-        if table not in top.group_keys() or _is_new(path / table, top[table]):
+        if not has_subgroup(top, table) or _is_new(path / table, member(top, table)):
             group = top.create_group(table, overwrite=True)
             create_table(group, bits, {"bits": bits, "root": root, "created": _now()})
         group = top[table]

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from tbhcli import terminal
+from tbhcli.atomic import atomic_output, write_text_atomic
 from tbhcli.errors import TbhError
 from tbhcli.hashing import runs
 from tbhcli.hashing.codes import pack_bits
@@ -114,9 +115,8 @@ class Trainer:
         }
 
     def save(self, path: Path, config: dict, extra: dict | None = None) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(config) | (extra or {}), tmp)
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            torch.save(self.state(config) | (extra or {}), tmp)
 
     def load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -303,7 +303,7 @@ def fit_tbh(
             best = state.get("best") or {}
         _truncate_log(log_path, trainer.step)
     else:
-        log_path.write_text("")
+        write_text_atomic(log_path, "")
 
     def save_checkpoint() -> None:
         _check_weights(trainer.model, trainer.step, config["lr"])
@@ -404,4 +404,4 @@ def _truncate_log(path: Path, step: int) -> None:
                 rows.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    path.write_text("".join(r + "\n" for r in rows))
+    write_text_atomic(path, "".join(r + "\n" for r in rows))

@@ -35,6 +35,7 @@ from tbhcli.apps.serve.service import (
 )
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import ImageDecodeError
+from tbhcli.storage.store import StoreDamaged
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 10 << 20
@@ -397,6 +398,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             status = 422
         elif isinstance(exc, StoreUnavailable):
             status = 503
+        elif isinstance(exc, StoreDamaged):  # the server's data, not the request, is wrong
+            status = 500
         else:
             status = 400
         return _error(status, str(exc))
