@@ -11,7 +11,7 @@ from tbhcli.apps.duplicates import group_store
 from tbhcli.cli import app
 from tbhcli.search import pairs
 from tbhcli.storage.store import open_store
-from tests.code_stores import random_codes, write_store
+from tests.code_stores import random_codes, write_checksums, write_store
 
 
 def with_files(store):
@@ -149,6 +149,7 @@ def test_rows_outside_the_root_are_never_grouped_or_listed(tmp_path, monkeypatch
     names = group["paths"][:]
     names[9], names[43] = "../elsewhere.jpg", str(outside)  # 9 = 43: an exact pair
     group["paths"][:] = names
+    write_checksums(group)  # a hostile store, whole as far as its checksums go
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "remove.txt"
     result = CliRunner().invoke(

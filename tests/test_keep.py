@@ -47,7 +47,7 @@ def test_keep_policies(folder):
     assert [d.members[d.kept].path for d in decide(groups, folder, "first")] == ["a.jpg", "d.jpg"]
     assert [d.members[d.kept].path for d in decide(groups, folder, "newest")] == ["c.jpg", "d.jpg"]
     assert [d.members[d.kept].path for d in decide(groups, folder, "oldest")] == ["a.jpg", "d.jpg"]
-    with pytest.raises(TbhError, match="--keep"):
+    with pytest.raises(TbhError, match="unknown keep 'biggest'"):  # Python's spelling
         decide(groups, folder, "biggest")
 
 

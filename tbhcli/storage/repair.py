@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from tbhcli.errors import TbhError
-from tbhcli.storage.check import CheckReport, TableCheck, class_folder, class_list, inspect
+from tbhcli.storage.inspection import CheckReport, TableCheck, class_folder, class_list, inspect
 from tbhcli.storage.mih_tables import TABLES, update_tables
 from tbhcli.storage.names import decode_name
 from tbhcli.storage.store import ARRAYS, QUERIES, open_group
