@@ -54,3 +54,17 @@ def write_checksums(group: zarr.Group) -> None:
                 data = np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<")).tobytes()
             sums[name].append(google_crc32c.value(data))
     group.attrs["chunk_crc32c"] = sums
+
+
+def contents(path: Path) -> dict:
+    """(table, file name) -> (code bytes, class name) of every row of a store and its query set
+    (table: True for the store, False for the query set): equal stores, whatever the row order."""
+    from tbhcli.storage.store import open_store
+
+    s = open_store(path)
+    out = {}
+    for table in (s, s.queries):
+        names, classes = table.lookup(np.arange(len(table)))
+        codes = map(bytes, table.read_codes())
+        out |= {(table is s, n): (c, k) for n, c, k in zip(names, codes, classes, strict=True)}
+    return out

@@ -3,7 +3,6 @@ features are refused where they enter (issue 21, items 10 and 11)."""
 
 import errno
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from tbhcli.cli import app
 from tbhcli.errors import TbhError
 from tbhcli.hashing.runs import load_run, save_run
 from tbhcli.imaging.featureset import load_features, save_features
+from tests.disks import fill
 
 
 def tbh(*args):
@@ -52,26 +52,11 @@ def test_read_only_folder_is_one_line(tmp_path):
 
 
 @pytest.fixture
-def full_disk(tmp_path):
+def full_disk(mount_tmpfs):
     """A 256 KiB tmpfs filled to the last byte (needs root)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a full tmpfs needs root (mount)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)])
-    if done.returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:  # full
-            pass
-        os.close(fd)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+    mount = mount_tmpfs("256k")
+    fill(mount)
+    return mount
 
 
 def test_outputs_on_a_full_disk_are_one_line_and_leave_nothing(indexed_workspace, full_disk):

@@ -21,6 +21,7 @@ from tbhcli.cli import app
 from tbhcli.hashing.perceptual import photo_codes
 from tbhcli.imaging.thumbnails import hash_thumbnails
 from tbhcli.storage.store import open_store
+from tests.disks import fill
 
 
 def scene(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
@@ -268,17 +269,9 @@ def test_store_messages_name_what_to_do(photos, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
+def small_tmpfs(mount_tmpfs):
     """A 512 KiB tmpfs (needs root; CI runs as root): a folder to fill or make read-only."""
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a tmpfs needs root (mount)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)])
-    if done.returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    return mount_tmpfs("512k")
 
 
 def test_a_read_only_folder_is_searched_and_a_full_disk_is_one_line(small_tmpfs, tmp_path):
@@ -294,13 +287,7 @@ def test_a_read_only_folder_is_searched_and_a_full_disk_is_one_line(small_tmpfs,
     assert "not cached" in result.output and "Read-only file system" in result.output
     assert "p0-copy.png" in result.output and not (root / ".tbh").exists()
     subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
-    with open(small_tmpfs / "filler", "wb") as filler:  # the rest of the disk
-        try:
-            while True:
-                filler.write(b"\0" * 65536)
-                filler.flush()
-        except OSError:
-            pass
+    fill(small_tmpfs)
     listing = small_tmpfs / "remove.txt"
     args = ["duplicates", str(tmp_path / "elsewhere"), "--to-remove", str(listing)]
     shutil.copytree(root, tmp_path / "elsewhere", ignore=shutil.ignore_patterns(".tbh"))

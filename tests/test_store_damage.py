@@ -18,6 +18,7 @@ from tbhcli.storage import writer as writer_mod
 from tbhcli.storage.check import check
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreLock
+from tests.code_stores import contents
 from tests.tiny_workspace import make_images, make_lsh_run
 
 CLASSES = {"cat": 6, "dog": 5, "": 3}  # 14 images in chunks of 4 rows: 4 chunks per array
@@ -75,17 +76,6 @@ def groups(result) -> list:
     """The groups of a `tbh duplicates --json` answer as (row, path, distance)."""
     doc = json.loads(result.stdout)
     return [[(i["row"], i["path"], i["distance"]) for i in g["items"]] for g in doc["groups"]]
-
-
-def contents(path) -> dict:
-    """File name -> (code bytes, class name) of every row of the store and of its query set."""
-    s = open_store(path)
-    out = {}
-    for table in (s, s.queries):
-        names, classes = table.lookup(np.arange(len(table)))
-        codes = map(bytes, table.read_codes())
-        out |= {(table is s, n): (c, k) for n, c, k in zip(names, codes, classes, strict=True)}
-    return out
 
 
 def set_meta(path, key, value):

@@ -387,19 +387,9 @@ def test_non_utf8_file_name_is_stored_losslessly(workspace, tmp_path):
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
+def tmpfs(mount_tmpfs):
     """A 1.6 MB tmpfs: room for one 1 MiB codes chunk, not for rewriting it (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("a small tmpfs for the disk-full test needs root (mount)")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    return mount_tmpfs("1600k")
 
 
 def test_full_disk_and_read_only_store_are_one_line(workspace, tmpfs, tmp_path):

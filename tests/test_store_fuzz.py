@@ -17,7 +17,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +28,7 @@ from tbhcli.search import topk
 from tbhcli.storage import writer as writer_mod
 from tbhcli.storage.check import check
 from tbhcli.storage.store import open_store
+from tests.code_stores import contents
 from tests.tiny_workspace import make_images, make_lsh_run
 
 CHUNK_ROWS = 4
@@ -50,17 +50,6 @@ def clean(tmp_path_factory):
     store = ws / "codes.zarr"
     files = sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())
     return ws, model, files, answers(store)
-
-
-def contents(path: Path) -> dict:
-    """(table, file name) -> (code bytes, class name) of every row of both tables."""
-    s = open_store(path)
-    out = {}
-    for table in (s, s.queries):
-        names, classes = table.lookup(np.arange(len(table)))
-        codes = map(bytes, table.read_codes())
-        out |= {(table is s, n): (c, k) for n, c, k in zip(names, codes, classes, strict=True)}
-    return out
 
 
 def answers(path: Path) -> dict:
