@@ -203,25 +203,21 @@ def evaluate(
     dask: DaskOption = None,
 ) -> None:
     """Retrieval quality against ground-truth labels (relevant = shares a label)."""
+    from tbhcli.evaluation.evaluate import Evaluations, evaluate_runs
     from tbhcli.evaluation.evaluate import evaluate as run_evaluate
-    from tbhcli.evaluation.evaluate import evaluate_runs, evaluations_json, print_scores
 
-    if run and len(run) > 1:
-        results = evaluate_runs(run, database, query_features, metric, plot, threads, dask)
+    common = {"metric": metric, "query_features": query_features, "plot": plot,
+              "threads": threads, "dask": dask}  # fmt: skip
+    if run and len(run) > 1:  # runs compared on the same feature sets
+        results = evaluate_runs(run, database=database, **common)
     else:
         one = run[0] if run else None
-        results = [
-            run_evaluate(
-                metric, one, database, query_features, store, query_store, plot, threads, dask
-            )
-        ]
+        results = Evaluations([run_evaluate(run=one, database=database, store=store,
+                                            query_store=query_store, **common)])  # fmt: skip
     if json_output:
-        typer.echo(evaluations_json(results))
-        return
-    print_scores(results, make_console())
-    if plot is not None:
-        curves = "curves" if len(results) > 1 else "curve"
-        make_console().print(f"precision-recall {curves} written to {shown(plot)}")
+        typer.echo(results.to_json())
+    else:
+        make_console().print(results)
 
 
 @command(
@@ -478,32 +474,9 @@ def check(
     """Verify the store: metadata, every chunk and its checksum, paths, labels, multi-index."""
     from tbhcli.storage.check import check as run_check
 
-    report = run_check(store, repair, dry_run and repair)
-    for note in report.notes:
-        err_console.print(f"[yellow]note:[/] {shown(note)}", soft_wrap=True)
-    done = "[yellow]would repair[/]" if report.dry_run else "[green]repaired[/]"
-    for line in report.repaired:
-        err_console.print(f"{done} {shown(line)}", soft_wrap=True)
-    if report.backup is not None:
-        err_console.print(
-            f"the replaced metadata is kept in {shown(report.backup)}", soft_wrap=True
-        )
-    for problem in report.problems:
-        err_console.print(f"[red]problem[/] {shown(problem)}", soft_wrap=True)
-    rows = ", ".join(f"{t.name} {t.rows} rows" for t in report.tables)
-    if report.problems and not report.dry_run:
-        hint = "" if repair else "; `tbh check --repair` keeps every whole row"
-        err_console.print(f"store {shown(report.store)}: damaged ({rows}){hint}", soft_wrap=True)
-        raise typer.Exit(1)
-    if report.dry_run:
-        state = "damaged" if report.problems else "OK"
-        err_console.print(
-            f"store {shown(report.store)}: {state} ({rows}); nothing changed (--dry-run)",
-            soft_wrap=True,
-        )
-        raise typer.Exit(1 if report.problems else 0)
-    then = "; `tbh index` re-adds the dropped images" if report.repaired else ""
-    err_console.print(f"store {shown(report.store)}: OK ({rows}){then}", soft_wrap=True)
+    report = run_check(store, repair=repair, dry_run=dry_run and repair)
+    err_console.print(report, soft_wrap=True)
+    raise typer.Exit(report.exit_code)
 
 
 @command(

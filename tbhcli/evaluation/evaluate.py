@@ -9,6 +9,8 @@ Both give the same number for the same model and images, since the store holds t
 `evaluate_runs` scores several runs on the same feature sets and overlays their PR curves.
 """
 
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,10 @@ from tbhcli.evaluation.metrics import evaluate_codes, label_histograms, parse_me
 from tbhcli.hashing.runs import load_config, load_run
 from tbhcli.imaging.featureset import check_label_kinds, load_features
 from tbhcli.storage.store import CodeStore, open_store
+from tbhcli.terminal import shown
 from tbhcli.workspace import resolve_run, resolve_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +59,17 @@ class Evaluation:
     def to_json(self) -> str:
         """This evaluation as a `tbh.evaluate/1` document."""
         return evaluations_json([self])
+
+
+class Evaluations(list[Evaluation]):
+    """Evaluations of the same queries against the same database (one per run compared): they
+    print as one table (a row per metric, a column per model) and are one `tbh.evaluate/1`."""
+
+    def __rich_console__(self, console, options) -> Iterator:
+        yield scores_table(self)
+
+    def to_json(self) -> str:
+        return evaluations_json(self)
 
 
 def encode_feature_set(run_path: Path, features_path: Path) -> LabelledCodes:
@@ -182,7 +198,7 @@ def evaluate_runs(
     plot: Path | None = None,
     threads: int | None = None,
     dask: str | None = None,
-) -> list[Evaluation]:
+) -> Evaluations:
     """Evaluate several runs on the same feature sets; `plot` overlays their PR curves (TBH
     against ITQ, say), each labelled with its model, bits and mAP."""
     metrics = _check_request(metric, plot)
@@ -192,7 +208,7 @@ def evaluate_runs(
             "and --query-features Q.npy."
         )
     paths = [resolve_run(r) for r in runs]  # every run exists before the first is scored
-    results = []
+    results = Evaluations()
     for path in paths:
         db, q = _feature_codes(path, database, query_features)
         results.append(_score(db, q, metrics, plot is not None, threads, dask))
@@ -261,11 +277,9 @@ def evaluations_json(results: list[Evaluation]) -> str:
     )
 
 
-def print_scores(results: list[Evaluation], console) -> None:
+def scores_table(results: list[Evaluation]):
     """One rich table: a row per metric, a value column per evaluated model."""
     from rich.table import Table
-
-    from tbhcli.terminal import shown
 
     first = results[0]
     table = Table(title=f"{shown(first.queries)} against {shown(first.database)}")
@@ -274,7 +288,7 @@ def print_scores(results: list[Evaluation], console) -> None:
         table.add_column(shown(result.model) if len(results) > 1 else "value", justify="right")
     for name in first.scores:
         table.add_row(name, *(f"{r.scores[name]:.4f}" for r in results))
-    console.print(table)
+    return table
 
 
 def check_plot_path(path: Path) -> None:
@@ -325,3 +339,5 @@ def save_pr_plot(path: Path, results: list[Evaluation]) -> None:
             fig.savefig(tmp, dpi=120)  # the format follows the suffix, which tmp keeps
     finally:
         plt.close(fig)
+    curves = "curves" if len(results) > 1 else "curve"
+    log.info("precision-recall %s written to %s", curves, shown(path))

@@ -24,6 +24,9 @@ def check(
         )
     if not (path / "zarr.json").is_file():
         raise TbhError(f"no code store at {path}; build one with `tbh index IMAGES_DIR`.")
-    if not (repair or dry_run):
-        return inspect(path, open_group(path, "r"))
-    return run_repair(path, dry_run)
+    if repair or dry_run:
+        report = run_repair(path, dry_run)
+    else:
+        report = inspect(path, open_group(path, "r"))
+    report.repair_asked = repair
+    return report

@@ -13,11 +13,13 @@ of the path, storage/repair.py rebuilds labels and classes from it), so damaged 
 a row. `tbh check --repair` (repair.py) keeps every such row.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
+from rich.text import Text
 
 from tbhcli.errors import TbhError
 from tbhcli.storage.checksums import CHECKSUMS, chunk_sum, has_codec
@@ -34,6 +36,7 @@ from tbhcli.storage.store import (
     member,
     unreadable,
 )
+from tbhcli.terminal import shown
 from tbhcli.workspace import MODELS_DIR, file_sha256
 
 
@@ -67,6 +70,35 @@ class CheckReport:
     repaired_tables: list[str] = field(default_factory=list)
     backup: Path | None = None  # where a repair kept the metadata it replaced
     dry_run: bool = False
+    repair_asked: bool = False  # the verb was asked to repair (then no hint to run a repair)
+
+    @property
+    def exit_code(self) -> int:
+        """1 while the store is damaged (also for a dry run that found damage), else 0."""
+        return 1 if self.problems else 0
+
+    def __rich_console__(self, console, options) -> Iterator:
+        """What `tbh check` prints: notes, repairs (done or, in a dry run, proposed), problems,
+        then one line on the store's state."""
+        lines = [f"[yellow]note:[/] {shown(note)}" for note in self.notes]
+        done = "[yellow]would repair[/]" if self.dry_run else "[green]repaired[/]"
+        lines += [f"{done} {shown(line)}" for line in self.repaired]
+        if self.backup is not None:
+            lines.append(f"the replaced metadata is kept in {shown(self.backup)}")
+        lines += [f"[red]problem[/] {shown(problem)}" for problem in self.problems]
+        rows = ", ".join(f"{t.name} {t.rows} rows" for t in self.tables)
+        store = f"store {shown(self.store)}"
+        if self.dry_run:
+            state = "damaged" if self.problems else "OK"
+            lines.append(f"{store}: {state} ({rows}); nothing changed (--dry-run)")
+        elif self.problems:
+            hint = "" if self.repair_asked else "; `tbh check --repair` keeps every whole row"
+            lines.append(f"{store}: damaged ({rows}){hint}")
+        else:
+            then = "; `tbh index` re-adds the dropped images" if self.repaired else ""
+            lines.append(f"{store}: OK ({rows}){then}")
+        for line in lines:
+            yield Text.from_markup(line)
 
     @property
     def problems(self) -> list[str]:
