@@ -647,6 +647,8 @@ def duplicates(
     )  # fmt: skip
     if json_output:
         typer.echo(report.to_json())
+    elif html is not None:  # the page shows the groups; the terminal gets one line
+        make_console().print(report.summary_line())
     else:
         make_console().print(report)
 

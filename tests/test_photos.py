@@ -143,8 +143,13 @@ def test_cli_folder_json_to_remove_html(folder, tmp_path, monkeypatch):
     assert str(folder / "copy-of-p03.png") in (tmp_path / "rm.txt").read_text().splitlines()
     assert (folder / "p03.png").is_file() and "copy-of-p03.png" in (tmp_path / "g.html").read_text()
     assert store.is_dir() and (tmp_path / "mine.onnx").is_file()
+    assert "bits differ" not in result.output  # the folder's own model: no ONNX diagnostics
     again = CliRunner().invoke(app, ["duplicates", "--store", str(store), "--radius", "0"])
     assert again.exit_code == 0 and "copy-of-p03.png" in again.stdout
+    page = CliRunner().invoke(app, ["duplicates", "--store", str(store), "--radius", "0",
+                                    "--html", str(tmp_path / "again.html")])  # fmt: skip
+    assert page.exit_code == 0 and "copy-of-p03.png" not in page.stdout  # no table: the page
+    assert "groups of near duplicates" in page.stdout and "again.html" in page.stdout
     bad = CliRunner().invoke(app, ["duplicates", str(folder), "--keep", "best"])
     assert bad.exit_code == 1 and "--keep" in bad.output
     missing = CliRunner().invoke(app, ["duplicates", str(tmp_path / "nowhere")])

@@ -12,8 +12,11 @@ since (replaced in place, edited) has a stale code, so it leaves the groups, nam
 """
 
 import json
+import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,18 @@ STORE_RADIUS = 2  # for CNN codes (ITQ/LSH), in a store or a CNN's first run
 CNN_BITS = 256  # code length of a CNN's first run
 CACHE_DIR = ".tbh"
 STORE_NAME = "duplicates.zarr"
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Within the block, `logger` passes on warnings only (its INFO lines are internal here)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @dataclass
@@ -105,7 +120,8 @@ def _first_run(
     }
     began = time.perf_counter()
     save_run(paths.run, config, encoder)
-    export(paths.run, paths.model, "features" if image_by_image(model) else "images", weights)
+    with _quiet("tbhcli.deploy.export"):  # the folder's own model: no ONNX diagnostics for it
+        export(paths.run, paths.model, "features" if image_by_image(model) else "images", weights)
     info = model_info(paths.model)
     paths.seconds["export"] = time.perf_counter() - began
     began = time.perf_counter()

@@ -52,6 +52,14 @@ class DuplicatesReport:
         ]  # fmt: skip
         return [(why, paths) for why, paths in kinds if paths]
 
+    def summary_line(self) -> str:
+        """One line for when the groups went to a page: how many, and how many files listed."""
+        files = sum(len(g.paths) for g in self.groups)
+        line = f"{len(self.groups)} groups of near duplicates ({files} files)"
+        if self.page is not None:
+            line += f", shown in {shown(self.page)}"
+        return line
+
     def to_json(self) -> str:
         """The `tbh.duplicates/1` document (docs/usage.md)."""
         return decisions_json(self.decisions, self.found)
