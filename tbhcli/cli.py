@@ -40,7 +40,7 @@ from tbhcli.cli_options import (
 )
 from tbhcli.errors import TbhError, on_command_line
 from tbhcli.jsondoc import document
-from tbhcli.terminal import log_to_stderr, make_console, shown
+from tbhcli.terminal import ProgressBars, log_to_stderr, make_console, shown
 from tbhcli.training.options import TrainOptions
 
 err_console = make_console(stderr=True)
@@ -151,11 +151,12 @@ def features(
     from tbhcli.imaging.embed import features as run_features
 
     chosen = preprocess(None, mean, std)
-    written = run_features(
-        images, out, backbone=backbone, backbone_weights=backbone_weights, image_size=image_size,
-        batch_size=batch_size, workers=workers, device=device, mean=chosen["mean"],
-        std=chosen["std"],
-    )  # fmt: skip
+    with ProgressBars(err_console) as bars:
+        written = run_features(
+            images, out, backbone=backbone, backbone_weights=backbone_weights,
+            image_size=image_size, batch_size=batch_size, workers=workers, device=device,
+            mean=chosen["mean"], std=chosen["std"], progress=bars,
+        )  # fmt: skip
     if json_output:
         typer.echo(written.to_json())
 
@@ -436,12 +437,13 @@ def index(
     """Encode an image folder and append the codes to the store; re-running adds new images."""
     from tbhcli.indexing.index import index as run_index
 
-    report = run_index(
-        images, store=store, model=model, query_images=query_images, batch_size=batch_size,
-        workers=workers, errors=errors, device=device, repoint=root, prune=prune,
-        multi_index=multi_index, dask=dask, files=files, task_size=task_size,
-        jpeg_decoder=jpeg_decoder, backbone_weights=backbone_weights,
-    )  # fmt: skip
+    with ProgressBars(err_console) as bars:
+        report = run_index(
+            images, store=store, model=model, query_images=query_images, batch_size=batch_size,
+            workers=workers, errors=errors, device=device, repoint=root, prune=prune,
+            multi_index=multi_index, dask=dask, files=files, task_size=task_size,
+            jpeg_decoder=jpeg_decoder, backbone_weights=backbone_weights, progress=bars,
+        )  # fmt: skip
     err_console.print(report, soft_wrap=True)
     if json_output:
         typer.echo(report.to_json())
@@ -639,12 +641,14 @@ def duplicates(
     """
     from tbhcli.apps.duplicates_report import duplicates as find
 
-    report = find(
-        folder, store=store, radius=radius, backbone=backbone, backbone_weights=backbone_weights,
-        bits=bits, preprocess=_preprocess_given(image_size, mean, std), keep=keep,
-        to_remove=to_remove, null=null, html=html, mirror=mirror, workers=workers,
-        threads=threads, device=device.value,
-    )  # fmt: skip
+    with ProgressBars(err_console) as bars:
+        report = find(
+            folder, store=store, radius=radius, backbone=backbone,
+            backbone_weights=backbone_weights, bits=bits,
+            preprocess=_preprocess_given(image_size, mean, std), keep=keep, to_remove=to_remove,
+            null=null, html=html, mirror=mirror, workers=workers, threads=threads,
+            device=device.value, progress=bars,
+        )  # fmt: skip
     if json_output:
         typer.echo(report.to_json())
     elif html is not None:  # the page shows the groups; the terminal gets one line

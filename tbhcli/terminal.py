@@ -8,6 +8,8 @@ This module is the one place that makes such text inert: printers build their li
 """
 
 import logging
+import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.markup import escape
@@ -72,3 +74,58 @@ def log_to_stderr() -> None:
     if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
         logger.addHandler(ConsoleHandler())
     logger.setLevel(logging.INFO)
+
+
+ProgressCallback = Callable[[str, int, int], None]
+"""`progress(label, done, total)`: `done` of the `total` items of the job `label` are finished.
+
+Library verbs that work through many images (`features`, `index`) take one as `progress=` and
+call it as batches finish; they never draw anything themselves. `tbh` passes `ProgressBars`; a
+notebook may pass `ProgressBars()` too, or its own function (a tqdm bar, a log line)."""
+
+
+class ProgressBars:
+    """A `ProgressCallback` drawing one rich bar per label: done / total, items/s, time left.
+
+    Use it as a context manager (the bars stop at its end). Labels are shown literally: they
+    hold folder names (no markup, no format fields, no control characters).
+    """
+
+    def __init__(self, console: Console | None = None, unit: str = "images"):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bars = Progress(
+            TextColumn("{task.fields[label]}", style="bold", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>8.0f} " + unit + "/s"),
+            TimeRemainingColumn(),
+            console=console or make_console(stderr=True),
+        )
+        self._tasks: dict[str, tuple[object, float]] = {}  # label -> (task id, start time)
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if label not in self._tasks:
+            if not self._tasks:
+                self._bars.start()
+            task = self._bars.add_task("", total=total, label=printable(label), rate=0.0)
+            self._tasks[label] = (task, time.perf_counter())
+        task, began = self._tasks[label]
+        rate = done / max(time.perf_counter() - began, 1e-9)
+        self._bars.update(task, completed=done, total=total, rate=rate)
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bars.stop()
+
+
+def no_progress(label: str, done: int, total: int) -> None:
+    """The `ProgressCallback` of a verb called without one: nothing is shown."""

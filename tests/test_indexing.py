@@ -58,6 +58,20 @@ def test_index_equals_reference_pipeline(workspace, tmp_path):
     assert s.attrs["root"] == str((ws / "images").resolve())
 
 
+def test_progress_goes_to_the_callback_and_the_library_draws_nothing(workspace, tmp_path, capfd):
+    """Issue 22: the library took no progress callback and drew its own bars."""
+    ws, _, model, files = workspace
+    calls = []
+    _index(ws, model, tmp_path / "s.zarr", progress=lambda *call: calls.append(call))
+    label = f"indexing {ws / 'images'}"
+    assert calls[0] == (label, 0, len(files)) and calls[-1] == (label, len(files), len(files))
+    assert [done for _, done, _ in calls] == sorted(done for _, done, _ in calls)
+    assert len(calls) == 1 + -(-len(files) // 5)  # the start, then one call a batch of 5
+    _index(ws, model, tmp_path / "quiet.zarr")  # without a callback: no bar on the terminal
+    err = capfd.readouterr().err  # (log lines may show, when a `tbh` command installed them)
+    assert "images/s" not in err and "━" not in err
+
+
 def test_rerun_adds_only_new_images(tmp_path):
     run = make_lsh_run(tmp_path / "run")
     model = export(run, out=tmp_path / "m.onnx")

@@ -174,3 +174,20 @@ def test_log_records_print_as_their_lines_once_the_handler_is_installed(capsys):
         assert capsys.readouterr().err == "exported [bold]x.onnx: 16 bits\n"
     finally:
         logger.handlers, logger.level = saved
+
+
+def test_progress_bars_draw_one_bar_per_label():
+    """`tbh`'s ProgressCallback: a bar per job, done / total and the label shown literally."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from tbhcli.terminal import ProgressBars
+
+    out = StringIO()
+    with ProgressBars(Console(file=out, width=100, force_terminal=False)) as bars:
+        for done in (0, 5, 10):
+            bars("indexing a[b]", done, 10)
+        bars("indexing queries", 3, 3)
+    text = out.getvalue()
+    assert "indexing a[b]" in text and "10/10" in text and "3/3" in text

@@ -24,6 +24,7 @@ import numpy as np
 
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import check_workers, list_images
+from tbhcli.terminal import ProgressCallback
 
 STORE_RADIUS = 2  # for CNN codes (ITQ/LSH), in a store or a CNN's first run
 CNN_BITS = 256  # code length of a CNN's first run
@@ -82,7 +83,7 @@ def check_finite(features: np.ndarray, backbone: str) -> None:
 
 
 def _first_run(
-    folder, paths: CachePaths, backbone, weights, bits, workers, device, preprocess
+    folder, paths: CachePaths, backbone, weights, bits, workers, device, preprocess, progress
 ) -> None:
     """Embed all of `folder`, fit the binariser, save + export it, write the codes to the store."""
     import torch
@@ -101,8 +102,9 @@ def _first_run(
     model = load_backbone(backbone, weights, **preprocess)
     began = time.perf_counter()
     feats, ok = embed_images(
-        folder, relpaths, model, model.image_size, workers=workers, device=device
-    )
+        folder, relpaths, model, model.image_size, workers=workers, device=device,
+        progress=progress,
+    )  # fmt: skip
     paths.seconds["embed"] = time.perf_counter() - began
     check_finite(feats[ok], str(backbone))
     kept = [p.as_posix() for p in decoded_paths(folder, relpaths, ok)]
@@ -184,6 +186,7 @@ def update_store(
     workers: int | None = None,
     device: str = "auto",
     preprocess: dict | None = None,
+    progress: ProgressCallback | None = None,
 ) -> CachePaths:
     """Bring the folder's duplicate store up to date (only new files are embedded); its paths.
 
@@ -203,12 +206,14 @@ def update_store(
 
         _check_same_fit(paths, {"backbone": backbone, "bits": bits, **(preprocess or {})})
         began = time.perf_counter()
-        index(folder, paths.store, paths.model, workers=workers, device=device)
+        index(folder, paths.store, paths.model, workers=workers, device=device, progress=progress)
         paths.seconds["index"] = time.perf_counter() - began
     else:
         paths.store.parent.mkdir(parents=True, exist_ok=True)
         bits = bits or CNN_BITS
-        _first_run(folder, paths, backbone, weights, bits, workers, device, preprocess or {})
+        _first_run(
+            folder, paths, backbone, weights, bits, workers, device, preprocess or {}, progress
+        )
     return paths
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from tbhcli.errors import TbhError
-from tbhcli.terminal import make_console, shown
+from tbhcli.terminal import ProgressBars, make_console, shown
 from tbhcli.workspace import ENCODER_FILE, MODELS_DIR, RUNS_DIR, STORE_PATH
 
 BITS = (16, 32, 64)
@@ -59,7 +59,8 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
         db_features, q_features = ws / "features.npy", ws / "queries.npy"
         for folder, out in ((images, db_features), (queries, q_features)):
             if not out.is_file():
-                features(folder, out, image_size=IMAGE_SIZE)
+                with ProgressBars(console) as bars:
+                    features(folder, out, image_size=IMAGE_SIZE, progress=bars)
     scores: dict[str, dict[int, float]] = {m: {} for m in METHODS}
     tbh_options = {"steps": steps, "preset": TBH_PRESET, "gamma": TBH_GAMMA}
     schedule = f"{steps} steps, preset {TBH_PRESET}, gamma {TBH_GAMMA:g}"
@@ -82,8 +83,9 @@ def demo(workspace: Path = Path("demo"), steps: int = TBH_STEPS) -> dict[str, di
         model = export(
             ws / RUNS_DIR / "{}-{}".format(*QUERY_RUN), out=ws / MODELS_DIR / "tbh-32.onnx"
         )
-    with step("5/6 index: database images into codes.zarr, query images as its query set"):
-        index(images, store=ws / STORE_PATH, model=model, query_images=queries)
+    indexing = "5/6 index: database images into codes.zarr, query images as its query set"
+    with step(indexing), ProgressBars(console) as bars:
+        index(images, store=ws / STORE_PATH, model=model, query_images=queries, progress=bars)
     with step("6/6 evaluate the store"):
         stored = evaluate(["map@1000", "p@r2"], store=ws / STORE_PATH)
         console.print(

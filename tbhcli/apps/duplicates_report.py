@@ -17,7 +17,7 @@ from rich.console import Console, ConsoleOptions
 from tbhcli.apps.keep import Decision, check_keep, decide, decisions_json, write_to_remove
 from tbhcli.apps.photos import FolderDuplicates, folder_duplicates, saved_store_duplicates
 from tbhcli.errors import TbhError, option
-from tbhcli.terminal import shown
+from tbhcli.terminal import ProgressCallback, shown
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +87,20 @@ def duplicates(
     workers: int | None = None,
     threads: int | None = None,
     device: str = "auto",
+    progress: ProgressCallback | None = None,
 ) -> DuplicatesReport:
     """Near-duplicate groups of the photos under `folder`, or of the images in `store`.
 
     Never deletes or moves a file: `to_remove` writes the list of every group member but the
-    kept one (NUL-terminated with `null`), `html` a page of the groups. For example
+    kept one (NUL-terminated with `null`), `html` a page of the groups. `progress(label, done,
+    total)` follows the embedding of a CNN `backbone` (the photo code needs none). For example
     `tbhcli.duplicates("photos", to_remove="remove.txt").listed` is how many files were listed.
     """
     check_keep(keep)
     if folder is not None:
         found = folder_duplicates(
             Path(folder), store, radius, backbone, backbone_weights, bits, workers, threads,
-            device, preprocess, mirror,
+            device, preprocess, mirror, progress,
         )  # fmt: skip
     else:
         if mirror:

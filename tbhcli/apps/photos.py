@@ -37,6 +37,7 @@ from tbhcli.apps.duplicates import (
 from tbhcli.errors import TbhError
 from tbhcli.hashing.perceptual import BITS
 from tbhcli.imaging.images import check_workers
+from tbhcli.terminal import ProgressCallback
 
 DEFAULT_BACKBONE = "gray32"
 DEFAULT_RADIUS = 66  # of 192 bits; calibrated on bench/dedup_quality.py --set tiles
@@ -127,6 +128,7 @@ def folder_duplicates(
     device: str = "auto",
     preprocess: dict | None = None,
     mirror: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> FolderDuplicates:
     """Groups of near-duplicate images under `folder` (module doc).
 
@@ -147,7 +149,9 @@ def folder_duplicates(
         return _photo_duplicates(folder, store, radius, workers, threads, mirror)
     if mirror:
         raise TbhError("--mirror works with the photo code (the default), not a CNN --backbone.")
-    paths = update_store(folder, store, backbone, weights, bits, workers, device, preprocess)
+    paths = update_store(
+        folder, store, backbone, weights, bits, workers, device, preprocess, progress
+    )
     radius = fitted_radius(paths) if radius is None else radius
     changed = frozenset(changed_since_stored(paths))
     groups, usable = store_duplicates(paths.store, radius, threads, changed)

@@ -24,16 +24,14 @@ from tbhcli.imaging.featureset import labels_path, load_meta, save_features, sav
 from tbhcli.imaging.images import (
     check_workers,
     default_workers,
-    image_progress,
     label_of,
     list_images,
 )
 from tbhcli.imaging.recipe import BackboneRecipe
 from tbhcli.jsondoc import document
-from tbhcli.terminal import make_console, shown
+from tbhcli.terminal import ProgressCallback, no_progress, shown
 from tbhcli.workspace import Artefact
 
-console = make_console(stderr=True)  # progress bars
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +54,7 @@ def embed_images(
     batch_size: int = 256,
     workers: int | None = None,
     device: str = "auto",
+    progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features float32 [N, D] for `root / paths` and a bool mask [N] of decodable images.
 
@@ -72,14 +71,13 @@ def embed_images(
         x = torch.from_numpy(pixels).to(dev).float().div_(255)  # (B, 3, S, S)
         return backbone(x).float().cpu().numpy()  # (B, D)
 
-    with image_progress("embedding", console) as progress:
-        task = progress.add_task("embed", total=len(paths), rate=0.0)
-        for batch in encode_files(files, embed, image_size, batch_size, workers):
-            if batch.ok:
-                features[batch.ok] = batch.outputs
-                ok[batch.ok] = True
-            elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(task, completed=batch.end, rate=batch.end / elapsed)
+    progress = progress or no_progress
+    progress("embedding", 0, len(paths))
+    for batch in encode_files(files, embed, image_size, batch_size, workers):
+        if batch.ok:
+            features[batch.ok] = batch.outputs
+            ok[batch.ok] = True
+        progress("embedding", batch.end, len(paths))
     return features, ok
 
 
@@ -108,13 +106,15 @@ def features(
     device: str = "auto",
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> "FeaturesReport":
     """Embed every image under `images` into `out` (NAME.npy, NAME.labels.npy, NAME.meta.json).
 
     `image_size` defaults to the backbone's own input side, `mean` / `std` (R, G, B, applied to
     [0, 1] pixels) to its own normalisation; all three are recorded in the meta, so `tbh train`
-    and `tbh export` rebuild the same backbone. Returns what was written (`FeaturesReport`: also
-    the path of NAME.npy).
+    and `tbh export` rebuild the same backbone. `progress(label, done, total)` is called as images
+    are embedded (`tbhcli.terminal.ProgressCallback`). Returns what was written
+    (`FeaturesReport`: also the path of NAME.npy).
     """
     images, out = Path(images), Path(out)
     if out.suffix != ".npy":
@@ -130,7 +130,7 @@ def features(
     model = load_backbone(backbone, backbone_weights, image_size, mean, std)
     size = model.image_size
 
-    feats, ok = embed_images(images, paths, model, size, batch_size, workers, device)
+    feats, ok = embed_images(images, paths, model, size, batch_size, workers, device, progress)
     labels, classes = class_labels(paths)  # from all files, so a bad file never renumbers classes
     kept = decoded_paths(images, paths, ok)
     save_features(out, feats[ok], labels[ok] if labels is not None else None)

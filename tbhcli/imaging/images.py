@@ -13,10 +13,8 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tbhcli.errors import TbhError
-from tbhcli.terminal import printable
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"}
@@ -45,23 +43,6 @@ def check_workers(workers: int | None) -> int:
     if workers < 0:
         raise TbhError(f"--workers must be 0 (decode in this process) or more (got {workers}).")
     return workers
-
-
-def image_progress(label: str, console) -> Progress:
-    """The progress bar of `tbh features` and `tbh index`: done / total, images/s, time left.
-
-    Tasks carry a `rate` field (images/s) that the caller updates. `label` is shown literally
-    (it holds a folder name: no markup, no format fields, no control characters).
-    """
-    literal = printable(label).replace("{", "{{").replace("}", "}}")
-    return Progress(
-        TextColumn(literal, style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>8.0f} images/s"),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def list_images(root: Path) -> list[Path]:

@@ -38,13 +38,11 @@ from tbhcli.errors import TbhError
 from tbhcli.imaging import nvjpeg
 from tbhcli.imaging.decode import DecodedBatch, decode_batches
 from tbhcli.imaging.encode import EncodedBatch, encode_batches
-from tbhcli.imaging.images import image_progress
 from tbhcli.indexing.tables import TableReport, commit_encoded, pending_images
 from tbhcli.storage.writer import StoreWriter
-from tbhcli.terminal import make_console, shown
+from tbhcli.terminal import ProgressCallback, no_progress, shown
 
 DECODERS = ("auto", "pillow", "nvjpeg")
-console = make_console(stderr=True)  # progress bars
 log = logging.getLogger(__name__)
 
 
@@ -185,7 +183,13 @@ class ClusterIndexer:
             log.info(f"Dask worker {shown(result.worker)} joined: {kind}")
         return result
 
-    def index_folder(self, folder: Path, writer: StoreWriter, relpaths: list[Path]) -> TableReport:
+    def index_folder(
+        self,
+        folder: Path,
+        writer: StoreWriter,
+        relpaths: list[Path],
+        progress: ProgressCallback = no_progress,
+    ) -> TableReport:
         """Append every image of `relpaths` that the table does not hold yet, in their order."""
         report = TableReport(folder)
         todo, labels = pending_images(writer, relpaths, report)
@@ -204,20 +208,18 @@ class ClusterIndexer:
             return task, future
 
         pending = deque(submit(task) for task in itertools.islice(upcoming, self._window()))
-        with image_progress(f"indexing {folder}", console) as progress:
-            bar = progress.add_task("index", total=len(todo), rate=0.0)
-            done = 0
-            while pending:
-                (files, file_labels), future = pending.popleft()
-                result = self._result(future, files)
-                following = next(upcoming, None)
-                if following is not None:
-                    pending.append(submit(following))
-                # The commit point of the task: in task order, whatever order they finished in.
-                commit_encoded(writer, report, files, file_labels, result.batch)
-                done += len(files)
-                elapsed = progress.tasks[0].elapsed or 1e-9
-                progress.update(bar, completed=done, rate=report.added / elapsed)
+        label, done = f"indexing {folder}", 0
+        progress(label, 0, len(todo))
+        while pending:
+            (files, file_labels), future = pending.popleft()
+            result = self._result(future, files)
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(submit(following))
+            # The commit point of the task: in task order, whatever order they finished in.
+            commit_encoded(writer, report, files, file_labels, result.batch)
+            done += len(files)
+            progress(label, done, len(todo))
         return report
 
 

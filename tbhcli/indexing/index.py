@@ -22,7 +22,6 @@ from tbhcli.errors import TbhError, option
 from tbhcli.imaging.encode import encode_files
 from tbhcli.imaging.images import (
     check_workers,
-    image_progress,
     list_images,
     read_file_list,
 )
@@ -32,10 +31,9 @@ from tbhcli.storage.prune import RemoveReport, remove
 from tbhcli.storage.render import removed_lines
 from tbhcli.storage.store import QUERIES
 from tbhcli.storage.writer import StoreLock, StoreWriter, open_writer
-from tbhcli.terminal import make_console, printable, shown
+from tbhcli.terminal import ProgressCallback, no_progress, printable, shown
 from tbhcli.workspace import newest_finished_run, resolve_model, resolve_store
 
-console = make_console(stderr=True)  # progress bars
 log = logging.getLogger(__name__)
 TASK_SIZE = 2048  # files per Dask task: scheduling costs nothing next to it, tasks still balance
 
@@ -116,6 +114,7 @@ def index_folder(
     info: ModelInfo,
     batch_size: int,
     workers: int,
+    progress: ProgressCallback = no_progress,
 ) -> TableReport:
     """Append every image of `relpaths` (relative to `folder`) that the table does not hold yet."""
     report = TableReport(folder)
@@ -124,12 +123,11 @@ def index_folder(
     batches = encode_files(  # codes (B, bits / 8) per batch
         files, lambda pixels: run_codes(session, pixels), info.image_size, batch_size, workers
     )
-    with image_progress(f"indexing {folder}", console) as progress:
-        task = progress.add_task("index", total=len(todo), rate=0.0)
-        for batch in batches:
-            commit_encoded(writer, report, todo, labels, batch)
-            elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(task, completed=batch.end, rate=report.added / elapsed)
+    label = f"indexing {folder}"
+    progress(label, 0, len(todo))
+    for batch in batches:
+        commit_encoded(writer, report, todo, labels, batch)
+        progress(label, batch.end, len(todo))
     return report
 
 
@@ -175,6 +173,7 @@ def index(
     task_size: int = TASK_SIZE,
     jpeg_decoder: str = "auto",
     backbone_weights: Path | None = None,
+    progress: ProgressCallback | None = None,
 ) -> IndexReport:
     """Index the images under `images` (recursively) into `store` (default ./codes.zarr).
 
@@ -190,8 +189,11 @@ def index(
     `jpeg_decoder` "auto" decodes JPEGs with nvJPEG on Dask workers whose model runs on CUDA,
     "pillow" always with Pillow. A features model (`tbh export --input features`) runs the
     backbone its metadata records first; `backbone_weights` replaces its recorded weights file.
+    `progress(label, done, total)` is called as each folder's images are committed
+    (`tbhcli.terminal.ProgressCallback`; `tbh` draws bars).
     """
     images = Path(images)
+    progress = progress or no_progress
     if batch_size <= 0:
         raise TbhError(f"--batch-size must be positive (got {batch_size}).")
     model_path = image_model(model)
@@ -220,14 +222,19 @@ def index(
             log.info(f"model {shown(model_path)} on [bold]{describe_provider(provider)}[/]")
 
             def index_table(folder, writer, relpaths):
-                return index_folder(folder, writer, relpaths, session, info, batch_size, workers)
+                return index_folder(
+                    folder, writer, relpaths, session, info, batch_size, workers, progress
+                )
         else:
             from tbhcli.indexing.cluster import cluster_indexer
 
             cluster = stack.enter_context(
                 cluster_indexer(dask, workers, info, device, batch_size, task_size, jpeg_decoder)
             )
-            index_table = cluster.index_folder
+
+            def index_table(folder, writer, relpaths):
+                return cluster.index_folder(folder, writer, relpaths, progress)
+
         began = time.perf_counter()
         tables = []
         with StoreLock(store_path):
