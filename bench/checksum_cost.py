@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from search import best_seconds  # bench/search.py
+from timing import best_seconds  # bench/timing.py
 
 from tbhcli.search import topk
 from tbhcli.storage.checksums import CHECKSUMS, CRC32C, appended, chunk_sum

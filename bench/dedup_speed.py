@@ -19,13 +19,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dedup_photos import debian_wallpapers, whole_photos  # noqa: E402
+from timing import best_of  # noqa: E402
 
 PHASH_SCRIPT = """
 import sys, imagehash
@@ -48,15 +48,6 @@ def write_jpegs(folder: Path, count: int) -> None:
         img.save(folder / f"photo{i:05d}.jpg", quality=90)
 
 
-def best_of(runs: int, job) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        job()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=5000)
@@ -74,14 +65,14 @@ def main() -> None:
         write_jpegs(big, args.photos)
         write_jpegs(small, args.small)
         files = sorted(big.iterdir())
-        tbh = best_of(args.runs, lambda: folder_codes(big, None, default_workers()))
+        tbh = best_of(lambda: folder_codes(big, None, default_workers()), args.runs)
 
         def phash_all() -> None:
             for f in files:
                 with Image.open(f) as img:
                     imagehash.phash(img)
 
-        phash = best_of(1, phash_all)
+        phash = best_of(phash_all, 1)
         print(f"\n{len(files)} JPEGs (1024 px): tbh {len(files) / tbh:.0f} images/s "
               f"({default_workers()} workers), imagehash pHash {len(files) / phash:.0f} images/s "
               f"(1 process): {phash / tbh:.1f}x")  # fmt: skip
@@ -92,8 +83,8 @@ def main() -> None:
             shutil.rmtree(small / ".tbh", ignore_errors=True)
             subprocess.run(tbh_cmd, check=True, capture_output=True)
 
-        cold = best_of(args.runs, cold_tbh)
-        reference = best_of(args.runs, lambda: subprocess.run(phash_cmd, check=True))
+        cold = best_of(cold_tbh, args.runs)
+        reference = best_of(lambda: subprocess.run(phash_cmd, check=True), args.runs)
         print(f"cold start on {args.small} photos: tbh duplicates {cold:.2f} s, a new process "
               f"hashing them with imagehash pHash {reference:.2f} s")  # fmt: skip
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from mih import ClusteredCodes, write_store  # bench/mih.py
-from search import best_seconds, load  # bench/search.py
+from timing import best_seconds, load  # bench/timing.py
 
 from tbhcli.hamming import mih
 from tbhcli.search import as_words, topk

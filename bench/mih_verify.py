@@ -12,7 +12,7 @@ from pathlib import Path
 
 import google_crc32c
 import numpy as np
-from search import best_seconds  # bench/search.py
+from timing import best_seconds  # bench/timing.py
 
 from tbhcli.search import topk
 from tbhcli.storage import mih_tables

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
-from search import best_seconds, load  # bench/search.py
+from timing import best_seconds, load  # bench/timing.py
 
 from tbhcli.hamming.kernels import SUB, TILE, _load_tile, _tile_distances, scan_topk
 from tbhcli.search import as_words, topk

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from timing import load  # bench/timing.py
 
 from tbhcli.search import topk
 
@@ -68,23 +69,6 @@ def numpy_topk(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
         best = np.concatenate([below, np.flatnonzero(dist == kth)[: k - len(below)]])
         ids.append(best[np.argsort(dist[best], kind="stable")])
     return np.array(ids)
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def best_seconds(stages: dict, repeats: int) -> dict[str, float]:
-    """Best wall time of each callable over `repeats` interleaved rounds, after one warm-up."""
-    for run in stages.values():
-        run()  # compile and warm up
-    best = dict.fromkeys(stages, float("inf"))
-    for _ in range(repeats):
-        for name, run in stages.items():
-            started = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best
 
 
 def cpu_name() -> str:

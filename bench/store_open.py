@@ -6,23 +6,14 @@ rows_committed) against zarr's plain open of the group and its three arrays, sam
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import zarr
+from timing import best_of  # bench/timing.py
 
 from tbhcli.storage.store import open_store
 from tbhcli.storage.writer import StoreLock, open_writer
-
-
-def best_of(fn, repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
