@@ -13,7 +13,6 @@ since (replaced in place, edited) has a stale code, so it leaves the groups, nam
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tbhcli.atomic import write_text_atomic
 from tbhcli.errors import TbhError
 from tbhcli.imaging.images import check_workers, list_images
 from tbhcli.terminal import ProgressCallback
@@ -243,7 +243,5 @@ def changed_since_stored(paths: CachePaths) -> list[str]:
         elif known[name] != now:
             changed.append(name)
     if updated:
-        partial = paths.fingerprints.with_name(f".{paths.fingerprints.name}.partial")
-        partial.write_text(json.dumps(known))
-        os.replace(partial, paths.fingerprints)
+        write_text_atomic(paths.fingerprints, json.dumps(known))
     return changed

@@ -5,6 +5,7 @@ a code store; either way `apps.keep` picks the file each group keeps, and the re
 the HTML page are written when asked for. What it returns prints itself (the table) and becomes
 the `tbh.duplicates/1` document, so the CLI only maps options and renders. Files left out of
 the groups (gone, outside the folder, changed, unreadable) are logged as warnings.
+`find_duplicates` and `find_duplicates_to_remove` give the same answers in imagededup's shapes.
 """
 
 import logging
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console, ConsoleOptions
 
+from tbhcli.apps.duplicates import variant_distances
 from tbhcli.apps.keep import Decision, check_keep, decide, decisions_json, write_to_remove
 from tbhcli.apps.photos import FolderDuplicates, folder_duplicates, saved_store_duplicates
 from tbhcli.errors import TbhError, option
@@ -125,3 +128,53 @@ def duplicates(
         report.page = write_page(report.decisions, Path(html))
         log.info("groups page written to %s", shown(report.page))
     return report
+
+
+def find_duplicates(
+    folder: Path,
+    radius: int | None = None,
+    *,
+    store: Path | None = None,
+    backbone: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    mirror: bool = False,
+) -> dict[str, list[tuple[str, int]]]:
+    """Every image under `folder` -> the other members of its `tbh duplicates` group with their
+    Hamming distance to it (imagededup's `find_duplicates` shape; paths relative to `folder`,
+    [] for an image in no group). The groups are those the CLI prints."""
+    found = folder_duplicates(
+        folder, store, radius, backbone, workers=workers, threads=threads, device=device,
+        mirror=mirror,
+    )  # fmt: skip
+    out: dict[str, list[tuple[str, int]]] = {name: [] for name in found.paths}
+    for group in found.groups:
+        i, j = (a.ravel() for a in np.meshgrid(group.rows, group.rows, indexing="ij"))
+        distances = variant_distances(found.codes, i, j, found.variants, found.radius)
+        distances = distances.reshape(len(group.rows), len(group.rows))  # (G, G)
+        for a, name in enumerate(group.paths):
+            out[name] = [(group.paths[b], int(distances[a, b]))
+                         for b in range(len(group.paths)) if b != a]  # fmt: skip
+    return out
+
+
+def find_duplicates_to_remove(
+    folder: Path,
+    keep: str = "original",
+    radius: int | None = None,
+    *,
+    store: Path | None = None,
+    backbone: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    mirror: bool = False,
+) -> list[str]:
+    """The files `tbh duplicates FOLDER --to-remove` lists (every group member but the kept
+    one, never a picture's only copy: `apps.keep`), as paths under `folder`."""
+    report = duplicates(
+        folder, store=store, radius=radius, backbone=backbone, keep=keep, mirror=mirror,
+        workers=workers, threads=threads, device=device,
+    )  # fmt: skip
+    return [str(m.file) for d in report.decisions for m in d.to_remove]

@@ -32,7 +32,6 @@ from tbhcli.apps.duplicates import (
     DuplicateGroup,
     group_codes,
     store_duplicates,
-    variant_distances,
 )
 from tbhcli.errors import TbhError
 from tbhcli.hashing.perceptual import BITS
@@ -197,57 +196,3 @@ def _from_store(groups, usable, radius: int, store: Path, seconds=None) -> Folde
         seconds=seconds or {},
         codes=usable.codes, paths=usable.names,
     )  # fmt: skip
-
-
-def find_duplicates(
-    folder: Path,
-    radius: int | None = None,
-    *,
-    store: Path | None = None,
-    backbone: str | None = None,
-    workers: int | None = None,
-    threads: int | None = None,
-    device: str = "auto",
-    mirror: bool = False,
-) -> dict[str, list[tuple[str, int]]]:
-    """Every image under `folder` -> the other members of its `tbh duplicates` group with their
-    Hamming distance to it (imagededup's `find_duplicates` shape; paths relative to `folder`,
-    [] for an image in no group). The groups are those the CLI prints."""
-    found = folder_duplicates(
-        folder, store, radius, backbone, workers=workers, threads=threads, device=device,
-        mirror=mirror,
-    )  # fmt: skip
-    out: dict[str, list[tuple[str, int]]] = {name: [] for name in found.paths}
-    for group in found.groups:
-        i, j = (a.ravel() for a in np.meshgrid(group.rows, group.rows, indexing="ij"))
-        distances = variant_distances(found.codes, i, j, found.variants, found.radius)
-        distances = distances.reshape(len(group.rows), len(group.rows))  # (G, G)
-        for a, name in enumerate(group.paths):
-            out[name] = [(group.paths[b], int(distances[a, b]))
-                         for b in range(len(group.paths)) if b != a]  # fmt: skip
-    return out
-
-
-def find_duplicates_to_remove(
-    folder: Path,
-    keep: str = "original",
-    radius: int | None = None,
-    *,
-    store: Path | None = None,
-    backbone: str | None = None,
-    workers: int | None = None,
-    threads: int | None = None,
-    device: str = "auto",
-    mirror: bool = False,
-) -> list[str]:
-    """The files `tbh duplicates FOLDER --to-remove` lists (every group member but the kept
-    one, never a picture's only copy: `apps.keep`), as paths under `folder`."""
-    from tbhcli.apps.keep import check_keep, decide
-
-    check_keep(keep)
-    found = folder_duplicates(
-        folder, store, radius, backbone, workers=workers, threads=threads, device=device,
-        mirror=mirror,
-    )  # fmt: skip
-    decisions = decide(found.groups, found.root, keep)
-    return [str(m.file) for d in decisions for m in d.to_remove]
