@@ -42,7 +42,7 @@ def decode_batch(files: list[Path], size: int, loader: Callable = load_image) ->
             pixels.append(loader(path, size))
             ok.append(i)
         except ImageDecodeError as exc:
-            errors.append((i, str(exc).removeprefix(f"cannot decode image {path}: ")))
+            errors.append((i, exc.reason))
     if not pixels:  # empty: RGB uint8 [0, 3, S, S], or [0, 0] from another loader (`_merge`)
         rgb = loader is load_image
         empty = np.zeros((0, 3, size, size), np.uint8) if rgb else np.zeros((0, 0), np.float32)

@@ -28,7 +28,20 @@ IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.Decompr
 
 
 class ImageDecodeError(TbhError):
-    """A file that looks like an image but cannot be decoded (corrupt, truncated, empty)."""
+    """A file that looks like an image but cannot be decoded (corrupt, truncated, empty).
+
+    `reason` is why, without the file's name: what lists of skipped files show beside the name.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = message if reason is None else reason
+
+
+def decode_error(source: Path | BinaryIO, exc: Exception) -> ImageDecodeError:
+    """The error for a file Pillow failed on with `exc` (one of `IMAGE_DECODE_ERRORS`)."""
+    reason = _reason(exc)
+    return ImageDecodeError(f"cannot decode image {_name(source)}: {reason}", reason)
 
 
 def default_workers() -> int:
@@ -147,7 +160,7 @@ def load_image(
             img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)  # (size, size, 3)
     except IMAGE_DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"cannot decode image {_name(path)}: {_reason(exc)}") from None
+        raise decode_error(path, exc) from None
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (3, size, size)
 
 

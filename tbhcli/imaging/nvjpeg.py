@@ -88,6 +88,6 @@ def decode_files(
             pixels.append(decoded[i] if i in decoded else load_image(path, size))
             ok.append(i)
         except ImageDecodeError as exc:
-            errors.append((i, str(exc).removeprefix(f"cannot decode image {path}: ")))
+            errors.append((i, exc.reason))
     stacked = np.stack(pixels) if pixels else np.zeros((0, 3, size, size), np.uint8)
     return stacked, ok, errors

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from tbhcli.imaging.images import IMAGE_DECODE_ERRORS, ImageDecodeError, to_rgb
+from tbhcli.imaging.images import IMAGE_DECODE_ERRORS, decode_error, to_rgb
 
 SIDE = 32  # side of the thumbnail whose DCT the photo code holds, pixels
 DRAFT_FACTOR = 4  # JPEGs are decoded to at least 4 x the thumbnail side before the resize
@@ -39,7 +39,7 @@ def gray_thumbnail(path: Path, side: int = SIDE) -> np.ndarray:
         picture = _gray_picture(path, side)
         return np.asarray(picture.resize((side, side), Image.Resampling.LANCZOS), np.float32)
     except IMAGE_DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from None
+        raise decode_error(path, exc) from None
 
 
 # The picture itself, then its mirrored and rotated versions (`--mirror`): the 8 symmetries.
@@ -68,7 +68,7 @@ def hash_thumbnails(path: Path, side: int = SIDE) -> np.ndarray:
     try:
         return _hash_rows(_gray_picture(path, side), side)
     except IMAGE_DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from None
+        raise decode_error(path, exc) from None
 
 
 def dihedral_hash_thumbnails(path: Path, side: int = SIDE) -> np.ndarray:
@@ -79,4 +79,4 @@ def dihedral_hash_thumbnails(path: Path, side: int = SIDE) -> np.ndarray:
         turned = [picture if t is None else picture.transpose(t) for t in DIHEDRAL]
         return np.concatenate([_hash_rows(p, side) for p in turned])
     except IMAGE_DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from None
+        raise decode_error(path, exc) from None
